@@ -1,0 +1,105 @@
+"""One settings class for the whole product (env prefix ``AUTOTRADE_``, ``.env`` supported).
+
+Defaults are the embedded mode: SQLite under ``var/``, the simulator as broker, the local KMS provider,
+the console notifier. Risk limits and exit rates default to the specification's values.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BrokerEnv(StrEnum):
+    """Which Kiwoom host the client talks to."""
+
+    PRODUCTION = "production"
+    MOCK = "mock"
+    SIMULATOR = "simulator"
+
+
+class BuySession(StrEnum):
+    """Session in which the evening buy is placed.
+
+    ``AFTER_HOURS_CLOSE`` (default): 15:40-16:00 at today's close (trde_tp 81); fills only against
+    opposing orders, so it may fill partly or not at all, but the position is known before the next open.
+    ``NEXT_OPEN``: a market order queued for the next morning's opening auction (trde_tp 3).
+    """
+
+    AFTER_HOURS_CLOSE = "after_hours_close"
+    NEXT_OPEN = "next_open"
+
+
+class KmsProvider(StrEnum):
+    LOCAL = "local"
+    AWS = "aws"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AUTOTRADE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # storage
+    database_url: str = "sqlite:///var/autotrade.db"
+    data_dir: Path = Path("var")
+
+    # risk (KRW, integers) -- specification section 3.4
+    min_ai_score: float = Field(7.0, ge=0, le=10)
+    max_daily_investment: int = Field(10_000_000, gt=0)
+    max_stock_count: int = Field(10, gt=0)
+    max_per_stock: int = Field(1_000_000, gt=0)
+    default_daily_limit: int = Field(10_000_000, gt=0)
+    allow_rebuy_same_day: bool = True
+
+    # three-tier exit (percent)
+    stop_loss_rate: float = Field(5.0, gt=0, lt=100)
+    preserve_rate: float = Field(4.0, gt=0, lt=100)
+    take_profit_rate: float = Field(8.0, gt=0, lt=1000)
+
+    buy_session: BuySession = BuySession.AFTER_HOURS_CLOSE
+
+    # costs (percent). Kiwoom online brokerage fee 0.015% (키움증권 수수료 안내, 영웅문/REST 온라인
+    # 매매); securities transaction tax on KRX sells 0.20% from 2026-01-01 (증권거래세법 시행령 개정,
+    # 2025 세법개정: KOSPI 0.05% + 농어촌특별세 0.15%, KOSDAQ 0.20%).
+    fee_rate: Decimal = Decimal("0.015")
+    sell_tax_rate: Decimal = Decimal("0.20")
+
+    # broker
+    broker_env: BrokerEnv = BrokerEnv.SIMULATOR
+    broker_base_url: str = "http://127.0.0.1:8765"
+    broker_rate_per_second: float = Field(1.0, gt=0)
+    broker_burst: int = Field(2, ge=1)
+    broker_timeout_seconds: float = Field(10.0, gt=0)
+
+    # vault
+    kms_provider: KmsProvider = KmsProvider.LOCAL
+    kms_key_id: str = "alias/autotrade"
+    kms_region: str = "ap-northeast-2"
+    kms_endpoint_url: str | None = None
+    local_master_key_path: Path = Path("var/master.key")
+    jwt_signing_key: SecretStr = SecretStr("")
+    temp_token_ttl_seconds: int = Field(300, gt=0, le=3600)
+
+    # notifications
+    notifier: str = "console"
+    slack_token: SecretStr | None = None
+    slack_webhook_url: SecretStr | None = None
+    slack_operator_channel: str = "#autotrade-ops"
+
+    @field_validator("fee_rate", "sell_tax_rate")
+    @classmethod
+    def _rate_in_range(cls, v: Decimal) -> Decimal:
+        if not Decimal(0) <= v < Decimal(100):
+            raise ValueError("a rate is a percentage between 0 and 100")
+        return v
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -38,33 +38,33 @@ class IntentEvent(StrEnum):
     EXPIRE = "EXPIRE"
 
 
-I, E = IntentStatus, IntentEvent
+St, E = IntentStatus, IntentEvent
 
 INTENT_TRANSITIONS: dict[tuple[IntentStatus, IntentEvent], IntentStatus] = {
-    (I.NEW, E.SEND): I.SUBMITTING,
-    (I.SUBMITTING, E.ACK): I.ACCEPTED,
-    (I.SUBMITTING, E.FAIL_UNKNOWN): I.UNKNOWN,
-    (I.SUBMITTING, E.REJECT): I.REJECTED,
-    (I.SUBMITTING, E.NOT_FOUND): I.NEW,
-    (I.SUBMITTING, E.FILL): I.PARTIALLY_FILLED,
-    (I.SUBMITTING, E.FILL_COMPLETE): I.FILLED,
-    (I.UNKNOWN, E.ACK): I.ACCEPTED,
-    (I.UNKNOWN, E.NOT_FOUND): I.NEW,
-    (I.UNKNOWN, E.FILL): I.PARTIALLY_FILLED,
-    (I.UNKNOWN, E.FILL_COMPLETE): I.FILLED,
-    (I.ACCEPTED, E.FILL): I.PARTIALLY_FILLED,
-    (I.ACCEPTED, E.FILL_COMPLETE): I.FILLED,
-    (I.ACCEPTED, E.CANCEL): I.CANCELLED,
-    (I.ACCEPTED, E.EXPIRE): I.EXPIRED,
-    (I.PARTIALLY_FILLED, E.FILL): I.PARTIALLY_FILLED,
-    (I.PARTIALLY_FILLED, E.FILL_COMPLETE): I.FILLED,
-    (I.PARTIALLY_FILLED, E.CANCEL): I.CANCELLED,
-    (I.PARTIALLY_FILLED, E.EXPIRE): I.EXPIRED,
+    (St.NEW, E.SEND): St.SUBMITTING,
+    (St.SUBMITTING, E.ACK): St.ACCEPTED,
+    (St.SUBMITTING, E.FAIL_UNKNOWN): St.UNKNOWN,
+    (St.SUBMITTING, E.REJECT): St.REJECTED,
+    (St.SUBMITTING, E.NOT_FOUND): St.NEW,
+    (St.SUBMITTING, E.FILL): St.PARTIALLY_FILLED,
+    (St.SUBMITTING, E.FILL_COMPLETE): St.FILLED,
+    (St.UNKNOWN, E.ACK): St.ACCEPTED,
+    (St.UNKNOWN, E.NOT_FOUND): St.NEW,
+    (St.UNKNOWN, E.FILL): St.PARTIALLY_FILLED,
+    (St.UNKNOWN, E.FILL_COMPLETE): St.FILLED,
+    (St.ACCEPTED, E.FILL): St.PARTIALLY_FILLED,
+    (St.ACCEPTED, E.FILL_COMPLETE): St.FILLED,
+    (St.ACCEPTED, E.CANCEL): St.CANCELLED,
+    (St.ACCEPTED, E.EXPIRE): St.EXPIRED,
+    (St.PARTIALLY_FILLED, E.FILL): St.PARTIALLY_FILLED,
+    (St.PARTIALLY_FILLED, E.FILL_COMPLETE): St.FILLED,
+    (St.PARTIALLY_FILLED, E.CANCEL): St.CANCELLED,
+    (St.PARTIALLY_FILLED, E.EXPIRE): St.EXPIRED,
 }
 
-OPEN_STATUSES = frozenset({I.SUBMITTING, I.UNKNOWN, I.ACCEPTED, I.PARTIALLY_FILLED})
-NEEDS_RECONCILIATION = frozenset({I.SUBMITTING, I.UNKNOWN})
-FINAL_STATUSES = frozenset({I.FILLED, I.CANCELLED, I.EXPIRED, I.REJECTED})
+OPEN_STATUSES = frozenset({St.SUBMITTING, St.UNKNOWN, St.ACCEPTED, St.PARTIALLY_FILLED})
+NEEDS_RECONCILIATION = frozenset({St.SUBMITTING, St.UNKNOWN})
+FINAL_STATUSES = frozenset({St.FILLED, St.CANCELLED, St.EXPIRED, St.REJECTED})
 
 
 class IllegalIntentTransition(RuntimeError):
@@ -95,7 +95,9 @@ class OrderIntent:
     filled: int = 0
     events: list[IntentEvent] = field(default_factory=list)
 
-    def apply(self, event: IntentEvent, *, order_no: str | None = None, filled_total: int | None = None) -> None:
+    def apply(
+        self, event: IntentEvent, *, order_no: str | None = None, filled_total: int | None = None
+    ) -> None:
         """Move to the next status; ``filled_total`` is the cumulative filled quantity the broker reports."""
         if filled_total is not None:
             if filled_total > self.quantity:

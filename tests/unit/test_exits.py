@@ -72,8 +72,14 @@ def test_tier_prices_custom_rates_and_cheap_stock() -> None:
     assert (q.stop_loss, q.preserve, q.take_profit) == (97_000, 105_000, 110_000)
 
 
-@pytest.mark.parametrize("bad", [dict(entry_price=0), dict(entry_price=100, stop_loss_rate=0.0),
-                                 dict(entry_price=100, preserve_rate=9.0, take_profit_rate=8.0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(entry_price=0),
+        dict(entry_price=100, stop_loss_rate=0.0),
+        dict(entry_price=100, preserve_rate=9.0, take_profit_rate=8.0),
+    ],
+)
 def test_tier_prices_reject_bad_input(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         tier_prices(**bad)  # type: ignore[arg-type]
@@ -138,7 +144,7 @@ def test_gap_below_stop_after_preserve() -> None:
 
 
 def test_gap_above_take_profit_before_preserve() -> None:
-    """10 at 70,000 opens at 80,000, above take-profit 75,600 before preserve: sell all 10, preserve skipped."""
+    """10 at 70,000 opens at 80,000, above take-profit 75,600 before preserve: sell all 10, skip preserve."""
     s = ExitStrategy.arm("005930", 70_000, 10)
     [t] = tick(s, 80_000)
     assert (t.tier, t.quantity) == (Tier.TAKE_PROFIT, 10)

@@ -13,7 +13,7 @@ from autotrade.domain.orders import (
     intent_key,
 )
 
-E, I = IntentEvent, IntentStatus
+E, St = IntentEvent, IntentStatus
 
 
 def new() -> OrderIntent:
@@ -30,9 +30,9 @@ def test_happy_path_with_partial_fill() -> None:
     o.apply(E.SEND)
     o.apply(E.ACK, order_no="0000001")
     o.apply(E.FILL, filled_total=4)
-    assert (o.status, o.remaining) == (I.PARTIALLY_FILLED, 6)
+    assert (o.status, o.remaining) == (St.PARTIALLY_FILLED, 6)
     o.apply(E.FILL_COMPLETE, filled_total=10)
-    assert o.status is I.FILLED
+    assert o.status is St.FILLED
 
 
 def test_lost_response_then_reconciled() -> None:
@@ -41,7 +41,7 @@ def test_lost_response_then_reconciled() -> None:
     o.apply(E.SEND)
     o.apply(E.FAIL_UNKNOWN)
     o.apply(E.ACK, order_no="0000007")
-    assert o.status is I.ACCEPTED and o.order_no == "0000007"
+    assert o.status is St.ACCEPTED and o.order_no == "0000007"
 
 
 def test_not_found_allows_resend() -> None:
@@ -49,7 +49,7 @@ def test_not_found_allows_resend() -> None:
     o.apply(E.SEND)
     o.apply(E.FAIL_UNKNOWN)
     o.apply(E.NOT_FOUND)
-    assert o.status is I.NEW
+    assert o.status is St.NEW
 
 
 @pytest.mark.parametrize(

@@ -55,7 +55,9 @@ def test_users_own_daily_limit_binds_below_system_cap() -> None:
 
 def test_spent_today_counts_against_the_daily_budget() -> None:
     """9,800,000 already spent today: 200,000 left buys 2 shares at 100,000."""
-    plan = plan_buys([row("000001", 9.0, 100_000)], RiskLimits(), AccountState(cash=10**8, spent_today=9_800_000))
+    plan = plan_buys(
+        [row("000001", 9.0, 100_000)], RiskLimits(), AccountState(cash=10**8, spent_today=9_800_000)
+    )
     assert plan.buys[0].quantity == 2
 
 

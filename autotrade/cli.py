@@ -1,0 +1,56 @@
+"""The one command-line entry point: ``autotrade``."""
+
+from __future__ import annotations
+
+import typer
+
+from autotrade.config import get_settings
+
+app = typer.Typer(
+    name="autotrade",
+    help="Multi-user auto-trading for Korean equities: AI scan -> Kiwoom orders -> three-tier exits.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold secrets
+)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    url: str = typer.Option(None, help="Database URL (default: AUTOTRADE_DATABASE_URL / settings)."),
+    revision: str = typer.Option("head"),
+) -> None:
+    """Create or migrate the schema to ``revision``."""
+    from autotrade.store.migrate import upgrade
+
+    target = url or get_settings().database_url
+    upgrade(target, revision)
+    typer.echo(f"schema at {revision}: {_safe_url(target)}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    url: str = typer.Option(None, help="Database URL (default: AUTOTRADE_DATABASE_URL / settings)."),
+    revision: str = typer.Option("base"),
+) -> None:
+    """Roll the schema back to ``revision`` (``base`` drops every table)."""
+    from autotrade.store.migrate import downgrade
+
+    target = url or get_settings().database_url
+    downgrade(target, revision)
+    typer.echo(f"schema at {revision}: {_safe_url(target)}")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Trading services: scan intake, signals, exactly-once orders, fills, exits and reconciliation."""

@@ -316,3 +316,21 @@ class NotificationFailure(Base):
     kind: Mapped[str] = mapped_column(sa.String(32))
     error: Mapped[str] = mapped_column(sa.String(512))
     attempts: Mapped[int] = mapped_column(default=0)
+
+
+class EquitySnapshot(Base):
+    """End-of-day account value as the broker reported it: the equity curve of reports and drawdowns."""
+
+    __tablename__ = "equity_snapshots"
+    __table_args__ = (sa.UniqueConstraint("account_no", "trading_day"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[str] = mapped_column(sa.ForeignKey("users.user_id", ondelete="CASCADE"), index=True)
+    account_no: Mapped[str] = mapped_column(sa.ForeignKey("accounts.account_no", ondelete="CASCADE"))
+    trading_day: Mapped[date] = mapped_column(sa.Date)
+    cash: Mapped[int] = mapped_column(KRW)
+    holdings_value: Mapped[int] = mapped_column(KRW)
+    equity: Mapped[int] = mapped_column(KRW)
+    realized_pnl: Mapped[int] = mapped_column(KRW, default=0)
+    unrealized_pnl: Mapped[int] = mapped_column(KRW, default=0)
+    taken_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)

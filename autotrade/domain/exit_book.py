@@ -18,18 +18,19 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import count
+from typing import Generic, TypeVar
 
 from autotrade.domain.exits import ExitEvent, ExitStrategy, PriceTick, SellIntent, TierStatus
 from autotrade.domain.models import Tier
 
-Key = Hashable
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(slots=True)
-class _StockIndex:
-    lower: list[tuple[int, int, Key, int]] = field(default_factory=list)  # (-stop, seq, key, version)
-    upper: list[tuple[int, int, Key, int]] = field(default_factory=list)  # (level, seq, key, version)
-    committed: set[Key] = field(default_factory=set)
+class _StockIndex(Generic[K]):
+    lower: list[tuple[int, int, K, int]] = field(default_factory=list)  # (-stop, seq, key, version)
+    upper: list[tuple[int, int, K, int]] = field(default_factory=list)  # (level, seq, key, version)
+    committed: set[K] = field(default_factory=set)
 
 
 def upper_level(s: ExitStrategy) -> int | None:
@@ -42,33 +43,33 @@ def upper_level(s: ExitStrategy) -> int | None:
     return None
 
 
-class ExitBook:
+class ExitBook(Generic[K]):
     def __init__(self) -> None:
-        self._strategies: dict[Key, ExitStrategy] = {}
-        self._versions: dict[Key, int] = {}
-        self._stocks: dict[str, _StockIndex] = {}
+        self._strategies: dict[K, ExitStrategy] = {}
+        self._versions: dict[K, int] = {}
+        self._stocks: dict[str, _StockIndex[K]] = {}
         self._seq = count()
 
     def __len__(self) -> int:
         return len(self._strategies)
 
-    def __contains__(self, key: Key) -> bool:
+    def __contains__(self, key: K) -> bool:
         return key in self._strategies
 
-    def __iter__(self) -> Iterator[tuple[Key, ExitStrategy]]:
+    def __iter__(self) -> Iterator[tuple[K, ExitStrategy]]:
         return iter(self._strategies.items())
 
-    def get(self, key: Key) -> ExitStrategy:
+    def get(self, key: K) -> ExitStrategy:
         return self._strategies[key]
 
-    def add(self, key: Key, strategy: ExitStrategy) -> None:
+    def add(self, key: K, strategy: ExitStrategy) -> None:
         if key in self._strategies:
             raise KeyError(f"{key!r} is already in the book")
         self._strategies[key] = strategy
         self._versions[key] = 0
         self._index(key)
 
-    def remove(self, key: Key) -> ExitStrategy:
+    def remove(self, key: K) -> ExitStrategy:
         strategy = self._strategies.pop(key)
         self._versions.pop(key)
         idx = self._stocks.get(strategy.code)
@@ -76,7 +77,7 @@ class ExitBook:
             idx.committed.discard(key)
         return strategy
 
-    def on_price(self, code: str, price: int, at: datetime) -> list[tuple[Key, SellIntent]]:
+    def on_price(self, code: str, price: int, at: datetime) -> list[tuple[K, SellIntent]]:
         """Feed one trade price; returns the sell intents it fires, with the strategy keys."""
         idx = self._stocks.get(code)
         if idx is None:
@@ -90,24 +91,24 @@ class ExitBook:
             _, _, key, version = heapq.heappop(idx.upper)
             if self._versions.get(key) == version:
                 candidates.add(key)
-        out: list[tuple[Key, SellIntent]] = []
+        out: list[tuple[K, SellIntent]] = []
         tick = PriceTick(price, at)
         for key in sorted(candidates, key=repr) if len(candidates) > 1 else candidates:
             out.extend((key, intent) for intent in self._strategies[key].apply(tick))
             self._index(key)
         return out
 
-    def apply(self, key: Key, event: ExitEvent) -> list[SellIntent]:
+    def apply(self, key: K, event: ExitEvent) -> list[SellIntent]:
         """Apply a non-price event (fill, order ended, day end, holding sync) and re-index."""
         intents = self._strategies[key].apply(event)
         self._index(key)
         return intents
 
-    def _index(self, key: Key) -> None:
+    def _index(self, key: K) -> None:
         s = self._strategies[key]
         version = self._versions[key] + 1
         self._versions[key] = version
-        idx = self._stocks.setdefault(s.code, _StockIndex())
+        idx = self._stocks.setdefault(s.code, _StockIndex[K]())
         idx.committed.discard(key)
         if s.is_closed or s.free <= 0:
             return

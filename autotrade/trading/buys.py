@@ -1,0 +1,211 @@
+"""Evening buys: per-user signals sized by risk, turned into buy intents and sent exactly once."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+import sqlalchemy as sa
+
+from autotrade.config import BuySession, Settings
+from autotrade.domain.krx import KST, CostRates
+from autotrade.domain.models import ScanRow, Side, SignalStatus
+from autotrade.domain.orders import IntentStatus, intent_key
+from autotrade.domain.risk import AccountState, BuyPlan, RiskLimits, plan_buys
+from autotrade.store.db import Database
+from autotrade.store.models import OrderIntentRow, ThreeTierStrategy, TradingSignal, UserApiKey
+from autotrade.store.repositories import Intents
+from autotrade.trading.orders import OrderService
+from autotrade.trading.ports import AccountBroker, NotProcessed, OrderType, OutcomeUnknown
+
+log = logging.getLogger(__name__)
+
+BUY_PURPOSE = "BUY"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRef:
+    user_id: str
+    account_no: str
+
+
+@dataclass(slots=True)
+class BuyOutcome:
+    """What happened for one account in the evening run (also the artifact row)."""
+
+    user_id: str
+    account_no: str
+    placed: list[tuple[str, int, int]] = field(default_factory=list)  # code, qty, price
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # code, reason
+    failed: list[tuple[str, str]] = field(default_factory=list)  # code, error
+    error: str | None = None
+
+    @property
+    def invested(self) -> int:
+        return sum(q * p for _, q, p in self.placed)
+
+
+def order_type_for(session: BuySession) -> OrderType:
+    return OrderType.AFTER_HOURS_CLOSE if session is BuySession.AFTER_HOURS_CLOSE else OrderType.MARKET
+
+
+class BuyService:
+    def __init__(self, db: Database, orders: OrderService, settings: Settings, clock: Callable[[], datetime]):
+        self.db = db
+        self.orders = orders
+        self.settings = settings
+        self.clock = clock
+        self.costs = CostRates(settings.fee_rate, settings.sell_tax_rate)
+
+    def limits_for(self, key: UserApiKey) -> RiskLimits:
+        s = self.settings
+        return RiskLimits(
+            min_ai_score=s.min_ai_score,
+            max_daily_investment=s.max_daily_investment,
+            daily_limit=key.daily_limit,
+            max_stock_count=s.max_stock_count,
+            max_per_stock=s.max_per_stock,
+            allow_rebuy_same_day=s.allow_rebuy_same_day,
+        )
+
+    async def run_account(
+        self,
+        ref: AccountRef,
+        broker: AccountBroker,
+        scan: Sequence[ScanRow],
+        day: date,
+        scan_batch_id: int | None = None,
+        dry_run: bool = False,
+    ) -> BuyOutcome:
+        """Plan (or re-use the plan of an earlier run today) and send this account's buys."""
+        out = BuyOutcome(ref.user_id, ref.account_no)
+        with self.db.unit_of_work() as s:
+            key = s.scalar(
+                sa.select(UserApiKey).where(
+                    UserApiKey.user_id == ref.user_id, UserApiKey.account_no == ref.account_no
+                )
+            )
+            if key is None:
+                raise LookupError("no registered key for this account")
+            limits = self.limits_for(key)
+            planned = self._existing_buys(s, ref, day)
+        if not planned:
+            view = await broker.account()
+            held = {h.code for h in view.holdings if h.quantity > 0}
+            state = self._account_state(ref, day, view.cash, held)
+            plan = plan_buys(scan, limits, state, self.costs)
+            if dry_run:
+                out.placed = [(b.code, b.quantity, b.price) for b in plan.buys]
+                out.skipped = [(k.code, k.reason.value) for k in plan.skipped]
+                return out
+            self._record_plan(ref, day, plan, scan_batch_id)
+        out.skipped = self._skips(ref, day)
+        for intent_id, code, qty, price in self._buy_intents(ref, day):
+            try:
+                status = await self.orders.execute(intent_id, broker)
+            except (NotProcessed, OutcomeUnknown) as exc:
+                out.failed.append((code, type(exc).__name__))
+                continue
+            if status in (IntentStatus.REJECTED,):
+                out.failed.append((code, "rejected"))
+            else:
+                out.placed.append((code, qty, price))
+        return out
+
+    def _existing_buys(self, s: sa.orm.Session, ref: AccountRef, day: date) -> bool:
+        return (
+            s.scalar(
+                sa.select(sa.func.count(TradingSignal.id)).where(
+                    TradingSignal.trading_day == day,
+                    TradingSignal.user_id == ref.user_id,
+                    TradingSignal.account_no == ref.account_no,
+                )
+            )
+            or 0
+        ) > 0
+
+    def _account_state(self, ref: AccountRef, day: date, cash: int, held: set[str]) -> AccountState:
+        with self.db.unit_of_work() as s:
+            buys = s.execute(
+                sa.select(OrderIntentRow.code, OrderIntentRow.quantity, OrderIntentRow.price).where(
+                    OrderIntentRow.trading_day == day,
+                    OrderIntentRow.account_no == ref.account_no,
+                    OrderIntentRow.side == Side.BUY,
+                    OrderIntentRow.status != IntentStatus.REJECTED,
+                )
+            ).all()
+            closed = s.execute(
+                sa.select(ThreeTierStrategy.code, ThreeTierStrategy.closed_at).where(
+                    ThreeTierStrategy.account_no == ref.account_no,
+                    ThreeTierStrategy.closed_at.is_not(None),
+                    ThreeTierStrategy.entry_date <= day,
+                )
+            ).all()
+        closed_today = {c.code for c in closed if c.closed_at and c.closed_at.astimezone(KST).date() == day}
+        return AccountState(
+            cash=cash,
+            held_codes=frozenset(held),
+            bought_today=frozenset(b.code for b in buys),
+            closed_today=frozenset(closed_today),
+            spent_today=sum((b.price or 0) * b.quantity for b in buys),
+        )
+
+    def _record_plan(self, ref: AccountRef, day: date, plan: BuyPlan, scan_batch_id: int | None) -> None:
+        trade_type = order_type_for(self.settings.buy_session).value
+        with self.db.unit_of_work() as s:
+            intents = Intents(s)
+            for b in plan.buys:
+                sig = TradingSignal(
+                    user_id=ref.user_id, account_no=ref.account_no, scan_batch_id=scan_batch_id,
+                    trading_day=day, code=b.code, name=b.name, score=b.score, current_price=b.price,
+                    target_quantity=b.quantity, confidence=min(b.score / 10, 1.0),
+                    reasons=json.dumps([f"bound by {b.bound_by.value}"], ensure_ascii=False),
+                    status=SignalStatus.ORDERED,
+                )  # fmt: skip
+                s.add(sig)
+                s.flush()
+                intents.create_once(
+                    OrderIntentRow(
+                        key=intent_key(day, ref.user_id, ref.account_no, b.code, BUY_PURPOSE),
+                        trading_day=day, user_id=ref.user_id, account_no=ref.account_no, code=b.code,
+                        side=Side.BUY, purpose=BUY_PURPOSE, quantity=b.quantity, price=b.price,
+                        trade_type=trade_type, signal_id=sig.id,
+                    )
+                )  # fmt: skip
+            for k in plan.skipped:
+                s.add(
+                    TradingSignal(
+                        user_id=ref.user_id, account_no=ref.account_no, scan_batch_id=scan_batch_id,
+                        trading_day=day, code=k.code, name=k.name, score=k.score, current_price=k.price,
+                        target_quantity=0, status=SignalStatus.SKIPPED, skip_reason=k.reason,
+                        skip_detail=k.detail[:255],
+                    )
+                )  # fmt: skip
+
+    def _buy_intents(self, ref: AccountRef, day: date) -> list[tuple[int, str, int, int]]:
+        with self.db.unit_of_work() as s:
+            cols = (OrderIntentRow.id, OrderIntentRow.code, OrderIntentRow.quantity, OrderIntentRow.price)
+            rows = s.execute(
+                sa.select(*cols)
+                .where(
+                    OrderIntentRow.trading_day == day,
+                    OrderIntentRow.account_no == ref.account_no,
+                    OrderIntentRow.purpose == BUY_PURPOSE,
+                )
+                .order_by(OrderIntentRow.id)
+            ).all()
+        return [(r.id, r.code, r.quantity, r.price or 0) for r in rows]
+
+    def _skips(self, ref: AccountRef, day: date) -> list[tuple[str, str]]:
+        with self.db.unit_of_work() as s:
+            rows = s.execute(
+                sa.select(TradingSignal.code, TradingSignal.skip_reason).where(
+                    TradingSignal.trading_day == day,
+                    TradingSignal.account_no == ref.account_no,
+                    TradingSignal.status == SignalStatus.SKIPPED,
+                )
+            ).all()
+        return [(r.code, r.skip_reason.value if r.skip_reason else "") for r in rows]

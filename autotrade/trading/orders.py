@@ -1,0 +1,195 @@
+"""Orders exactly once (DESIGN 3.4).
+
+Protocol, per intent:
+1. the intent row exists with its deterministic unique key (written by whoever decided the order);
+2. ``NEW -> SUBMITTING`` is committed *before* the broker call;
+3. the broker call; its answer is committed as ``ACCEPTED`` with the order number, ``REJECTED``, back to
+   ``NEW`` when the broker did not process it, or ``UNKNOWN`` when the outcome cannot be known;
+4. an intent found in ``SUBMITTING`` or ``UNKNOWN`` (a retry, a restart after a crash) is reconciled against
+   the broker's orders of the day before anything is sent again: a matching order not claimed by another
+   intent is adopted; if none exists the intent returns to ``NEW`` and is sent again.
+
+Matching uses stock, side, quantity, price (limit orders) and order time not before the intent's submission.
+This assumes the broker shows an accepted order in its inquiries once the order call has returned or failed;
+the simulator does, and Kiwoom's order inquiries (ka10075/ka10076) are read after the call, never during it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from autotrade.domain.orders import (
+    FINAL_STATUSES,
+    NEEDS_RECONCILIATION,
+    IntentEvent,
+    IntentStatus,
+    next_status,
+)
+from autotrade.store.db import Database
+from autotrade.store.models import OrderIntentRow
+from autotrade.trading.ports import (
+    AccountBroker,
+    BrokerOrder,
+    BrokerOrderState,
+    NotProcessed,
+    OrderRejected,
+    OrderType,
+    OutcomeUnknown,
+)
+
+log = logging.getLogger(__name__)
+
+# Order time may lag our clock slightly (broker clock, seconds resolution).
+CLOCK_SKEW = timedelta(minutes=2)
+
+CrashHook = Callable[[str], None]
+CRASH_POINTS = ("before_submitting", "after_submitting", "after_broker_call", "after_ack")
+
+
+def _no_crash(point: str) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class FillDelta:
+    """New fills found on an intent's broker order since it was last looked at."""
+
+    intent_id: int
+    quantity: int
+    amount: int
+    done: bool  # no more fills will come (filled, or ended)
+    unfilled_at_end: int  # shares left when the order ended without filling completely
+
+
+class OrderService:
+    def __init__(
+        self,
+        db: Database,
+        clock: Callable[[], datetime],
+        crash_hook: CrashHook = _no_crash,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.crash = crash_hook
+
+    async def execute(self, intent_id: int, broker: AccountBroker) -> IntentStatus:
+        """Drive one intent to the broker exactly once; safe to call again after any failure or crash."""
+        status = self._status(intent_id)
+        if status in NEEDS_RECONCILIATION:
+            status = await self.reconcile(intent_id, broker)
+        if status is not IntentStatus.NEW:
+            return status
+        self.crash("before_submitting")
+        with self.db.unit_of_work() as s:
+            row = s.get_one(OrderIntentRow, intent_id)
+            row.status = next_status(row.status, IntentEvent.SEND)
+            row.attempts += 1
+            row.submitted_at = self.clock()
+            side, code, qty, price, trade_type = row.side, row.code, row.quantity, row.price, row.trade_type
+        self.crash("after_submitting")
+        try:
+            order_no = await broker.place(side, code, qty, price, OrderType(trade_type))
+        except OrderRejected as exc:
+            return self._settle(intent_id, IntentEvent.REJECT, error=str(exc))
+        except NotProcessed as exc:
+            self._settle(intent_id, IntentEvent.NOT_FOUND, error=str(exc))
+            raise
+        except OutcomeUnknown as exc:
+            self._settle(intent_id, IntentEvent.FAIL_UNKNOWN, error=str(exc))
+            raise
+        except BaseException as exc:  # cancelled task, unexpected error: the order may be out there
+            self._settle(intent_id, IntentEvent.FAIL_UNKNOWN, error=f"{type(exc).__name__}")
+            raise
+        self.crash("after_broker_call")
+        status = self._settle(intent_id, IntentEvent.ACK, order_no=order_no)
+        self.crash("after_ack")
+        return status
+
+    async def reconcile(self, intent_id: int, broker: AccountBroker) -> IntentStatus:
+        """Resolve an intent whose outcome is unknown by looking at the broker's orders of the day."""
+        orders = await broker.orders_today()
+        with self.db.unit_of_work() as s:
+            row = s.get_one(OrderIntentRow, intent_id)
+            if row.status not in NEEDS_RECONCILIATION:
+                return row.status
+            others = s.scalars(
+                sa.select(OrderIntentRow.order_no).where(
+                    OrderIntentRow.account_no == row.account_no,
+                    OrderIntentRow.trading_day == row.trading_day,
+                    OrderIntentRow.id != row.id,
+                )
+            ).all()
+            claimed = {o for o in others if o is not None}
+            match = _find_match(row, orders, claimed)
+            if match is None:
+                log.info("intent %s not found at the broker: it will be sent again", row.key)
+                row.status = next_status(row.status, IntentEvent.NOT_FOUND)
+                return row.status
+            log.info("intent %s found at the broker as order %s", row.key, match.order_no)
+            row.status = next_status(row.status, IntentEvent.ACK)
+            row.order_no = match.order_no
+            return row.status
+
+    def _status(self, intent_id: int) -> IntentStatus:
+        with self.db.unit_of_work() as s:
+            return s.get_one(OrderIntentRow, intent_id).status
+
+    def _settle(
+        self, intent_id: int, event: IntentEvent, *, order_no: str | None = None, error: str | None = None
+    ) -> IntentStatus:
+        with self.db.unit_of_work() as s:
+            row = s.get_one(OrderIntentRow, intent_id)
+            row.status = next_status(row.status, event)
+            if order_no is not None:
+                row.order_no = order_no
+            if error is not None:
+                row.last_error = error[:500]
+            return row.status
+
+
+def _find_match(row: OrderIntentRow, orders: list[BrokerOrder], claimed: set[str]) -> BrokerOrder | None:
+    since = (row.submitted_at or row.created_at) - CLOCK_SKEW
+    candidates = [
+        o
+        for o in orders
+        if o.code == row.code
+        and o.side == row.side
+        and o.quantity == row.quantity
+        and (row.price is None or o.price is None or o.price == row.price)
+        and o.order_no not in claimed
+        and (o.ordered_at is None or o.ordered_at >= since)
+    ]
+    return min(candidates, key=lambda o: o.order_no) if candidates else None
+
+
+def fill_delta(row: OrderIntentRow, order: BrokerOrder) -> FillDelta | None:
+    """Apply the broker's view of ``order`` to the intent ``row`` (in a session); return what is new."""
+    if row.order_no != order.order_no:
+        raise ValueError(f"order {order.order_no} does not belong to intent {row.key}")
+    if row.status in FINAL_STATUSES:
+        return None
+    new_qty = order.filled_quantity - row.filled_quantity
+    new_amount = order.filled_amount - row.filled_amount
+    if new_qty < 0:
+        raise ValueError(f"broker reports fewer filled shares than recorded for {row.key}")
+    ended = order.state is BrokerOrderState.ENDED
+    if new_qty == 0 and not ended and order.state is not BrokerOrderState.DONE:
+        return None
+    complete = order.filled_quantity >= row.quantity
+    if new_qty > 0 and not complete:
+        row.status = next_status(row.status, IntentEvent.FILL)
+    if complete:
+        row.status = next_status(row.status, IntentEvent.FILL_COMPLETE)
+    elif ended:
+        # Cancelled, rejected after acceptance or expired at the close: no more fills will come.
+        row.status = next_status(row.status, IntentEvent.EXPIRE)
+    row.filled_quantity = order.filled_quantity
+    row.filled_amount = order.filled_amount
+    done = row.status in FINAL_STATUSES
+    unfilled = row.quantity - row.filled_quantity if ended else 0
+    return FillDelta(row.id, new_qty, new_amount, done, unfilled)

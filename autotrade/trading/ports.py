@@ -1,0 +1,90 @@
+"""What the trading services need from a broker account, in domain terms.
+
+The Kiwoom client (directly, or through the vault's gateway) is adapted to this at the edge
+(:mod:`autotrade.trading.kiwoom_port`), so the services never see Kiwoom field names or codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from autotrade.domain.models import Holding, Side
+
+
+class OrderType(StrEnum):
+    MARKET = "MARKET"  # continuous session or the opening auction
+    LIMIT = "LIMIT"
+    AFTER_HOURS_CLOSE = "AFTER_HOURS_CLOSE"  # 15:40-16:00 at today's close
+    PRE_MARKET = "PRE_MARKET"  # 08:30-08:40 at the previous close
+
+
+class BrokerOrderState(StrEnum):
+    OPEN = "OPEN"  # working (possibly partly filled)
+    DONE = "DONE"  # fully filled
+    ENDED = "ENDED"  # cancelled, rejected or expired with shares unfilled
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerOrder:
+    """An order as the broker reports it today (unfilled and filled inquiries merged)."""
+
+    order_no: str
+    code: str
+    side: Side
+    quantity: int
+    price: int | None  # None: market
+    filled_quantity: int
+    filled_amount: int  # sum of price x quantity over fills
+    state: BrokerOrderState
+    ordered_at: datetime | None = None
+    fee: int = 0
+    tax: int = 0
+
+    @property
+    def avg_fill_price(self) -> int:
+        if self.filled_quantity == 0:
+            return 0
+        return (2 * self.filled_amount + self.filled_quantity) // (2 * self.filled_quantity)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    cash: int  # orderable cash
+    holdings: tuple[Holding, ...]
+
+
+class AccountBroker(Protocol):
+    """One user's account at the broker."""
+
+    async def place(
+        self, side: Side, code: str, quantity: int, price: int | None, order_type: OrderType
+    ) -> str:
+        """Submit an order; return the broker order number. Never retried blindly by implementations."""
+        ...
+
+    async def cancel(self, order_no: str, code: str) -> str: ...
+
+    async def account(self) -> AccountView: ...
+
+    async def orders_today(self) -> list[BrokerOrder]: ...
+
+    async def last_price(self, code: str) -> int: ...
+
+
+class OrderRejected(Exception):
+    """The broker refused the order: nothing was placed. Final."""
+
+
+class NotProcessed(Exception):
+    """The broker did not process the request (rate limit, bad token): nothing was placed; safe to resend."""
+
+
+class OutcomeUnknown(Exception):
+    """The call failed in a way that may or may not have placed the order (timeout, 5xx, dropped response)."""
+
+
+class BrokerUnavailable(Exception):
+    """A query failed after its retries; try again later."""

@@ -1,0 +1,1 @@
+"""Prefect Block classes for the product: broker endpoint, credential vault, database, notifiers."""

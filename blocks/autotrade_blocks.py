@@ -1,0 +1,129 @@
+"""Prefect blocks: where operators configure the product in the Prefect UI.
+
+The integration packages' blocks are used where they fit: ``SqlAlchemyConnector`` (prefect-sqlalchemy) for
+the database, ``AwsCredentials`` (prefect-aws) for KMS and SNS, ``SlackCredentials`` / ``SlackWebhook``
+(prefect-slack) for Slack. Secrets are ``SecretStr``. :func:`settings_from_blocks` overlays whatever blocks
+exist on the environment settings, so the embedded mode works with no block at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.blocks.core import Block
+from prefect_aws import AwsCredentials
+from prefect_slack import SlackCredentials, SlackWebhook
+from prefect_sqlalchemy import SqlAlchemyConnector
+from pydantic import Field, SecretStr
+
+from autotrade.config import Settings, get_settings
+
+DATABASE_BLOCK = "autotrade-database"
+BROKER_BLOCK = "autotrade-broker"
+VAULT_BLOCK = "autotrade-vault"
+NOTIFIER_BLOCK = "autotrade-notifiers"
+
+
+class KiwoomBroker(Block):
+    """The Kiwoom REST endpoint and the client's limits."""
+
+    _block_type_name = "Autotrade Kiwoom Broker"
+    env: str = Field("simulator", description="simulator, mock (mockapi.kiwoom.com) or production")
+    base_url: str = Field("http://127.0.0.1:8765", description="REST base URL")
+    rate_per_second: float = Field(1.0, gt=0, description="requests per second per app key and API")
+    burst: int = Field(2, ge=1)
+    market_data_app_key: SecretStr | None = Field(None, description="app key used for the price feed")
+    market_data_app_secret: SecretStr | None = None
+
+
+class CredentialVault(Block):
+    """KMS used for envelope encryption of users' broker keys, and the temporary-token signing key."""
+
+    _block_type_name = "Autotrade Credential Vault"
+    kms_provider: str = Field("local", description="local or aws")
+    kms_key_id: str = "alias/autotrade"
+    aws_credentials: AwsCredentials | None = None
+    kms_endpoint_url: str | None = None
+    jwt_signing_key: SecretStr | None = None
+
+
+class Notifiers(Block):
+    """Where notifications go: Slack (Web API or webhook), SNS, KakaoTalk, console."""
+
+    _block_type_name = "Autotrade Notifiers"
+    channels: list[str] = Field(default_factory=lambda: ["console"])
+    slack_credentials: SlackCredentials | None = None
+    slack_webhook: SlackWebhook | None = None
+    slack_operator_channel: str = "#autotrade-ops"
+    sns_topic_arn: str | None = None
+    aws_credentials: AwsCredentials | None = None
+    kakao_base_url: str | None = None
+    kakao_app_key: SecretStr | None = None
+    kakao_secret_key: SecretStr | None = None
+    kakao_sender_key: SecretStr | None = None
+
+
+BLOCK_TYPES: tuple[type[Block], ...] = (KiwoomBroker, CredentialVault, Notifiers, SqlAlchemyConnector)
+
+
+def register_block_types() -> None:
+    for block_type in BLOCK_TYPES:
+        block_type.register_type_and_schema()
+
+
+def save_embedded_defaults(settings: Settings | None = None, overwrite: bool = False) -> list[str]:
+    """Create the blocks for the embedded mode from the settings; returns the names saved."""
+    s = settings or get_settings()
+    saved = []
+    blocks: dict[str, Block] = {
+        DATABASE_BLOCK: SqlAlchemyConnector(connection_info=s.database_url),
+        BROKER_BLOCK: KiwoomBroker(
+            env=s.broker_env.value,
+            base_url=s.broker_base_url,
+            rate_per_second=s.broker_rate_per_second,
+            burst=s.broker_burst,
+        ),
+        VAULT_BLOCK: CredentialVault(
+            kms_provider=s.kms_provider.value, kms_key_id=s.kms_key_id, kms_endpoint_url=s.kms_endpoint_url
+        ),
+        NOTIFIER_BLOCK: Notifiers(channels=[s.notifier]),
+    }
+    for name, block in blocks.items():
+        block.save(name, overwrite=overwrite)
+        saved.append(name)
+    return saved
+
+
+def _load(block_type: type[Block], name: str) -> Any:
+    try:
+        return block_type.load(name)
+    except ValueError:  # no such block document
+        return None
+
+
+def settings_from_blocks(base: Settings | None = None) -> Settings:
+    """The environment settings with every field that an existing block sets replaced by the block's value."""
+    s = base or get_settings()
+    updates: dict[str, Any] = {}
+    db = _load(SqlAlchemyConnector, DATABASE_BLOCK)
+    if db is not None and isinstance(db.connection_info, str):
+        updates["database_url"] = db.connection_info
+    broker = _load(KiwoomBroker, BROKER_BLOCK)
+    if broker is not None:
+        updates.update(
+            broker_env=broker.env, broker_base_url=broker.base_url,
+            broker_rate_per_second=broker.rate_per_second, broker_burst=broker.burst,
+        )  # fmt: skip
+    vault = _load(CredentialVault, VAULT_BLOCK)
+    if vault is not None:
+        updates.update(
+            kms_provider=vault.kms_provider,
+            kms_key_id=vault.kms_key_id,
+            kms_endpoint_url=vault.kms_endpoint_url,
+        )
+        if vault.jwt_signing_key is not None:
+            updates["jwt_signing_key"] = vault.jwt_signing_key
+    notifiers = _load(Notifiers, NOTIFIER_BLOCK)
+    if notifiers is not None and notifiers.channels:
+        updates["notifier"] = ",".join(notifiers.channels)
+    return s.model_copy(update=updates) if updates else s

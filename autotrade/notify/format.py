@@ -49,7 +49,7 @@ _SECRET_PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(r"(?i)bearer\s+[A-Za-z0-9._~+/=-]+"),
     re.compile(r"\bA(?:KIA|SIA)[A-Z0-9]{16}\b"),
     re.compile(
-        r"(?i)\b(secret|token|password|passwd|app_?key|appkey|secret_?key|api_?key|authorization)"
+        r"(?i)\b(\w*(?:secret|token|password|passwd|app_?key|api_?key|authorization))"
         r"(\"?\s*[:=]\s*\"?)[^\s\"',;&]+"
     ),
     re.compile(r"\b[A-Za-z0-9+/_=-]{32,}\b"),

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import SecretStr
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.web import WebClient
 from slack_sdk.webhook import WebhookClient
 
@@ -116,6 +117,13 @@ def fallback_text(notification: Notification) -> str:
     return render_text(notification)[:_FALLBACK_MAX]
 
 
+def _retry_handlers(rate_limit_retries: int) -> list[RetryHandler]:
+    """Only 429s are retried inside the SDK, because only Slack knows how long to wait (Retry-After).
+    The SDK's default connection-error handler is left out on purpose: connection errors are retried
+    once, by the dispatcher, under its backoff and circuit breaker, not twice with compounding waits."""
+    return [RateLimitErrorRetryHandler(max_retry_count=rate_limit_retries)]
+
+
 class SlackWebApiNotifier:
     """``chat.postMessage`` with a bot token. ``to`` is a channel id, ``#name`` or a user id (a DM)."""
 
@@ -137,9 +145,8 @@ class SlackWebApiNotifier:
             base_url=base_url,
             timeout=timeout_seconds,
             logger=redact_logger("autotrade.notify.slack.sdk", self._secrets),
+            retry_handlers=_retry_handlers(rate_limit_retries),
         )
-        # Added to the SDK's default (connection error) handler, the way slack-sdk documents it.
-        self._client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=rate_limit_retries))
 
     def send(self, notification: Notification, to: str | None = None) -> None:
         try:
@@ -172,8 +179,8 @@ class SlackWebhookNotifier:
             timeout=timeout_seconds,
             # The SDK logs the full URL at DEBUG; this logger masks it.
             logger=redact_logger("autotrade.notify.slack.sdk", self._secrets),
+            retry_handlers=_retry_handlers(rate_limit_retries),
         )
-        self._client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=rate_limit_retries))
 
     def send(self, notification: Notification, to: str | None = None) -> None:
         try:

@@ -68,7 +68,9 @@ def test_naive_times_are_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         kst(datetime(2026, 11, 25, 9, 15))
     with pytest.raises(ValidationError):
-        Notification(kind=NotificationKind.ERROR, audience=OPERATOR, title="x", occurred_at=datetime(2026, 1, 1))
+        Notification(
+            kind=NotificationKind.ERROR, audience=OPERATOR, title="x", occurred_at=datetime(2026, 1, 1)
+        )
 
 
 def test_buy_orders_placed(at: datetime) -> None:
@@ -184,7 +186,11 @@ def test_security_alert(at: datetime) -> None:
     assert n.kind is NotificationKind.SECURITY_ALERT
     assert n.audience is OPERATOR or n.audience.is_operator
     assert n.severity is Severity.CRITICAL
-    assert n.lines == ("사용자 u3: 규칙 'off_hours_use' 감지", "조치: 키 비활성화, 토큰 폐기", "03:12 KST 주문 시도")
+    assert n.lines == (
+        "사용자 u3: 규칙 'off_hours_use' 감지",
+        "조치: 키 비활성화, 토큰 폐기",
+        "03:12 KST 주문 시도",
+    )
 
 
 def test_report_ready(at: datetime) -> None:

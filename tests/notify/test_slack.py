@@ -44,7 +44,9 @@ class FakeSlack:
 
     async def _record(self, request: Request) -> None:
         self.received.append(
-            Received(request.url.path, dict(request.headers), json.loads(await request.body()), time.monotonic())
+            Received(
+                request.url.path, dict(request.headers), json.loads(await request.body()), time.monotonic()
+            )
         )
 
     async def post_message(self, request: Request) -> Response:
@@ -110,7 +112,10 @@ def test_chat_post_message_sends_blocks_text_channel_and_bearer_token(
     assert "67,500원" in req.body["text"]
     assert req.body["unfurl_links"] is False
     header, prose, table, context = req.body["blocks"]
-    assert header == {"type": "header", "text": {"type": "plain_text", "text": "자동 매도 설정 완료 (1종목)", "emoji": True}}
+    assert header == {
+        "type": "header",
+        "text": {"type": "plain_text", "text": "자동 매도 설정 완료 (1종목)", "emoji": True},
+    }
     assert prose["text"]["text"] == "1종목에 손절·보존·익절 주문 감시를 시작했습니다."
     assert table["text"]["text"].startswith("```\n종목")
     assert "삼성전자(005930)" in table["text"]["text"]
@@ -128,7 +133,12 @@ def test_facts_become_section_fields(slack: tuple[FakeSlack, str], at: datetime)
     n = tier_triggered("u1", TierFill("005930", "삼성전자", Tier.TAKE_PROFIT, 7, 76_700, 39_900, 0), at)
     web_notifier(url).send(n, "C0CHAN")
     fields = next(b for b in fake.received[0].body["blocks"] if "fields" in b)["fields"]
-    assert [f["text"] for f in fields] == ["*구분*\n익절", "*수량*\n7주", "*가격*\n76,700원", "*실현손익*\n+39,900원"]
+    assert [f["text"] for f in fields] == [
+        "*구분*\n익절",
+        "*수량*\n7주",
+        "*가격*\n76,700원",
+        "*실현손익*\n+39,900원",
+    ]
 
 
 def test_rate_limited_then_success_is_retried_by_the_sdk_after_retry_after(
@@ -166,7 +176,9 @@ def test_webhook_rate_limited_then_success(slack: tuple[FakeSlack, str], at: dat
     assert second.at - first.at >= 1.0
 
 
-def test_invalid_auth_is_permanent_and_does_not_leak_the_token(slack: tuple[FakeSlack, str], at: datetime) -> None:
+def test_invalid_auth_is_permanent_and_does_not_leak_the_token(
+    slack: tuple[FakeSlack, str], at: datetime
+) -> None:
     fake, url = slack
     fake.script.append(JSONResponse({"ok": False, "error": "invalid_auth"}))
     with pytest.raises(NotificationError) as info:

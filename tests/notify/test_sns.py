@@ -24,7 +24,9 @@ ACCOUNT = "123456789012"  # moto's default account
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    saved = {
+        k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    }
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION)
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -48,7 +50,9 @@ def topic_with_queue(moto_url: str, request: pytest.FixtureRequest) -> tuple[str
     name = f"autotrade-{request.node.name[:40]}"
     topic_arn = sns.create_topic(Name=name)["TopicArn"]
     queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
     return topic_arn, sqs, queue_url
 
@@ -85,7 +89,9 @@ def test_explicit_address_overrides_the_default(
     moto_url: str, topic_with_queue: tuple[str, Any, str], at: datetime
 ) -> None:
     topic_arn, _, _ = topic_with_queue
-    SnsNotifier(region=REGION, endpoint_url=moto_url, default_target="arn:aws:sns:x:1:none").send(_stop(at), topic_arn)
+    SnsNotifier(region=REGION, endpoint_url=moto_url, default_target="arn:aws:sns:x:1:none").send(
+        _stop(at), topic_arn
+    )
     topic = sns_backends[ACCOUNT][REGION].topics[topic_arn]
     (_, message, subject, _, _) = topic.sent_notifications[-1]
     assert subject == "손절 매도: 삼성전자(005930)"
@@ -96,7 +102,11 @@ def test_sms_to_a_phone_gets_the_short_text(moto_url: str, at: datetime) -> None
     SnsNotifier(region=REGION, endpoint_url=moto_url).send(_stop(at), "+821012345678")
     phone, message = list(sns_backends[ACCOUNT][REGION].sms_messages.values())[-1]
     assert phone == "+821012345678"
-    assert message == "[손절 매도: 삼성전자(005930)]\n삼성전자(005930) 14주 67,450원에 손절 매도\n실현손익 -49,700원, 전량 매도"
+    assert message.split("\n") == [
+        "[손절 매도: 삼성전자(005930)]",
+        "삼성전자(005930) 14주 67,450원에 손절 매도",
+        "실현손익 -49,700원, 전량 매도",
+    ]
 
 
 def test_unknown_topic_is_a_permanent_failure(moto_url: str, at: datetime) -> None:

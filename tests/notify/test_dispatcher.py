@@ -11,7 +11,6 @@ from pydantic import SecretStr
 
 from autotrade.domain.models import Tier
 from autotrade.notify import (
-    OPERATOR,
     Audience,
     ConsoleNotifier,
     InMemoryFailureRecorder,
@@ -357,4 +356,3 @@ def test_build_dispatcher_from_default_settings_prints_to_console(
     out = capsys.readouterr().out
     assert "[오류: morning_fill_and_arm / confirm_fills]" in out
     assert "2026-11-25 09:15 KST" in out
-    assert OPERATOR.is_operator

@@ -184,7 +184,7 @@ def test_error_text_is_cut(at: datetime) -> None:
 def test_security_alert(at: datetime) -> None:
     n = security_alert("u3", "off_hours_use", "키 비활성화, 토큰 폐기", at, detail="03:12 KST 주문 시도")
     assert n.kind is NotificationKind.SECURITY_ALERT
-    assert n.audience is OPERATOR or n.audience.is_operator
+    assert n.audience == OPERATOR
     assert n.severity is Severity.CRITICAL
     assert n.lines == (
         "사용자 u3: 규칙 'off_hours_use' 감지",

@@ -64,6 +64,15 @@ class Settings(BaseSettings):
 
     buy_session: BuySession = BuySession.AFTER_HOURS_CLOSE
 
+    # scan intake: a file, a folder (newest scan of the day), or s3://bucket/prefix
+    scan_location: str = "var/scans"
+    scan_max_age_minutes: int = Field(180, gt=0)
+
+    # orchestration
+    batch_size: int = Field(500, gt=0, description="accounts per Prefect task run")
+    account_concurrency: int = Field(200, gt=0, description="accounts worked on at once in a batch")
+    reconcile_every_minutes: float = Field(5.0, gt=0)
+
     # costs (percent). Kiwoom online brokerage fee 0.015% (키움증권 수수료 안내, 영웅문/REST 온라인
     # 매매); securities transaction tax on KRX sells 0.20% from 2026-01-01 (증권거래세법 시행령 개정,
     # 2025 세법개정: KOSPI 0.05% + 농어촌특별세 0.15%, KOSDAQ 0.20%).

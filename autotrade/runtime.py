@@ -1,0 +1,162 @@
+"""The composition root: builds the services a process needs from the settings, once per process.
+
+Flows and tasks call :func:`get_runtime`; tests and the demo install their own with :func:`set_runtime`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+import sqlalchemy as sa
+
+from autotrade.config import Settings, get_settings
+from autotrade.domain.krx import KST, CostRates
+from autotrade.domain.models import ApiStatus
+from autotrade.store.db import Database
+from autotrade.store.models import NotificationFailure, User, UserApiKey
+from autotrade.trading.buys import AccountRef, BuyService
+from autotrade.trading.exit_engine import ExitEngine
+from autotrade.trading.orders import OrderService
+from autotrade.trading.ports import AccountBroker
+from autotrade.trading.positions import PositionService
+from autotrade.trading.reconcile import Reconciler
+
+Clock = Callable[[], datetime]
+
+READ = frozenset({"account:read"})
+TRADE = frozenset({"account:read", "order:buy", "order:sell", "order:cancel"})
+SELL = frozenset({"account:read", "order:sell", "order:cancel"})
+
+
+def system_clock() -> datetime:
+    return datetime.now(KST)
+
+
+class BrokerAccess(Protocol):
+    """Gives a task the broker of one account, for the actions it needs, without handing it secrets."""
+
+    async def for_account(
+        self, ref: AccountRef, actions: frozenset[str], spend_cap: int | None = None
+    ) -> AccountBroker: ...
+
+    async def price_feed(self) -> PriceSource: ...
+
+    async def aclose(self) -> None: ...
+
+
+class PriceSource(Protocol):
+    """Real-time trade prices (Kiwoom's 0B feed, or polling quotes)."""
+
+    async def subscribe(self, codes: Sequence[str]) -> None: ...
+
+    async def next_tick(self, wait_seconds: float) -> tuple[str, int, datetime] | None:
+        """The next (code, price, time), or None when nothing came within ``wait_seconds``."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    clock: Clock
+    brokers: BrokerAccess
+    notifier: object | None = None  # NotificationDispatcher; typed loosely to keep import time low
+    costs: CostRates = field(init=False)
+    orders: OrderService = field(init=False)
+    buys: BuyService = field(init=False)
+    engine: ExitEngine = field(init=False)
+    positions: PositionService = field(init=False)
+    reconciler: Reconciler = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.costs = CostRates(self.settings.fee_rate, self.settings.sell_tax_rate)
+        self.orders = OrderService(self.db, self.clock)
+        self.buys = BuyService(self.db, self.orders, self.settings, self.clock)
+        self.engine = ExitEngine(self.db, self.settings, self.clock)
+        self.positions = PositionService(self.db, self.engine, self.costs, self.clock)
+        self.reconciler = Reconciler(self.db, self.orders, self.positions, self.engine, self.clock)
+
+    def accounts(self, users: Sequence[str] | None = None, *, trading_only: bool = True) -> list[AccountRef]:
+        """Accounts with an active key (and auto-trading enabled unless ``trading_only`` is False)."""
+        with self.db.unit_of_work() as s:
+            q = sa.select(UserApiKey.user_id, UserApiKey.account_no).where(
+                UserApiKey.api_status == ApiStatus.ACTIVE
+            )
+            if trading_only:
+                q = q.where(UserApiKey.is_auto_trading_enabled.is_(True))
+            if users:
+                q = q.where(UserApiKey.user_id.in_(list(users)))
+            rows = s.execute(q.order_by(UserApiKey.user_id, UserApiKey.account_no)).all()
+        return [AccountRef(r.user_id, r.account_no) for r in rows]
+
+    def notify(self, notification: object) -> None:
+        """Send a notification; never raises (the dispatcher records failures)."""
+        if self.notifier is not None:
+            self.notifier.dispatch(notification)  # type: ignore[attr-defined]
+
+
+def build_notifier(settings: Settings, db: Database) -> object:
+    from autotrade.notify import Channel, NotifySettings, Route, build_dispatcher
+    from autotrade.notify.dispatcher import DeliveryFailure
+
+    cfg = NotifySettings(
+        slack_token=settings.slack_token,
+        slack_webhook_url=settings.slack_webhook_url,
+        slack_operator_channel=settings.slack_operator_channel,
+        operator_channels=[Channel(c) for c in settings.notifier.split(",") if c],
+    )
+
+    def routes(user_id: str) -> list[Route]:
+        with db.unit_of_work() as s:
+            user = s.get(User, user_id)
+            channels = (user.notify_channels if user else "console").split(",")
+            phone = user.phone if user else None
+        return [Route(c.strip(), phone if c.strip() == "kakao" else None) for c in channels if c.strip()]
+
+    class DbRecorder:
+        def record(self, failure: DeliveryFailure) -> None:
+            with db.unit_of_work() as s:
+                s.add(
+                    NotificationFailure(
+                        at=failure.at, channel=failure.channel, audience=str(failure.audience),
+                        kind=str(failure.kind), error=failure.error[:500], attempts=failure.attempts,
+                    )
+                )  # fmt: skip
+
+    return build_dispatcher(cfg, routes, recorder=DbRecorder())
+
+
+_runtime: Runtime | None = None
+
+
+def set_runtime(runtime: Runtime | None) -> None:
+    global _runtime
+    _runtime = runtime
+
+
+def get_runtime() -> Runtime:
+    """The process's runtime, built from the settings (and Prefect blocks, when present) on first use."""
+    global _runtime
+    if _runtime is None:
+        settings = get_settings()
+        db = Database(settings.database_url)
+        from autotrade.access import build_broker_access
+
+        _runtime = Runtime(
+            settings=settings,
+            db=db,
+            clock=system_clock,
+            brokers=build_broker_access(settings, db),
+            notifier=build_notifier(settings, db),
+        )
+    return _runtime
+
+
+def dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)

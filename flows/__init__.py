@@ -1,0 +1,1 @@
+"""Prefect flows: evening_signal_and_buy, morning_fill_and_arm, intraday_reconcile, daily_report."""

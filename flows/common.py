@@ -1,0 +1,49 @@
+"""What every flow shares: the trading day, the non-trading-day guard and the operator's failure hook."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import date, datetime
+from typing import Any
+
+from autotrade.domain.calendar import is_trading_day
+from autotrade.domain.krx import KST
+from autotrade.runtime import get_runtime
+
+log = logging.getLogger(__name__)
+
+
+def resolve_day(trading_day: date | None) -> date:
+    """The given day, or today in Seoul by the runtime's clock (the simulator's in the demo)."""
+    if trading_day is not None:
+        return trading_day
+    return get_runtime().clock().astimezone(KST).date()
+
+
+def skip_if_closed(day: date) -> dict[str, Any] | None:
+    """A result for a non-trading day (the flow then returns cleanly), or None on a trading day."""
+    if is_trading_day(day):
+        return None
+    return {"trading_day": day.isoformat(), "skipped": "not a KRX trading day"}
+
+
+def notify_operator(flow: Any, flow_run: Any, state: Any) -> None:
+    """Failure and crash hook: tell the operator which flow failed and why (no secrets in the text)."""
+    from autotrade.notify import error_occurred
+
+    try:
+        rt = get_runtime()
+        message = getattr(state, "message", None) or str(getattr(state, "name", "failed"))
+        rt.notify(error_occurred(flow.name, getattr(flow_run, "name", "?"), message, datetime.now(KST)))
+    except Exception as exc:  # the hook must never raise
+        log.error(
+            "could not notify the operator about %s: %s", getattr(flow, "name", "?"), type(exc).__name__
+        )
+
+
+async def wait_until(moment: datetime) -> None:
+    """Sleep until ``moment`` on the runtime's clock, which may be the simulator's virtual clock."""
+    rt = get_runtime()
+    while rt.clock() < moment:  # noqa: ASYNC110 - the clock is not ours to signal; poll it
+        await asyncio.sleep(0.2)

@@ -1,0 +1,72 @@
+"""15:40 KST: validate the scan, build per-user signals, check risk, send buys; 16:00: collect fills."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date, datetime
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+
+from autotrade.domain.calendar import hours_of
+from autotrade.domain.krx import KST
+from autotrade.runtime import get_runtime
+from flows.common import notify_operator, resolve_day, skip_if_closed, wait_until
+from tasks.notifications import notify_buys, notify_fills
+from tasks.trading import chunks, confirm_fills, list_accounts, place_buy_orders, validate_scan_task
+
+
+@flow(name="evening_signal_and_buy", on_failure=[notify_operator], on_crashed=[notify_operator])
+async def evening_signal_and_buy(
+    trading_day: date | None = None,
+    users: list[str] | None = None,
+    dry_run: bool = False,
+    scan: str | None = None,
+    scan_payload: dict[str, Any] | None = None,
+    collect_fills: bool = True,
+) -> dict[str, Any]:
+    """Turn the day's scan into buy orders on every enabled account; re-running the same day places nothing
+    twice. With ``collect_fills`` the flow waits for the after-hours session to end and records the fills."""
+    day = resolve_day(trading_day)
+    skipped = skip_if_closed(day)
+    if skipped:
+        return skipped
+    rt = get_runtime()
+    batch_id = validate_scan_task(day, scan, scan_payload)
+    accounts = list_accounts(users)
+    # One task run per batch, all in this flow's event loop (the broker clients belong to it).
+    batches = await asyncio.gather(
+        *(
+            place_buy_orders(batch_id, chunk, day, dry_run)
+            for chunk in chunks(accounts, rt.settings.batch_size)
+        )
+    )
+    outcomes = [o for b in batches for o in b]
+    placed = [
+        {"user": o["user_id"], "account": o["account_no"], "code": c, "quantity": q, "price": p}
+        for o in outcomes
+        for c, q, p in o.get("placed", [])
+    ]
+    create_table_artifact(key="orders-placed", table=placed or [{"result": "no orders"}],
+                          description=f"buy orders {day}{' (dry run)' if dry_run else ''}")  # fmt: skip
+    errors = [o for o in outcomes if o.get("error") or o.get("failed")]
+    if not dry_run:
+        notify_buys(outcomes, day)
+    summary: dict[str, Any] = {
+        "trading_day": day.isoformat(),
+        "accounts": len(accounts),
+        "orders": len(placed),
+        "invested": sum(o["quantity"] * o["price"] for o in placed),
+        "accounts_with_errors": len(errors),
+        "dry_run": dry_run,
+    }
+    if collect_fills and not dry_run:
+        await wait_until(datetime.combine(day, hours_of(day).after_hours_close_end, tzinfo=KST))
+        done = await asyncio.gather(
+            *(confirm_fills(c, day) for c in chunks(accounts, rt.settings.batch_size))
+        )
+        fills = [r for b in done for r in b]
+        notify_fills(fills, day)
+        summary["positions_armed"] = sum(len((r.get("sync") or {}).get("armed", [])) for r in fills)
+    return summary

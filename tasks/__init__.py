@@ -1,0 +1,1 @@
+"""Prefect tasks: thin, typed, retryable wrappers over the autotrade services."""

@@ -1,0 +1,163 @@
+"""Tasks over the trading services. Per-account work runs in batches: one task run per batch of accounts,
+asyncio concurrency inside, each account's outcome recorded rather than failing the batch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict
+from datetime import date, timedelta
+from typing import Any, TypeVar
+
+from prefect import get_run_logger, task
+
+from autotrade.domain.calendar import is_trading_day
+from autotrade.domain.models import ScanRow
+from autotrade.runtime import SELL, TRADE, get_runtime
+from autotrade.store.models import ScanBatch
+from autotrade.trading.buys import AccountRef
+from autotrade.trading.scan import RawScan, parse_scan_payload, read_scan, validate_scan
+from tasks.common import RETRY
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class ScanRejected(Exception):
+    """The scan failed validation; nothing is ordered from it (not retried)."""
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    try:
+        return get_run_logger()
+    except Exception:  # called outside a run (plain function tests)
+        return log
+
+
+@task(name="check_trading_day")
+def check_trading_day(day: date) -> bool:
+    """Whether ``day`` is a KRX trading day."""
+    return is_trading_day(day)
+
+
+@task(name="validate_scan", persist_result=False)
+def validate_scan_task(day: date, scan: str | None = None, payload: dict[str, Any] | None = None) -> int:
+    """Read and validate the day's scan; store the batch; raise ScanRejected when it fails."""
+    from prefect.artifacts import create_markdown_artifact
+
+    rt = get_runtime()
+    raw: RawScan = (
+        parse_scan_payload(payload)
+        if payload is not None
+        else read_scan(scan or rt.settings.scan_location, day)
+    )
+    result = validate_scan(
+        raw, trading_day=day, now=rt.clock(), max_age=timedelta(minutes=rt.settings.scan_max_age_minutes)
+    )
+    status = "ACCEPTED" if result.success else "REJECTED"
+    with rt.db.unit_of_work() as s:
+        existing = s.query(ScanBatch).filter_by(trading_day=day, content_hash=raw.content_hash).one_or_none()
+        if existing is None:
+            existing = ScanBatch(
+                trading_day=day, source=raw.source[:500], content_hash=raw.content_hash, status=status,
+                row_count=result.row_count, report=result.to_json(),
+                payload=json.dumps([asdict(r) for r in result.rows], ensure_ascii=False),
+            )  # fmt: skip
+            s.add(existing)
+            s.flush()
+        batch_id = existing.id
+    create_markdown_artifact(
+        key="scan-validation", markdown=f"{result.report()}\n\nsource: `{raw.source}`", description=status
+    )
+    if not result.success:
+        raise ScanRejected(result.report())
+    _logger().info("scan %s accepted: %d rows", raw.source, result.row_count)
+    return batch_id
+
+
+def scan_rows(batch_id: int) -> list[ScanRow]:
+    rt = get_runtime()
+    with rt.db.unit_of_work() as s:
+        batch = s.get_one(ScanBatch, batch_id)
+        data = json.loads(batch.payload or "[]")
+    return [
+        ScanRow(d["code"], d["name"], d["score"], d["price"], tuple(d.get("reasons") or ())) for d in data
+    ]
+
+
+@task(name="list_accounts")
+def list_accounts(users: list[str] | None = None, trading_only: bool = True) -> list[tuple[str, str]]:
+    """Accounts to work on: active keys (with auto-trading enabled), optionally only ``users``."""
+    return [(a.user_id, a.account_no) for a in get_runtime().accounts(users, trading_only=trading_only)]
+
+
+async def for_each_account(
+    accounts: Sequence[tuple[str, str]], work: Callable[[AccountRef], Awaitable[T]]
+) -> list[T | BaseException]:
+    """Run ``work`` for every account with bounded concurrency; an account's failure is its outcome."""
+    sem = asyncio.Semaphore(get_runtime().settings.account_concurrency)
+
+    async def one(ref: AccountRef) -> T | BaseException:
+        async with sem:
+            try:
+                return await work(ref)
+            except Exception as exc:
+                _logger().warning("%s/%s failed: %s", ref.user_id, ref.account_no, type(exc).__name__)
+                return exc
+
+    return await asyncio.gather(*(one(AccountRef(u, a)) for u, a in accounts))
+
+
+def _outcome(ref_pair: tuple[str, str], value: object) -> dict[str, Any]:
+    if isinstance(value, BaseException):
+        return {"user_id": ref_pair[0], "account_no": ref_pair[1], "error": type(value).__name__}
+    return asdict(value)  # type: ignore[call-overload, no-any-return]
+
+
+@task(name="place_buy_orders", **RETRY)
+async def place_buy_orders(
+    batch_id: int, accounts: list[tuple[str, str]], day: date, dry_run: bool = False
+) -> list[dict[str, Any]]:
+    """Plan and send a batch of accounts' buys: exactly once per intent, so a re-run places nothing twice."""
+    rt = get_runtime()
+    rows = scan_rows(batch_id)
+
+    async def work(ref: AccountRef) -> object:
+        broker = await rt.brokers.for_account(ref, TRADE, spend_cap=rt.settings.max_daily_investment)
+        return await rt.buys.run_account(ref, broker, rows, day, batch_id, dry_run)
+
+    results = await for_each_account(accounts, work)
+    return [_outcome(a, r) for a, r in zip(accounts, results, strict=True)]
+
+
+@task(name="confirm_fills", **RETRY)
+async def confirm_fills(accounts: list[tuple[str, str]], day: date) -> list[dict[str, Any]]:
+    """Apply the broker's fills of ``day``; completed buys open positions and arm their exits."""
+    rt = get_runtime()
+
+    async def work(ref: AccountRef) -> object:
+        broker = await rt.brokers.for_account(ref, SELL)
+        report = await rt.reconciler.reconcile_account(ref, broker, day, resume_sells=False)
+        return report
+
+    results = await for_each_account(accounts, work)
+    return [_outcome(a, r) for a, r in zip(accounts, results, strict=True)]
+
+
+@task(name="reconcile_accounts", **RETRY)
+async def reconcile_accounts(accounts: list[tuple[str, str]], day: date) -> list[dict[str, Any]]:
+    """Reconcile orders, fills and holdings with the broker; resume sells left unsent."""
+    rt = get_runtime()
+
+    async def work(ref: AccountRef) -> object:
+        broker = await rt.brokers.for_account(ref, SELL)
+        return await rt.reconciler.reconcile_account(ref, broker, day)
+
+    results = await for_each_account(accounts, work)
+    return [_outcome(a, r) for a, r in zip(accounts, results, strict=True)]
+
+
+def chunks(items: Sequence[T], size: int) -> list[list[T]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]

@@ -1,0 +1,1 @@
+"""How the flows are served: a local `serve` entry point for the embedded defaults."""

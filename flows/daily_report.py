@@ -1,0 +1,32 @@
+"""After the close: snapshot every account's equity, then per-user and operator reports."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from prefect import flow
+
+from autotrade.runtime import get_runtime
+from flows.common import notify_operator, resolve_day, skip_if_closed
+from tasks.reports import build_reports, snapshot_equity
+from tasks.trading import chunks, list_accounts
+
+
+@flow(name="daily_report", on_failure=[notify_operator], on_crashed=[notify_operator])
+async def daily_report(
+    trading_day: date | None = None, users: list[str] | None = None, dry_run: bool = False
+) -> dict[str, Any]:
+    """Reports of ``trading_day``: trades, realized and unrealized P&L, open strategies, win and stop rates,
+    equity and drawdown charts. Re-running replaces the day's snapshot and files."""
+    day = resolve_day(trading_day)
+    skipped = skip_if_closed(day)
+    if skipped:
+        return skipped
+    accounts = list_accounts(users, trading_only=False)
+    prices: dict[str, int] = {}
+    if not dry_run:
+        for chunk in chunks(accounts, get_runtime().settings.batch_size):
+            prices.update(await snapshot_equity(chunk, day))
+    result = build_reports(day, prices, users)
+    return {"trading_day": day.isoformat(), "accounts": len(accounts), **result}

@@ -1,0 +1,70 @@
+"""End-of-day tasks: equity snapshots from the broker, then the reports."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import sqlalchemy as sa
+from prefect import task
+
+from autotrade.runtime import READ, get_runtime
+from autotrade.store.models import EquitySnapshot, TradeRecordRow
+from autotrade.trading.buys import AccountRef
+from tasks.common import RETRY
+from tasks.trading import for_each_account
+
+
+@task(name="snapshot_equity", **RETRY)
+async def snapshot_equity(accounts: list[tuple[str, str]], day: date) -> dict[str, int]:
+    """Record each account's end-of-day cash, holdings value and equity (idempotent per day)."""
+    rt = get_runtime()
+    prices: dict[str, int] = {}
+
+    async def work(ref: AccountRef) -> None:
+        broker = await rt.brokers.for_account(ref, READ)
+        view = await broker.account()
+        value = 0
+        for h in view.holdings:
+            if h.quantity <= 0:
+                continue
+            px = prices.get(h.code) or await broker.last_price(h.code)
+            prices[h.code] = px
+            value += px * h.quantity
+        with rt.db.unit_of_work() as s:
+            realized = s.scalar(
+                sa.select(sa.func.coalesce(sa.func.sum(TradeRecordRow.profit_loss), 0)).where(
+                    TradeRecordRow.account_no == ref.account_no, TradeRecordRow.trading_day == day
+                )
+            )
+            snap = s.scalar(
+                sa.select(EquitySnapshot).where(
+                    EquitySnapshot.account_no == ref.account_no, EquitySnapshot.trading_day == day
+                )
+            )
+            if snap is None:
+                snap = EquitySnapshot(user_id=ref.user_id, account_no=ref.account_no, trading_day=day,
+                                      cash=0, holdings_value=0, equity=0)  # fmt: skip
+                s.add(snap)
+            snap.cash, snap.holdings_value, snap.equity = view.cash, value, view.cash + value
+            snap.realized_pnl = int(realized or 0)
+
+    await for_each_account(accounts, work)
+    return prices
+
+
+@task(name="build_reports", persist_result=False)
+def build_reports(day: date, prices: dict[str, int], users: list[str] | None = None) -> dict[str, Any]:
+    """Per-user and operator reports: artifacts, HTML files with charts, and a notice to each user."""
+    from autotrade.notify import OPERATOR, Audience, report_ready
+    from autotrade.report import build_daily_reports, publish_artifacts
+
+    rt = get_runtime()
+    out_dir = rt.settings.data_dir / "reports" / day.isoformat()
+    reports = build_daily_reports(rt.db, day, out_dir, prices, users)
+    publish_artifacts(reports)
+    for user_report in reports.users:
+        rt.notify(report_ready(Audience.user(user_report.user_id), user_report.summary,
+                               str(user_report.html_path), rt.clock()))  # fmt: skip
+    rt.notify(report_ready(OPERATOR, reports.operator.summary, str(reports.operator.html_path), rt.clock()))
+    return {"users": len(reports.users), "out_dir": str(out_dir)}

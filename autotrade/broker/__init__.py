@@ -1,0 +1,1 @@
+"""Async Kiwoom REST client: typed messages and errors, token manager, per-key rate limiter, price feeds."""

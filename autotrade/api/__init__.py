@@ -1,0 +1,1 @@
+"""FastAPI app: the specification's REST endpoints with authentication and per-user isolation."""

@@ -1,0 +1,327 @@
+"""The REST API. Every route that reads trading data filters by the caller's user id; operators have their
+own routes. Broker keys only ever go into the vault (``Registrar``); responses never echo them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any, Protocol
+
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
+
+from autotrade.api import schemas as sc
+from autotrade.api.auth import Principal, RateLimiter, SessionTokens, hash_password, verify_password
+from autotrade.domain.krx import KST
+from autotrade.domain.models import ApiStatus
+from autotrade.store.db import Database
+from autotrade.store.models import SecurityEvent, ThreeTierStrategy, User, UserApiKey
+
+log = logging.getLogger(__name__)
+bearer = HTTPBearer(auto_error=False)
+
+
+class RegistrationError(Exception):
+    """The broker refused the key, or the account does not match it (message safe to show)."""
+
+
+class Registrar(Protocol):
+    """The vault's side of key management."""
+
+    async def register(
+        self, user_id: str, app_key: SecretStr, app_secret: SecretStr, account_no: str, daily_limit: int
+    ) -> sc.AccountInfo: ...
+
+    async def rotate(
+        self, user_id: str, account_no: str, app_key: SecretStr, app_secret: SecretStr
+    ) -> None: ...
+
+    async def delete(self, user_id: str, account_no: str) -> None: ...
+
+
+ExecuteRunner = Callable[[sc.ExecuteRequest], Awaitable[sc.ExecuteResponse]]
+PriceLookup = Callable[[list[str]], Awaitable[dict[str, int]]]
+
+
+@dataclass
+class ApiDeps:
+    db: Database
+    tokens: SessionTokens
+    registrar: Registrar
+    execute: ExecuteRunner
+    prices: PriceLookup
+    token_ttl: timedelta = timedelta(hours=1)
+    login_limiter: RateLimiter = RateLimiter(limit=5, window=60)  # noqa: RUF009 - one per app
+    register_limiter: RateLimiter = RateLimiter(limit=5, window=300)  # noqa: RUF009
+
+
+def create_app(deps: ApiDeps) -> FastAPI:
+    app = FastAPI(
+        title="autotrade API",
+        version="0.1.0",
+        description="AI scan to Kiwoom orders with a three-tier exit: registration of broker keys, status, "
+        "execution and strategy views. Authenticate with `POST /api/auth/login` and send the token as "
+        "`Authorization: Bearer <token>`.",
+    )
+
+    def principal(
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Principal:
+        found = deps.tokens.verify(creds.credentials) if creds else None
+        if found is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED, "not authenticated", headers={"WWW-Authenticate": "Bearer"}
+            )
+        return found
+
+    def operator(p: Annotated[Principal, Depends(principal)]) -> Principal:
+        if not p.is_operator:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "operator role required")
+        return p
+
+    User_ = Annotated[Principal, Depends(principal)]
+    Operator_ = Annotated[Principal, Depends(operator)]
+
+    def limited(limiter: RateLimiter, request: Request, name: str) -> None:
+        client = request.client.host if request.client else "?"
+        if not limiter.allow(f"{client}|{name.lower()}"):
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "too many attempts; try again later")
+
+    def own_key(s: sa.orm.Session, user_id: str, account_no: str | None) -> UserApiKey:
+        q = sa.select(UserApiKey).where(
+            UserApiKey.user_id == user_id, UserApiKey.api_status != ApiStatus.DELETED
+        )
+        if account_no is not None:
+            q = q.where(UserApiKey.account_no == account_no)
+        key = s.scalar(q.order_by(UserApiKey.id))
+        if key is None:  # another user's account looks exactly like a missing one
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no registered API key for this account")
+        return key
+
+    @app.get("/health", response_model=sc.HealthResponse, tags=["operations"])
+    def health() -> sc.HealthResponse:
+        """Liveness and database reachability."""
+        try:
+            with deps.db.unit_of_work() as s:
+                s.execute(sa.text("SELECT 1"))
+            return sc.HealthResponse(status="ok", database="ok")
+        except Exception as exc:
+            return sc.HealthResponse(status="degraded", database=type(exc).__name__)
+
+    @app.post("/api/auth/signup", response_model=sc.SignupResponse, status_code=201, tags=["auth"])
+    def signup(body: sc.SignupRequest, request: Request) -> sc.SignupResponse:
+        """Create a user account."""
+        limited(deps.register_limiter, request, body.email)
+        with deps.db.unit_of_work() as s:
+            if s.scalar(sa.select(User).where(User.email == body.email.lower())) is not None:
+                raise HTTPException(status.HTTP_409_CONFLICT, "cannot create this account")
+            user = User(
+                user_id=uuid.uuid4().hex,
+                email=body.email.lower(),
+                password_hash=hash_password(body.password.get_secret_value()),
+            )
+            s.add(user)
+            return sc.SignupResponse(user_id=user.user_id)
+
+    @app.post(
+        "/api/auth/login",
+        response_model=sc.TokenResponse,
+        tags=["auth"],
+        responses={
+            401: {"description": "wrong email or password"},
+            429: {"description": "too many attempts"},
+        },
+    )
+    def login(body: sc.LoginRequest, request: Request) -> sc.TokenResponse:
+        """Exchange email and password for a bearer token (rate limited)."""
+        limited(deps.login_limiter, request, body.email)
+        with deps.db.unit_of_work() as s:
+            user = s.scalar(sa.select(User).where(User.email == body.email.lower()))
+            ok = verify_password(user.password_hash if user else None, body.password.get_secret_value())
+            if not ok or user is None:
+                raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong email or password")
+            token = deps.tokens.issue(Principal(user.user_id, user.role))
+        return sc.TokenResponse(access_token=token, expires_in=int(deps.token_ttl.total_seconds()))
+
+    @app.post(
+        "/api/user/register-api",
+        response_model=sc.RegisterApiResponse,
+        tags=["user"],
+        responses={400: {"description": "the broker refused the key"}, 429: {"description": "rate limited"}},
+    )
+    async def register_api(
+        body: sc.RegisterApiRequest, me: User_, request: Request
+    ) -> sc.RegisterApiResponse:
+        """Register a Kiwoom app key for one of your accounts; it is checked with the broker, then sealed
+        under the KMS. The key is never returned."""
+        limited(deps.register_limiter, request, me.user_id)
+        try:
+            info = await deps.registrar.register(
+                me.user_id, body.app_key, body.app_secret, body.account_no, body.daily_limit
+            )
+        except RegistrationError as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+        except PermissionError:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no registered API key for this account") from None
+        return sc.RegisterApiResponse(success=True, message="API 키 등록 완료", account_info=info)
+
+    @app.get("/api/user/api-status", response_model=sc.ApiStatusResponse, tags=["user"])
+    def api_status(me: User_, account_no: str | None = None) -> sc.ApiStatusResponse:
+        """Status of your key (your first account unless ``account_no`` is given)."""
+        with deps.db.unit_of_work() as s:
+            k = own_key(s, me.user_id, account_no)
+            return sc.ApiStatusResponse(
+                api_status=k.api_status.value,
+                account_no=k.account_no,
+                account_name=k.account_name,
+                daily_limit=k.daily_limit,
+                is_auto_trading_enabled=k.is_auto_trading_enabled,
+                last_used_at=k.last_used_at,
+            )
+
+    @app.get("/api/user/accounts", response_model=list[sc.AccountSummary], tags=["user"])
+    def accounts(me: User_) -> list[sc.AccountSummary]:
+        """Your accounts and their keys' status."""
+        with deps.db.unit_of_work() as s:
+            keys = s.scalars(
+                sa.select(UserApiKey).where(UserApiKey.user_id == me.user_id).order_by(UserApiKey.id)
+            ).all()
+            return [
+                sc.AccountSummary(
+                    account_no=k.account_no,
+                    account_name=k.account_name,
+                    api_status=k.api_status.value,
+                    is_auto_trading_enabled=k.is_auto_trading_enabled,
+                    daily_limit=k.daily_limit,
+                )
+                for k in keys
+            ]
+
+    @app.post("/api/user/auto-trading", response_model=sc.MessageResponse, tags=["user"])
+    def toggle(body: sc.AutoTradingToggle, me: User_) -> sc.MessageResponse:
+        """Enable or disable auto-trading on one of your accounts."""
+        with deps.db.unit_of_work() as s:
+            k = own_key(s, me.user_id, body.account_no)
+            if body.enabled and k.api_status is not ApiStatus.ACTIVE:
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT, f"key is {k.api_status.value}; register it again"
+                )
+            k.is_auto_trading_enabled = body.enabled
+        return sc.MessageResponse(message="자동매매 " + ("활성화" if body.enabled else "비활성화"))
+
+    @app.post("/api/user/api-key/rotate", response_model=sc.MessageResponse, tags=["user"])
+    async def rotate(body: sc.RotateKeyRequest, me: User_, request: Request) -> sc.MessageResponse:
+        """Replace the app key of one of your accounts (validated with the broker first)."""
+        limited(deps.register_limiter, request, me.user_id)
+        with deps.db.unit_of_work() as s:
+            own_key(s, me.user_id, body.account_no)
+        try:
+            await deps.registrar.rotate(me.user_id, body.account_no, body.app_key, body.app_secret)
+        except RegistrationError as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+        return sc.MessageResponse(message="API 키 교체 완료")
+
+    @app.delete("/api/user/api-key/{account_no}", response_model=sc.MessageResponse, tags=["user"])
+    async def delete_key(account_no: str, me: User_) -> sc.MessageResponse:
+        """Delete the key of one of your accounts; its data key is destroyed (crypto-shredding)."""
+        with deps.db.unit_of_work() as s:
+            own_key(s, me.user_id, account_no)
+        await deps.registrar.delete(me.user_id, account_no)
+        return sc.MessageResponse(message="API 키 삭제 완료")
+
+    @app.get(
+        "/api/auto-trading/three-tier-strategies", response_model=sc.StrategiesResponse, tags=["trading"]
+    )
+    async def strategies(me: User_, include_closed: bool = False) -> sc.StrategiesResponse:
+        """Your three-tier strategies: entry, current price, profit rate, status and each tier's order."""
+        with deps.db.unit_of_work() as s:
+            q = sa.select(ThreeTierStrategy).where(ThreeTierStrategy.user_id == me.user_id)
+            if not include_closed:
+                q = q.where(ThreeTierStrategy.closed_at.is_(None))
+            rows = s.scalars(q.order_by(ThreeTierStrategy.id)).all()
+            data = [
+                (
+                    r.code,
+                    r.name,
+                    r.entry_price,
+                    r.status.value,
+                    [
+                        sc.TierOrderOut(type=o.order_type.value, price=o.trigger_price, status=o.status.value)
+                        for o in r.orders
+                    ],
+                )
+                for r in rows
+            ]
+        prices = await deps.prices(sorted({d[0] for d in data})) if data else {}
+        out = []
+        for code, name, entry, st, orders in data:
+            px = prices.get(code)
+            rate = round((px - entry) / entry * 100, 2) if px else None
+            out.append(
+                sc.StrategyOut(
+                    code=code,
+                    name=name,
+                    entry_price=entry,
+                    current_price=px,
+                    profit_rate=rate,
+                    status=st,
+                    orders=orders,
+                )
+            )
+        return sc.StrategiesResponse(active_strategies=out)
+
+    @app.post(
+        "/api/auto-trading/execute",
+        response_model=sc.ExecuteResponse,
+        tags=["trading"],
+        responses={202: {"model": sc.ExecuteResponse, "description": "flow run started"}},
+    )
+    async def execute(body: sc.ExecuteRequest, _: Operator_, response: Response) -> sc.ExecuteResponse:
+        """Operator: validate a scan and start the evening flow for every enabled account."""
+        if body.trading_day is not None:
+            try:
+                date.fromisoformat(body.trading_day)
+            except ValueError:
+                raise HTTPException(
+                    status.HTTP_422_UNPROCESSABLE_ENTITY, "trading_day is not a date"
+                ) from None
+        result = await deps.execute(body)
+        if result.run_id is not None and not result.success:
+            response.status_code = status.HTTP_202_ACCEPTED
+        return result
+
+    @app.get("/api/admin/security-events", tags=["operations"])
+    def security_events(_: Operator_, limit: int = 100) -> list[dict[str, Any]]:
+        """Operator: the latest security events (anomaly detections, kill-switch actions)."""
+        with deps.db.unit_of_work() as s:
+            rows = s.scalars(
+                sa.select(SecurityEvent).order_by(SecurityEvent.id.desc()).limit(min(limit, 1000))
+            )
+            return [
+                {
+                    "at": r.at.isoformat(),
+                    "user_id": r.user_id,
+                    "account_no": r.account_no,
+                    "rule": r.rule,
+                    "severity": r.severity,
+                    "action_taken": r.action_taken,
+                }
+                for r in rows
+            ]
+
+    return app
+
+
+def now_kst() -> datetime:
+    return datetime.now(KST)
+
+
+def in_embedded_mode() -> bool:
+    """No Prefect server configured: the execute endpoint runs the flow in-process."""
+    return not os.environ.get("PREFECT_API_URL")

@@ -1,0 +1,199 @@
+"""Request and response bodies; field names as the specification writes them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+ACCOUNT_NO = r"^[0-9]{8,11}(-[0-9]{2})?$"
+CREDENTIALS_EXAMPLE = {"email": "hong@example.com", "password": "correct horse battery"}
+
+
+class SignupRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"email": "hong@example.com", "password": "correct horse battery"}]}
+    )
+    email: str = Field(min_length=3, max_length=255, pattern=r"^[^@\s]+@[^@\s]+$")
+    password: SecretStr = Field(min_length=10, max_length=256)
+
+
+class SignupResponse(BaseModel):
+    user_id: str
+
+
+class LoginRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"email": "hong@example.com", "password": "correct horse battery"}]}
+    )
+    email: str = Field(min_length=3, max_length=255)
+    password: SecretStr = Field(min_length=1, max_length=256)
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: str = "bearer"  # noqa: S105 - the OAuth token type name, not a secret
+    expires_in: int
+
+
+class RegisterApiRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"app_key": "KIWOOM_APP_KEY", "app_secret": "KIWOOM_APP_SECRET", "account_no": "12345678901",
+                 "daily_limit": 5000000}
+            ]
+        }
+    )  # fmt: skip
+    app_key: SecretStr = Field(min_length=8, max_length=256)
+    app_secret: SecretStr = Field(min_length=8, max_length=512)
+    account_no: str = Field(pattern=ACCOUNT_NO)
+    daily_limit: int = Field(10_000_000, gt=0, le=10_000_000_000)
+
+
+class AccountInfo(BaseModel):
+    account_no: str
+    account_name: str | None
+    balance: int
+
+
+class RegisterApiResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"success": True, "message": "API 키 등록 완료",
+                 "account_info": {"account_no": "12345678901", "account_name": "홍길동", "balance": 10000000}}
+            ]
+        }
+    )  # fmt: skip
+    success: bool
+    message: str
+    account_info: AccountInfo
+
+
+class ApiStatusResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"api_status": "ACTIVE", "account_no": "12345678901", "account_name": "홍길동",
+                 "daily_limit": 5000000, "is_auto_trading_enabled": True,
+                 "last_used_at": "2025-10-24T15:36:00Z"}
+            ]
+        }
+    )  # fmt: skip
+    api_status: str
+    account_no: str
+    account_name: str | None
+    daily_limit: int
+    is_auto_trading_enabled: bool
+    last_used_at: datetime | None
+
+
+class AccountSummary(BaseModel):
+    account_no: str
+    account_name: str | None
+    api_status: str
+    is_auto_trading_enabled: bool
+    daily_limit: int
+
+
+class AutoTradingToggle(BaseModel):
+    account_no: str = Field(pattern=ACCOUNT_NO)
+    enabled: bool
+
+
+class RotateKeyRequest(BaseModel):
+    account_no: str = Field(pattern=ACCOUNT_NO)
+    app_key: SecretStr = Field(min_length=8, max_length=256)
+    app_secret: SecretStr = Field(min_length=8, max_length=512)
+
+
+class ScanResultIn(BaseModel):
+    code: str = Field(pattern=r"^[0-9A-Z]{6}$")
+    name: str = Field(min_length=1, max_length=100)
+    score: float = Field(ge=0, le=10)
+    current_price: int = Field(gt=0, le=100_000_000)
+    reasons: list[str] = Field(default_factory=list, max_length=20)
+
+
+class ExecuteConfig(BaseModel):
+    max_investment: int = Field(10_000_000, gt=0)
+    max_stocks: int = Field(10, gt=0, le=100)
+    max_per_stock: int = Field(1_000_000, gt=0)
+
+
+class ExecuteRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"scan_results": [{"code": "005930", "name": "삼성전자", "score": 8.5, "current_price": 70000,
+                                   "reasons": ["상승시작", "거래량증가"]}],
+                 "config": {"max_investment": 10000000, "max_stocks": 10, "max_per_stock": 1000000}}
+            ]
+        }
+    )  # fmt: skip
+    scan_results: list[ScanResultIn] = Field(min_length=1, max_length=5000)
+    config: ExecuteConfig = Field(default_factory=ExecuteConfig)
+    trading_day: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+    dry_run: bool = False
+
+
+class ExecuteResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"success": True, "executed_orders": 5, "total_investment": 5000000, "strategies_created": 5,
+                 "message": "자동매매 실행 완료"}
+            ]
+        }
+    )  # fmt: skip
+    success: bool
+    executed_orders: int
+    total_investment: int
+    strategies_created: int
+    message: str
+    run_id: str | None = None
+
+
+class TierOrderOut(BaseModel):
+    type: str
+    price: int
+    status: str
+
+
+class StrategyOut(BaseModel):
+    code: str
+    name: str
+    entry_price: int
+    current_price: int | None
+    profit_rate: float | None
+    status: str
+    orders: list[TierOrderOut]
+
+
+class StrategiesResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"active_strategies": [
+                    {"code": "005930", "name": "삼성전자", "entry_price": 70000, "current_price": 72800,
+                     "profit_rate": 4.0, "status": "PRESERVE_TRIGGERED",
+                     "orders": [{"type": "STOP_LOSS", "price": 66500, "status": "ACTIVE"},
+                                {"type": "PRESERVE", "price": 72800, "status": "EXECUTED"},
+                                {"type": "TAKE_PROFIT", "price": 75600, "status": "ACTIVE"}]}]}
+            ]
+        }
+    )  # fmt: skip
+    active_strategies: list[StrategyOut]
+
+
+class MessageResponse(BaseModel):
+    success: bool = True
+    message: str
+
+
+class HealthResponse(BaseModel):
+    status: str
+    database: str
+    details: dict[str, Any] = Field(default_factory=dict)

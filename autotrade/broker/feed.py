@@ -37,6 +37,20 @@ from autotrade.broker.tokens import TokenProvider, utc_now
 
 log = logging.getLogger(__name__)
 
+
+class _RedactLogin(logging.Filter):
+    """websockets logs every frame at DEBUG, and the LOGIN frame carries the bearer token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "LOGIN" in record.getMessage() and "token" in record.getMessage():
+            record.msg, record.args = "> TEXT LOGIN frame (token redacted)", ()
+        return True
+
+
+# The socket's own logger: websockets' frame logs go here instead of "websockets.client", through the filter.
+ws_log = logging.getLogger(f"{__name__}.websocket")
+ws_log.addFilter(_RedactLogin())
+
 Clock = Callable[[], datetime]
 
 TRADE_TYPE = "0B"  # 주식체결
@@ -258,7 +272,9 @@ class WebSocketPriceFeed:
         failures = 0
         while True:
             try:
-                async with connect(self.url, ping_interval=None, open_timeout=self._open_timeout) as ws:
+                async with connect(
+                    self.url, ping_interval=None, open_timeout=self._open_timeout, logger=ws_log
+                ) as ws:
                     await self._login(ws)
                     failures = 0
                     await self._on_connected(ws)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
+import aiohttp
 import httpx
 from pydantic import SecretStr, ValidationError
 
@@ -54,8 +55,12 @@ def is_order_path(path: str) -> bool:
 
 
 class KiwoomClient:
-    """One per process. ``transport`` is an httpx transport, ``"httpx"`` (httpx's own pool, the default)
-    or ``"aiohttp"`` (``httpx_aiohttp``, much faster under many concurrent connections: DESIGN 3.1).
+    """One per process. ``transport`` is ``"aiohttp"`` (the default), ``"httpx"`` or any httpx transport.
+
+    Measured on this machine against the fake server under uvicorn (uvloop, httptools), 3,000 requests:
+    httpx's own pool 1,070 req/s on one connection and 410 req/s at 50 concurrent; the ``httpx_aiohttp``
+    transport 1,480 and 2,620. Many users' keys run concurrently, so aiohttp is the default; the API is
+    httpx's either way.
     """
 
     def __init__(
@@ -79,8 +84,6 @@ class KiwoomClient:
         self.limiter = limiter or RateLimiter(Limit(rate_per_second, burst))
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         chosen = _make_transport(transport, limits)
-        # aiohttp's transport reports a connection dropped mid-request as ConnectTimeout, so only httpx's
-        # own pool lets us trust "connect failed" to mean "never sent".
         self._connect_errors_mean_unsent = not _is_aiohttp(chosen)
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
@@ -181,24 +184,30 @@ class KiwoomClient:
         content = json.dumps(body, ensure_ascii=False).encode()
         try:
             return await self._http.post(path, content=content, headers=headers)
-        except (httpx.ConnectError, httpx.PoolTimeout) as exc:
-            raise BrokerConnectionError(
-                f"Kiwoom {api_id} could not connect ({type(exc).__name__}) (never sent, safe to retry)",
+        except httpx.TransportError as exc:
+            raise self._transport_failure(exc, api_id, is_order) from None
+
+    def _transport_failure(self, exc: httpx.TransportError, api_id: str, is_order: bool) -> BrokerError:
+        name = type(exc).__name__
+        if self._never_sent(exc):
+            return BrokerConnectionError(
+                f"Kiwoom {api_id} could not connect ({name}) (never sent, safe to retry)",
                 retry_safe=True,
                 api_id=api_id,
-            ) from None
-        except httpx.ConnectTimeout as exc:
-            if self._connect_errors_mean_unsent:
-                raise BrokerConnectionError(
-                    f"Kiwoom {api_id} connect timed out ({type(exc).__name__}) (never sent, safe to retry)",
-                    retry_safe=True,
-                    api_id=api_id,
-                ) from None
-            raise transport_error(api_id, is_order=is_order, what=type(exc).__name__) from None
-        except httpx.TimeoutException as exc:
-            raise timeout_error(api_id, is_order=is_order, what=type(exc).__name__) from None
-        except httpx.TransportError as exc:
-            raise transport_error(api_id, is_order=is_order, what=type(exc).__name__) from None
+            )
+        if isinstance(exc, httpx.TimeoutException):
+            return timeout_error(api_id, is_order=is_order, what=name)
+        return transport_error(api_id, is_order=is_order, what=name)
+
+    def _never_sent(self, exc: httpx.TransportError) -> bool:
+        """Whether the failure happened before any byte of the request left, so resending is harmless."""
+        if isinstance(exc, httpx.ConnectError | httpx.PoolTimeout):
+            return True
+        if isinstance(exc.__cause__, aiohttp.ClientConnectorError):
+            return True  # httpx_aiohttp maps this (connect failed) to ConnectTimeout; its cause says more
+        # aiohttp's transport also reports a connection dropped mid-request as ConnectTimeout, so only
+        # httpx's own pool lets a bare ConnectTimeout mean "never sent".
+        return isinstance(exc, httpx.ConnectTimeout) and self._connect_errors_mean_unsent
 
 
 def _check(
@@ -266,11 +275,11 @@ def _make_transport(
 ) -> httpx.AsyncBaseTransport:
     if isinstance(choice, httpx.AsyncBaseTransport):
         return choice
-    if choice == "aiohttp":
+    if choice in (None, "aiohttp"):
         from httpx_aiohttp import AiohttpTransport
 
         return AiohttpTransport(limits=limits)
-    if choice in (None, "httpx"):
+    if choice == "httpx":
         return httpx.AsyncHTTPTransport(limits=limits)
     raise ValueError(f"unknown transport {choice!r}: use 'httpx', 'aiohttp' or an httpx transport")
 

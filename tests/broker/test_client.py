@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from autotrade.broker.client import KiwoomClient
+from autotrade.broker.client import KiwoomClient, TransportChoice
 from autotrade.broker.errors import (
     BrokerConnectionError,
     BrokerError,
@@ -146,11 +147,12 @@ async def test_order_timeout_is_outcome_unknown(any_client: KiwoomClient, fake: 
     assert len(fake.orders) == 1  # it was placed: exactly why the order service must reconcile
 
 
-async def test_connection_refused_is_safe_to_retry() -> None:
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+async def test_connection_refused_is_safe_to_retry(transport: TransportChoice) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    async with KiwoomClient(f"http://127.0.0.1:{port}") as client:
+    async with KiwoomClient(f"http://127.0.0.1:{port}", transport=transport) as client:
         with pytest.raises(BrokerConnectionError) as info:
             await client.request(*QUOTE, token="t", key_id="alice")
     assert info.value.retry_safe and not info.value.outcome_unknown
@@ -171,8 +173,6 @@ async def test_unknown_transport_name() -> None:
 
 
 async def test_one_pool_serves_many_concurrent_requests(fake: FakeKiwoom) -> None:
-    import asyncio
-
     async with (
         serve(fake.app()) as url,
         KiwoomClient(url, transport="aiohttp", rate_per_second=1000, burst=1000) as c,

@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     broker_rate_per_second: float = Field(1.0, gt=0)
     broker_burst: int = Field(2, ge=1)
     broker_timeout_seconds: float = Field(10.0, gt=0)
+    broker_ws_url: str | None = None  # default: derived from broker_base_url (Kiwoom: port 10000)
 
     # vault
     kms_provider: KmsProvider = KmsProvider.LOCAL
@@ -94,6 +95,7 @@ class Settings(BaseSettings):
     local_master_key_path: Path = Path("var/master.key")
     jwt_signing_key: SecretStr = SecretStr("")
     temp_token_ttl_seconds: int = Field(300, gt=0, le=3600)
+    origin: str = "prefect"  # how this process identifies itself to the gateway's origin rule
 
     # notifications
     notifier: str = "console"
@@ -112,3 +114,19 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+KIWOOM_HOSTS = {
+    BrokerEnv.PRODUCTION: ("https://api.kiwoom.com", "wss://api.kiwoom.com:10000/api/dostk/websocket"),
+    BrokerEnv.MOCK: ("https://mockapi.kiwoom.com", "wss://mockapi.kiwoom.com:10000/api/dostk/websocket"),
+}
+
+
+def broker_urls(settings: Settings) -> tuple[str, str]:
+    """(REST base URL, WebSocket URL) for the configured broker environment."""
+    if settings.broker_env in KIWOOM_HOSTS:
+        rest, ws = KIWOOM_HOSTS[settings.broker_env]
+        return rest, settings.broker_ws_url or ws
+    base = settings.broker_base_url.rstrip("/")
+    ws = settings.broker_ws_url or base.replace("https://", "wss://").replace("http://", "ws://")
+    return base, ws if settings.broker_ws_url else ws + "/api/dostk/websocket"

@@ -334,3 +334,27 @@ class EquitySnapshot(Base):
     realized_pnl: Mapped[int] = mapped_column(KRW, default=0)
     unrealized_pnl: Mapped[int] = mapped_column(KRW, default=0)
     taken_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+
+
+class RevokedToken(Base):
+    """Temporary tokens revoked before their expiry; every gateway process checks this."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    user_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    revoked_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(AwareDateTime())
+    reason: Mapped[str] = mapped_column(sa.String(128), default="")
+
+
+class BrokerTokenCache(Base):
+    """A user's broker token, sealed with the gateway's own key (never in clear), shared between processes
+    so that KMS Decrypt runs at most once per user per token lifetime."""
+
+    __tablename__ = "broker_token_cache"
+
+    key_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    token_sealed: Mapped[str] = mapped_column(sa.Text)
+    expires_at: Mapped[datetime] = mapped_column(AwareDateTime())
+    updated_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow, onupdate=utcnow)

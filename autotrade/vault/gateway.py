@@ -1,0 +1,377 @@
+"""The zero-trust broker gateway: the only component that holds broker tokens.
+
+Every request carries a temporary token. The gateway verifies it (signature, expiry, revocation, scope, the
+user's key still ACTIVE), re-checks the risk limits of buys (the token's spending cap and the account's daily
+limit), writes the access log (allowed and refused), runs the anomaly rules, and only then calls Kiwoom with
+that user's broker token. Broker tokens are cached in memory and, sealed with the gateway's own key, in the
+database, so that KMS Decrypt (needed only to issue a broker token) runs about once per user per day even
+across processes. Decrypted app keys live only inside the call that issues or revokes a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from autotrade.broker.client import KiwoomClient
+from autotrade.broker.messages import (
+    Deposit,
+    FilledOrder,
+    HoldingsReport,
+    IssuedToken,
+    OrderAck,
+    Quote,
+    TradeType,
+    UnfilledOrder,
+)
+from autotrade.broker.session import KiwoomSession
+from autotrade.domain.krx import KST
+from autotrade.domain.models import ApiStatus
+from autotrade.store.db import Database
+from autotrade.store.models import AccessLog, BrokerTokenCache, SecurityEvent, UserApiKey
+from autotrade.vault.anomaly import AlertSink, AnomalyDetector, Finding
+from autotrade.vault.keys import KeyStore
+from autotrade.vault.tokens import TemporaryTokens, TokenClaims, TokenRejected
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+
+
+class AccessDenied(Exception):
+    """The gateway refused the request (message safe to show and log)."""
+
+
+def key_id(user_id: str, account_no: str) -> str:
+    return f"{user_id}:{account_no}"
+
+
+class CachedBrokerTokens:
+    """A TokenProvider for one key: memory, then the sealed database cache, then issue (one KMS Decrypt)."""
+
+    def __init__(self, gateway: BrokerGateway, user_id: str, account_no: str) -> None:
+        self._g = gateway
+        self.user_id = user_id
+        self.account_no = account_no
+        self.key_id = key_id(user_id, account_no)
+        self._token: str | None = None
+        self._refresh_at: datetime | None = None
+        self._lock = asyncio.Lock()
+        self.issued = 0
+
+    def __repr__(self) -> str:
+        return f"CachedBrokerTokens(key_id={self.key_id!r})"
+
+    async def token(self) -> str:
+        now = self._g.clock()
+        if self._token is not None and self._refresh_at is not None and now < self._refresh_at:
+            return self._token
+        async with self._lock:
+            now = self._g.clock()
+            if self._token is not None and self._refresh_at is not None and now < self._refresh_at:
+                return self._token
+            cached = self._g.load_cached_token(self.key_id, now)
+            if cached is not None:
+                self._token, self._refresh_at = cached
+                return cached[0]
+            credentials = self._g.keys.credentials(self.user_id, self.account_no)
+            issued = await self._g.client.issue_token(credentials.app_key, credentials.app_secret)
+            del credentials
+            self.issued += 1
+            self._remember(issued, now)
+            return issued.token.get_secret_value()
+
+    def adopt(self, issued: IssuedToken) -> None:
+        """Use a token issued elsewhere (registration) so the first use needs no decrypt."""
+        self._remember(issued, self._g.clock())
+
+    def _remember(self, issued: IssuedToken, now: datetime) -> None:
+        lifetime = issued.expires_at - now
+        margin = min(timedelta(minutes=10), lifetime / 2)
+        self._token = issued.token.get_secret_value()
+        self._refresh_at = issued.expires_at - margin
+        self._g.store_cached_token(self.key_id, self._token, self._refresh_at)
+
+    async def invalidate(self, token: str) -> None:
+        if self._token == token:
+            self._token = self._refresh_at = None
+        self._g.drop_cached_token(self.key_id)
+
+    async def revoke(self) -> None:
+        async with self._lock:
+            token = self._token or (self._g.load_cached_token(self.key_id, self._g.clock()) or (None,))[0]
+            self._token = self._refresh_at = None
+            self._g.drop_cached_token(self.key_id)
+            if token is None:
+                return
+            try:
+                credentials = self._g.keys.credentials_any_status(self.user_id, self.account_no)
+                await self._g.client.revoke_token(credentials.app_key, credentials.app_secret, token)
+            except Exception as exc:  # the token is already unusable through us; report, do not raise
+                log.warning("broker token revoke for %s failed: %s", self.key_id, type(exc).__name__)
+
+
+class BrokerGateway:
+    def __init__(
+        self,
+        db: Database,
+        keys: KeyStore,
+        client: KiwoomClient,
+        tokens: TemporaryTokens,
+        *,
+        cache_key: bytes,
+        detector: AnomalyDetector | None = None,
+        alert: AlertSink | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.db = db
+        self.keys = keys
+        self.client = client
+        self.tokens = tokens
+        self.detector = detector or AnomalyDetector()
+        self.alert = alert
+        self.clock: Clock = clock or (lambda: datetime.now(UTC))
+        self._cache = AESGCM(cache_key)
+        self._providers: dict[str, CachedBrokerTokens] = {}
+        self._sessions: dict[str, KiwoomSession] = {}
+        self._spent: dict[str, int] = {}
+        self.kill_times: list[float] = []
+
+    def __repr__(self) -> str:
+        return "BrokerGateway()"
+
+    # --- temporary tokens (the orchestrator side) ---
+
+    def get_temporary_token(
+        self, user_id: str, account_no: str, actions: frozenset[str], spend_cap: int | None = None
+    ) -> str:
+        return self.tokens.issue(user_id, account_no, actions, spend_cap, now=self.clock())
+
+    # --- broker token cache ---
+
+    def provider(self, user_id: str, account_no: str) -> CachedBrokerTokens:
+        kid = key_id(user_id, account_no)
+        if kid not in self._providers:
+            self._providers[kid] = CachedBrokerTokens(self, user_id, account_no)
+        return self._providers[kid]
+
+    def kiwoom(self, user_id: str, account_no: str) -> KiwoomSession:
+        kid = key_id(user_id, account_no)
+        if kid not in self._sessions:
+            self._sessions[kid] = KiwoomSession(self.client, kid, self.provider(user_id, account_no))
+        return self._sessions[kid]
+
+    def load_cached_token(self, kid: str, now: datetime) -> tuple[str, datetime] | None:
+        with self.db.unit_of_work() as s:
+            row = s.get(BrokerTokenCache, kid)
+            if row is None or row.expires_at <= now:
+                return None
+            sealed, expires = row.token_sealed, row.expires_at
+        raw = base64.b64decode(sealed)
+        try:
+            token = self._cache.decrypt(raw[:12], raw[12:], kid.encode()).decode()
+        except InvalidTag:
+            return None
+        return token, expires
+
+    def store_cached_token(self, kid: str, token: str, refresh_at: datetime) -> None:
+        nonce = os.urandom(12)
+        sealed = base64.b64encode(nonce + self._cache.encrypt(nonce, token.encode(), kid.encode())).decode()
+        with self.db.unit_of_work() as s:
+            row = s.get(BrokerTokenCache, kid)
+            if row is None:
+                s.add(BrokerTokenCache(key_id=kid, token_sealed=sealed, expires_at=refresh_at))
+            else:
+                row.token_sealed, row.expires_at = sealed, refresh_at
+
+    def drop_cached_token(self, kid: str) -> None:
+        with self.db.unit_of_work() as s:
+            row = s.get(BrokerTokenCache, kid)
+            if row is not None:
+                s.delete(row)
+
+    # --- requests ---
+
+    async def session(self, temp_token: str, origin: str) -> GatedSession:
+        """Verify a temporary token and open a session limited to its user, account and actions."""
+        now = self.clock()
+        try:
+            claims = self.tokens.verify(temp_token, now=now)
+        except TokenRejected as exc:
+            self._log(None, "session", origin, None, False, str(exc))
+            raise AccessDenied(str(exc)) from None
+        await self._admit(claims, "session", origin)
+        return GatedSession(self, claims, origin)
+
+    async def _admit(self, claims: TokenClaims, action: str, origin: str, amount: int | None = None) -> None:
+        """Every request: key still active, token not revoked, scope, anomaly rules; logged either way."""
+        now = self.clock()
+        kid = key_id(claims.user_id, claims.account_no)
+        status = self._key_status(claims.user_id, claims.account_no)
+        refusal: str | None = None
+        if status is not ApiStatus.ACTIVE:
+            refusal = f"key is {status.value if status else 'not registered'}"
+        elif self.tokens.is_revoked(claims.jti):
+            refusal = "temporary token revoked"
+        elif now >= claims.expires_at:
+            refusal = "temporary token expired"
+        elif action != "session" and action not in claims.actions:
+            refusal = f"token does not allow {action}"
+        findings = [] if status is not ApiStatus.ACTIVE else self.detector.on_request(kid, now, origin)
+        if refusal is not None:
+            self._log(claims, action, origin, amount, False, refusal)
+            findings += self.detector.on_refusal(kid, now, refusal)
+        else:
+            self._log(claims, action, origin, amount, True, None)
+        await self._act_on(claims.user_id, claims.account_no, findings)
+        if refusal is not None:
+            raise AccessDenied(refusal)
+        if findings:
+            raise AccessDenied(f"blocked by security rule {findings[0].rule}")
+
+    async def _check_buy(self, claims: TokenClaims, origin: str, amount: int) -> None:
+        spent = self._spent.get(claims.jti, 0)
+        limit = self._daily_limit(claims.user_id, claims.account_no)
+        today = self._spent_today(claims.account_no)
+        breach = None
+        if claims.spend_cap is not None and spent + amount > claims.spend_cap:
+            breach = f"buy of {amount:,} KRW exceeds the token's cap {claims.spend_cap:,} (spent {spent:,})"
+        elif limit is not None and today + amount > limit:
+            breach = f"buy of {amount:,} KRW exceeds the daily limit {limit:,} (spent today {today:,})"
+        if breach is not None:
+            self._log(claims, "order:buy", origin, amount, False, breach)
+            await self._act_on(claims.user_id, claims.account_no, [AnomalyDetector.limit_breach(breach)])
+            raise AccessDenied(breach)
+        self._spent[claims.jti] = spent + amount
+
+    async def _act_on(self, user_id: str, account_no: str, findings: list[Finding]) -> None:
+        high = [f for f in findings if f.severity == "high"]
+        if high:
+            await self.kill(user_id, account_no, high[0].rule, high[0].detail)
+
+    async def kill(self, user_id: str, account_no: str, rule: str, detail: str) -> None:
+        """The kill switch: disable the key, revoke the broker token, record, alert."""
+        started = asyncio.get_running_loop().time()
+        if self._key_status(user_id, account_no) is ApiStatus.ACTIVE:
+            self.keys.set_status(user_id, account_no, ApiStatus.DISABLED)
+        await self.provider(user_id, account_no).revoke()
+        action = "key disabled, broker token revoked"
+        with self.db.unit_of_work() as s:
+            s.add(SecurityEvent(at=self.clock(), user_id=user_id, account_no=account_no, rule=rule,
+                                severity="high", detail=detail[:1000], action_taken=action))  # fmt: skip
+        self.kill_times.append(asyncio.get_running_loop().time() - started)
+        log.warning("security rule %s hit for %s: %s", rule, key_id(user_id, account_no), action)
+        if self.alert is not None:
+            try:
+                self.alert(user_id, account_no, rule, action)
+            except Exception as exc:
+                log.error("security alert could not be sent: %s", type(exc).__name__)
+
+    # --- bookkeeping ---
+
+    def _key_status(self, user_id: str, account_no: str) -> ApiStatus | None:
+        with self.db.unit_of_work() as s:
+            return s.scalar(
+                sa.select(UserApiKey.api_status).where(
+                    UserApiKey.user_id == user_id, UserApiKey.account_no == account_no
+                )
+            )
+
+    def _daily_limit(self, user_id: str, account_no: str) -> int | None:
+        with self.db.unit_of_work() as s:
+            return s.scalar(
+                sa.select(UserApiKey.daily_limit).where(
+                    UserApiKey.user_id == user_id, UserApiKey.account_no == account_no
+                )
+            )
+
+    def _spent_today(self, account_no: str) -> int:
+        start = datetime.combine(self.clock().astimezone(KST).date(), datetime.min.time(), tzinfo=KST)
+        with self.db.unit_of_work() as s:
+            total = s.scalar(
+                sa.select(sa.func.coalesce(sa.func.sum(AccessLog.amount), 0)).where(
+                    AccessLog.account_no == account_no, AccessLog.action == "order:buy",
+                    AccessLog.allowed.is_(True), AccessLog.at >= start,
+                )
+            )  # fmt: skip
+        return int(total or 0)
+
+    def _log(
+        self,
+        claims: TokenClaims | None,
+        action: str | None,
+        origin: str | None,
+        amount: int | None,
+        allowed: bool,
+        reason: str | None,
+    ) -> None:
+        with self.db.unit_of_work() as s:
+            s.add(
+                AccessLog(
+                    at=self.clock(), user_id=claims.user_id if claims else None,
+                    account_no=claims.account_no if claims else None, token_id=claims.jti if claims else None,
+                    action=action or "session", origin=(origin or "")[:128], allowed=allowed,
+                    reason=(reason or "")[:255] or None, amount=amount,
+                )
+            )  # fmt: skip
+            if allowed and claims is not None:
+                s.execute(
+                    sa.update(UserApiKey)
+                    .where(UserApiKey.user_id == claims.user_id, UserApiKey.account_no == claims.account_no)
+                    .values(last_used_at=self.clock())
+                )
+
+
+class GatedSession:
+    """A Kiwoom session limited to one temporary token's user, account, actions and cap."""
+
+    def __init__(self, gateway: BrokerGateway, claims: TokenClaims, origin: str) -> None:
+        self._g = gateway
+        self.claims = claims
+        self.origin = origin
+        self._kiwoom = gateway.kiwoom(claims.user_id, claims.account_no)
+
+    def __repr__(self) -> str:
+        return f"GatedSession(user={self.claims.user_id!r}, account={self.claims.account_no!r})"
+
+    async def buy(self, code: str, quantity: int, price: int | None, trade_type: TradeType) -> OrderAck:
+        reference = price if price is not None else (await self.quote(code)).price
+        await self._g._admit(self.claims, "order:buy", self.origin, reference * quantity)
+        await self._g._check_buy(self.claims, self.origin, reference * quantity)
+        return await self._kiwoom.buy(code, quantity, price, trade_type)
+
+    async def sell(self, code: str, quantity: int, price: int | None, trade_type: TradeType) -> OrderAck:
+        await self._g._admit(self.claims, "order:sell", self.origin)
+        return await self._kiwoom.sell(code, quantity, price, trade_type)
+
+    async def cancel(self, orig_order_no: str, code: str, quantity: int = 0) -> OrderAck:
+        await self._g._admit(self.claims, "order:cancel", self.origin)
+        return await self._kiwoom.cancel(orig_order_no, code, quantity)
+
+    async def deposit(self) -> Deposit:
+        await self._g._admit(self.claims, "account:read", self.origin)
+        return await self._kiwoom.deposit()
+
+    async def holdings(self) -> HoldingsReport:
+        await self._g._admit(self.claims, "account:read", self.origin)
+        return await self._kiwoom.holdings()
+
+    async def unfilled_orders(self, code: str | None = None) -> list[UnfilledOrder]:
+        await self._g._admit(self.claims, "account:read", self.origin)
+        return await self._kiwoom.unfilled_orders(code)
+
+    async def filled_orders(self, code: str | None = None) -> list[FilledOrder]:
+        await self._g._admit(self.claims, "account:read", self.origin)
+        return await self._kiwoom.filled_orders(code)
+
+    async def quote(self, code: str) -> Quote:
+        await self._g._admit(self.claims, "account:read", self.origin)
+        return await self._kiwoom.quote(code)
+

@@ -374,4 +374,3 @@ class GatedSession:
     async def quote(self, code: str) -> Quote:
         await self._g._admit(self.claims, "account:read", self.origin)
         return await self._kiwoom.quote(code)
-

@@ -7,7 +7,7 @@ import logging
 import os
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Protocol
 
@@ -57,8 +57,30 @@ class ApiDeps:
     execute: ExecuteRunner
     prices: PriceLookup
     token_ttl: timedelta = timedelta(hours=1)
-    login_limiter: RateLimiter = RateLimiter(limit=5, window=60)  # noqa: RUF009 - one per app
-    register_limiter: RateLimiter = RateLimiter(limit=5, window=300)  # noqa: RUF009
+    login_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(limit=5, window=60))
+    register_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(limit=10, window=300))
+
+
+def _principal(
+    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Principal:
+    deps: ApiDeps = request.app.state.deps
+    found = deps.tokens.verify(creds.credentials) if creds else None
+    if found is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "not authenticated", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return found
+
+
+def _operator(p: Annotated[Principal, Depends(_principal)]) -> Principal:
+    if not p.is_operator:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "operator role required")
+    return p
+
+
+CurrentUser = Annotated[Principal, Depends(_principal)]
+CurrentOperator = Annotated[Principal, Depends(_operator)]
 
 
 def create_app(deps: ApiDeps) -> FastAPI:
@@ -70,23 +92,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         "`Authorization: Bearer <token>`.",
     )
 
-    def principal(
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> Principal:
-        found = deps.tokens.verify(creds.credentials) if creds else None
-        if found is None:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED, "not authenticated", headers={"WWW-Authenticate": "Bearer"}
-            )
-        return found
-
-    def operator(p: Annotated[Principal, Depends(principal)]) -> Principal:
-        if not p.is_operator:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "operator role required")
-        return p
-
-    User_ = Annotated[Principal, Depends(principal)]
-    Operator_ = Annotated[Principal, Depends(operator)]
+    app.state.deps = deps
 
     def limited(limiter: RateLimiter, request: Request, name: str) -> None:
         client = request.client.host if request.client else "?"
@@ -156,7 +162,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         responses={400: {"description": "the broker refused the key"}, 429: {"description": "rate limited"}},
     )
     async def register_api(
-        body: sc.RegisterApiRequest, me: User_, request: Request
+        body: sc.RegisterApiRequest, me: CurrentUser, request: Request
     ) -> sc.RegisterApiResponse:
         """Register a Kiwoom app key for one of your accounts; it is checked with the broker, then sealed
         under the KMS. The key is never returned."""
@@ -172,7 +178,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return sc.RegisterApiResponse(success=True, message="API 키 등록 완료", account_info=info)
 
     @app.get("/api/user/api-status", response_model=sc.ApiStatusResponse, tags=["user"])
-    def api_status(me: User_, account_no: str | None = None) -> sc.ApiStatusResponse:
+    def api_status(me: CurrentUser, account_no: str | None = None) -> sc.ApiStatusResponse:
         """Status of your key (your first account unless ``account_no`` is given)."""
         with deps.db.unit_of_work() as s:
             k = own_key(s, me.user_id, account_no)
@@ -186,7 +192,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
             )
 
     @app.get("/api/user/accounts", response_model=list[sc.AccountSummary], tags=["user"])
-    def accounts(me: User_) -> list[sc.AccountSummary]:
+    def accounts(me: CurrentUser) -> list[sc.AccountSummary]:
         """Your accounts and their keys' status."""
         with deps.db.unit_of_work() as s:
             keys = s.scalars(
@@ -204,7 +210,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
             ]
 
     @app.post("/api/user/auto-trading", response_model=sc.MessageResponse, tags=["user"])
-    def toggle(body: sc.AutoTradingToggle, me: User_) -> sc.MessageResponse:
+    def toggle(body: sc.AutoTradingToggle, me: CurrentUser) -> sc.MessageResponse:
         """Enable or disable auto-trading on one of your accounts."""
         with deps.db.unit_of_work() as s:
             k = own_key(s, me.user_id, body.account_no)
@@ -216,7 +222,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return sc.MessageResponse(message="자동매매 " + ("활성화" if body.enabled else "비활성화"))
 
     @app.post("/api/user/api-key/rotate", response_model=sc.MessageResponse, tags=["user"])
-    async def rotate(body: sc.RotateKeyRequest, me: User_, request: Request) -> sc.MessageResponse:
+    async def rotate(body: sc.RotateKeyRequest, me: CurrentUser, request: Request) -> sc.MessageResponse:
         """Replace the app key of one of your accounts (validated with the broker first)."""
         limited(deps.register_limiter, request, me.user_id)
         with deps.db.unit_of_work() as s:
@@ -228,7 +234,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return sc.MessageResponse(message="API 키 교체 완료")
 
     @app.delete("/api/user/api-key/{account_no}", response_model=sc.MessageResponse, tags=["user"])
-    async def delete_key(account_no: str, me: User_) -> sc.MessageResponse:
+    async def delete_key(account_no: str, me: CurrentUser) -> sc.MessageResponse:
         """Delete the key of one of your accounts; its data key is destroyed (crypto-shredding)."""
         with deps.db.unit_of_work() as s:
             own_key(s, me.user_id, account_no)
@@ -238,7 +244,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     @app.get(
         "/api/auto-trading/three-tier-strategies", response_model=sc.StrategiesResponse, tags=["trading"]
     )
-    async def strategies(me: User_, include_closed: bool = False) -> sc.StrategiesResponse:
+    async def strategies(me: CurrentUser, include_closed: bool = False) -> sc.StrategiesResponse:
         """Your three-tier strategies: entry, current price, profit rate, status and each tier's order."""
         with deps.db.unit_of_work() as s:
             q = sa.select(ThreeTierStrategy).where(ThreeTierStrategy.user_id == me.user_id)
@@ -282,7 +288,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         tags=["trading"],
         responses={202: {"model": sc.ExecuteResponse, "description": "flow run started"}},
     )
-    async def execute(body: sc.ExecuteRequest, _: Operator_, response: Response) -> sc.ExecuteResponse:
+    async def execute(body: sc.ExecuteRequest, _: CurrentOperator, response: Response) -> sc.ExecuteResponse:
         """Operator: validate a scan and start the evening flow for every enabled account."""
         if body.trading_day is not None:
             try:
@@ -297,7 +303,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return result
 
     @app.get("/api/admin/security-events", tags=["operations"])
-    def security_events(_: Operator_, limit: int = 100) -> list[dict[str, Any]]:
+    def security_events(_: CurrentOperator, limit: int = 100) -> list[dict[str, Any]]:
         """Operator: the latest security events (anomaly detections, kill-switch actions)."""
         with deps.db.unit_of_work() as s:
             rows = s.scalars(

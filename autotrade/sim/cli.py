@@ -1,0 +1,55 @@
+"""``autotrade sim serve``: the Kiwoom-protocol simulator in the foreground."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import typer
+
+sim_app = typer.Typer(
+    help="The Kiwoom-protocol simulator (paper trading, demo, tests).", no_args_is_help=True
+)
+
+
+@sim_app.command("serve")
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (keep it on loopback)."),
+    port: int = typer.Option(8765, min=1, max=65535),
+    seed: int = typer.Option(1, help="Seed of the price paths and of fault injection."),
+    speed: float = typer.Option(
+        0.0,
+        min=0,
+        help="Virtual seconds per wall second (0: the clock moves only when told through /_sim/clock).",
+    ),
+    data: Path | None = typer.Option(
+        None,
+        exists=True,
+        dir_okay=False,
+        help="CSV of stocks: code,name,prev_close (replaces the seeded universe).",
+    ),
+    stocks: int = typer.Option(50, min=1, help="How many seeded stocks when no --data is given."),
+) -> None:
+    """Serve Kiwoom's REST and WebSocket protocol on HOST:PORT, with the admin API under /_sim/."""
+    import uvicorn
+
+    from autotrade.sim.app import create_app
+    from autotrade.sim.server import build
+    from autotrade.sim.universe import seed_universe
+
+    sim = build(seed, speed)
+    if data is not None:
+        with data.open(encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                sim.engine.add_stock(row["code"], row["name"], int(row["prev_close"]))
+    else:
+        seed_universe(sim.engine, stocks, seed)
+    typer.echo(
+        f"Kiwoom simulator on http://{host}:{port} (ws://{host}:{port}/api/dostk/websocket), "
+        f"{len(sim.engine.stocks)} stocks, clock {sim.engine.now():%Y-%m-%d %H:%M} KST, admin under /_sim/"
+    )
+    uvicorn.run(create_app(sim), host=host, port=port, loop="uvloop", http="httptools", log_level="warning")
+
+
+if __name__ == "__main__":
+    sim_app()

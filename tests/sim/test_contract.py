@@ -1,5 +1,5 @@
 """The real client against the simulator over real HTTP: every message, envelopes, continuation, token
-expiry and each fault kind. Also pins raw wire shapes to the protocol notes (string fields, signs, headers)."""
+expiry and each fault kind. Also pins raw wire shapes to the protocol notes (strings, signs, headers)."""
 
 from __future__ import annotations
 
@@ -173,7 +173,7 @@ async def test_query_faults_are_retried(sim: RunningSimulator, account: dict[str
 async def test_dropped_order_response_is_outcome_unknown(
     sim: RunningSimulator, account: dict[str, Any]
 ) -> None:
-    """The order is processed but the answer is lost: the client says the outcome is unknown; the broker has it."""
+    """The order is processed but its answer lost: the client cannot know the outcome; the broker has it."""
     async with KiwoomClient(sim.base_url) as client:
         s, _ = session(client, account)
         sim.admin.add_fault("drop_after_accept", path="/api/dostk/ordr", count=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 
 import pytest
@@ -51,7 +52,7 @@ def test_oversell_and_overspend_are_rejected() -> None:
         e.place(a, "BUY", "005930", 200, None, "3")
     with pytest.raises(SimError, match="호가단위"):
         e.place(a, "BUY", "005930", 1, 70_050, "0")
-    lower, upper = price_limits(70_000)
+    _lower, upper = price_limits(70_000)
     with pytest.raises(SimError, match="가격제한폭"):
         e.place(a, "BUY", "005930", 1, upper + 100, "0")
 
@@ -128,10 +129,8 @@ def test_invariants_under_random_orders(seq: list[tuple[str, int, str, int, int]
     start_cash = a.cash
     for side, qty, tt, ticks, minutes in seq:
         price = 70_000 + ticks * 100 if tt == "0" else None
-        try:
+        with contextlib.suppress(SimError):
             e.place(a, side, "005930", qty, price, tt)
-        except SimError:
-            pass
         e.advance(minutes * 60)
         assert a.cash >= 0
         assert all(p.quantity >= 0 for p in a.holdings.values())

@@ -137,6 +137,9 @@ class Simulator:
         if not auth.lower().startswith("bearer ") or len(auth) < 8:
             return _ok_json(envelope_error(SimError("authorization 헤더가 없습니다", 1514, 2)), api_id)
         token = auth[7:].strip()
+        # The request arrives whole before any delay: a client that gives up while it waits does not stop
+        # the broker from processing it (that is what makes a timed-out order's outcome unknown).
+        body = await _json(request)
         fault, drop = await self._faults(request, api_id, token)
         if fault is not None:
             return fault
@@ -150,7 +153,6 @@ class Simulator:
                 envelope_error(SimError(f"허용된 요청 개수를 초과하였습니다. API ID={api_id}", 1700, 5)),
                 api_id,
             )
-        body = await _json(request)
         try:
             result = self._handle(api_id, account, body)
         except SimError as exc:

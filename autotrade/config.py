@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     broker_rate_per_second: float = Field(1.0, gt=0)
     broker_burst: int = Field(2, ge=1)
     broker_timeout_seconds: float = Field(10.0, gt=0)
+    # An order whose call failed without an answer is only resent once it has not appeared at the broker for
+    # this long (keep it well above the timeout: a timed-out request may still be on its way).
+    order_settle_seconds: float = Field(30.0, gt=0)
     broker_ws_url: str | None = None  # default: derived from broker_base_url (Kiwoom: port 10000)
 
     # vault

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import sqlalchemy as sa
@@ -76,7 +76,8 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.costs = CostRates(self.settings.fee_rate, self.settings.sell_tax_rate)
-        self.orders = OrderService(self.db, self.clock)
+        settle = timedelta(seconds=self.settings.order_settle_seconds)
+        self.orders = OrderService(self.db, self.clock, settle=settle)
         self.buys = BuyService(self.db, self.orders, self.settings, self.clock)
         self.engine = ExitEngine(self.db, self.settings, self.clock)
         self.positions = PositionService(self.db, self.engine, self.costs, self.clock)

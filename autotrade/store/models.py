@@ -216,7 +216,7 @@ class OrderIntentRow(Base):
     purpose: Mapped[str] = mapped_column(sa.String(64))  # BUY, or the tier and attempt of an exit
     quantity: Mapped[int]
     price: Mapped[int | None] = mapped_column(KRW)
-    trade_type: Mapped[str] = mapped_column(sa.String(4))  # Kiwoom trde_tp
+    trade_type: Mapped[str] = mapped_column(sa.String(24))  # OrderType name (MARKET, AFTER_HOURS_CLOSE, ...)
     status: Mapped[IntentStatus] = mapped_column(enum_column(IntentStatus), default=IntentStatus.NEW)
     order_no: Mapped[str | None] = mapped_column(sa.String(32))
     filled_quantity: Mapped[int] = mapped_column(default=0)

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from autotrade.config import BuySession, Settings
 from autotrade.domain.krx import KST, CostRates
 from autotrade.domain.models import ScanRow, Side, SignalStatus
-from autotrade.domain.orders import IntentStatus, intent_key
+from autotrade.domain.orders import NEEDS_RECONCILIATION, IntentStatus, intent_key
 from autotrade.domain.risk import AccountState, BuyPlan, RiskLimits, plan_buys
 from autotrade.store.db import Database
 from autotrade.store.models import OrderIntentRow, ThreeTierStrategy, TradingSignal, UserApiKey
@@ -109,8 +109,10 @@ class BuyService:
             except (NotProcessed, OutcomeUnknown) as exc:
                 out.failed.append((code, type(exc).__name__))
                 continue
-            if status in (IntentStatus.REJECTED,):
+            if status is IntentStatus.REJECTED:
                 out.failed.append((code, "rejected"))
+            elif status in NEEDS_RECONCILIATION:
+                out.failed.append((code, "unresolved"))  # a later run adopts it or sends it again
             else:
                 out.placed.append((code, qty, price))
         return out

@@ -10,6 +10,7 @@ Order state from the inquiries (Kiwoom has no single "order status" TR):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, time
 from typing import Protocol
 
@@ -69,9 +70,9 @@ class KiwoomLike(Protocol):
 class KiwoomAccount:
     """:class:`~autotrade.trading.ports.AccountBroker` over a Kiwoom session."""
 
-    def __init__(self, session: KiwoomLike, today: date | None = None) -> None:
+    def __init__(self, session: KiwoomLike, clock: Callable[[], datetime] | None = None) -> None:
         self.session = session
-        self.today = today
+        self.clock = clock or (lambda: datetime.now(KST))
 
     async def place(
         self, side: Side, code: str, quantity: int, price: int | None, order_type: OrderType
@@ -110,7 +111,7 @@ class KiwoomAccount:
             filled = await self.session.filled_orders()
         except BrokerError as exc:
             raise BrokerUnavailable(str(exc)) from None
-        day = self.today or datetime.now(KST).date()
+        day = self.clock().astimezone(KST).date()  # inquiries list today's orders (broker's clock)
         orders: dict[str, BrokerOrder] = {}
         for f in filled:
             side = _side(f.side)

@@ -7,11 +7,14 @@ Protocol, per intent:
    ``NEW`` when the broker did not process it, or ``UNKNOWN`` when the outcome cannot be known;
 4. an intent found in ``SUBMITTING`` or ``UNKNOWN`` (a retry, a restart after a crash) is reconciled against
    the broker's orders of the day before anything is sent again: a matching order not claimed by another
-   intent is adopted; if none exists the intent returns to ``NEW`` and is sent again.
+   intent is adopted; if none exists *and the settle window has passed since the call* the intent returns
+   to ``NEW`` and is sent again. Within the window it stays unresolved: a request that timed out on our side
+   may still be working its way through the broker, and resending it then would buy twice.
 
 Matching uses stock, side, quantity, price (limit orders) and order time not before the intent's submission.
-This assumes the broker shows an accepted order in its inquiries once the order call has returned or failed;
-the simulator does, and Kiwoom's order inquiries (ka10075/ka10076) are read after the call, never during it.
+This assumes the broker shows an accepted order in its inquiries within the settle window after the call
+(default 30 s, three times the client's timeout); Kiwoom's inquiries (ka10075/ka10076) list an order as
+soon as it is accepted.
 """
 
 from __future__ import annotations
@@ -72,10 +75,12 @@ class OrderService:
         db: Database,
         clock: Callable[[], datetime],
         crash_hook: CrashHook = _no_crash,
+        settle: timedelta = timedelta(seconds=30),
     ) -> None:
         self.db = db
         self.clock = clock
         self.crash = crash_hook
+        self.settle = settle
 
     async def execute(self, intent_id: int, broker: AccountBroker) -> IntentStatus:
         """Drive one intent to the broker exactly once; safe to call again after any failure or crash."""
@@ -127,6 +132,10 @@ class OrderService:
             claimed = {o for o in others if o is not None}
             match = _find_match(row, orders, claimed)
             if match is None:
+                sent_at = row.submitted_at or row.created_at
+                if self.clock() - sent_at < self.settle:
+                    log.info("intent %s not (yet) at the broker; resolved after the settle window", row.key)
+                    return row.status
                 log.info("intent %s not found at the broker: it will be sent again", row.key)
                 row.status = next_status(row.status, IntentEvent.NOT_FOUND)
                 return row.status

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from autotrade.domain.calendar import hours_of
 from autotrade.domain.exits import SellEnded, SellFilled
-from autotrade.domain.krx import CostRates
+from autotrade.domain.krx import KST, CostRates
 from autotrade.domain.models import ExitReason, Side, SignalStatus, Tier, TradeAction
 from autotrade.domain.orders import FINAL_STATUSES
 from autotrade.store.db import Database
@@ -31,7 +32,7 @@ from autotrade.store.models import (
 from autotrade.trading.buys import AccountRef
 from autotrade.trading.exit_engine import ExitEngine, PendingSell
 from autotrade.trading.orders import FillDelta, fill_delta
-from autotrade.trading.ports import AccountBroker, BrokerOrder
+from autotrade.trading.ports import AccountBroker, BrokerOrder, BrokerOrderState, OrderType
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class PositionService:
                 order = orders.get(row.order_no or "")
                 if order is None:
                     continue
+                order = past_its_session(order, row.trade_type, row.trading_day, now)
                 delta = fill_delta(row, order)
                 if delta is None:
                     continue
@@ -187,6 +189,28 @@ class PositionService:
         if row.signal_id is not None:
             return s.get_one(TradingSignal, row.signal_id).score
         return None
+
+
+def session_end(trade_type: str, day: date) -> datetime:
+    """When an order of ``trade_type`` placed on ``day`` can no longer fill (KST, the calendar's hours)."""
+    hours = hours_of(day)
+    end = {
+        OrderType.AFTER_HOURS_CLOSE.value: hours.after_hours_close_end,
+        OrderType.PRE_MARKET.value: hours.pre_market_end,
+    }.get(trade_type, hours.close)
+    return datetime.combine(day, end, tzinfo=KST)
+
+
+def past_its_session(order: BrokerOrder, trade_type: str, day: date, now: datetime) -> BrokerOrder:
+    """An order still listed as open after its session ended will fill no further: treat it as ended.
+
+    The broker keeps such orders in its unfilled list until the day's expiry (18:00), but an after-hours
+    close order cannot fill after 16:00, so the position is opened with what filled instead of waiting for
+    an expiry that the next morning's inquiries (today's orders only) would never show.
+    """
+    if order.state is not BrokerOrderState.OPEN or now < session_end(trade_type, day):
+        return order
+    return replace(order, state=BrokerOrderState.ENDED)
 
 
 def _avg(amount: int, quantity: int) -> int:

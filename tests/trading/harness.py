@@ -1,0 +1,239 @@
+"""Drives the trading services through simulated KRX days against the simulator over real HTTP.
+
+The services are the production ones (:class:`~autotrade.runtime.Runtime`); only the way a task reaches a
+broker account is simplified: a token manager per account reading the sealed key through the key store
+(the vault's gateway has its own tests). The virtual clock is the simulator's: prices move and orders match
+as the test advances it through the admin API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import SecretStr
+
+from autotrade.broker import Credentials, KiwoomClient, KiwoomSession, TokenManager
+from autotrade.config import Settings
+from autotrade.domain.calendar import hours_of, next_trading_day
+from autotrade.domain.krx import KST
+from autotrade.domain.models import ScanRow
+from autotrade.runtime import Runtime
+from autotrade.sim.server import RunningSimulator
+from autotrade.store.db import Database
+from autotrade.store.migrate import upgrade
+from autotrade.store.models import UserApiKey
+from autotrade.trading.buys import AccountRef, BuyOutcome
+from autotrade.trading.exit_engine import PendingSell
+from autotrade.trading.kiwoom_port import KiwoomAccount
+from autotrade.trading.orders import CrashHook
+from autotrade.trading.ports import AccountBroker, NotProcessed, OutcomeUnknown
+from autotrade.trading.reconcile import ReconcileReport
+from autotrade.vault.keys import KeyStore
+from autotrade.vault.kms import LocalKms
+
+
+class DirectAccess:
+    """BrokerAccess for engine tests: one Kiwoom session per account, keys opened through the key store."""
+
+    def __init__(self, sim: RunningSimulator, keys: KeyStore, timeout: float = 10.0) -> None:
+        self.sim = sim
+        self.keys = keys
+        self.timeout = timeout
+        self._clients: dict[int, KiwoomClient] = {}
+        self._sessions: dict[tuple[int, str], KiwoomSession] = {}
+
+    def _client(self) -> KiwoomClient:
+        loop = id(asyncio.get_running_loop())
+        if loop not in self._clients:
+            self._clients[loop] = KiwoomClient(
+                self.sim.base_url,
+                rate_per_second=1000,
+                burst=1000,
+                retry_base_delay=0.01,
+                timeout=self.timeout,
+            )
+        return self._clients[loop]
+
+    async def for_account(
+        self, ref: AccountRef, actions: frozenset[str], spend_cap: int | None = None
+    ) -> AccountBroker:
+        loop = id(asyncio.get_running_loop())
+        session = self._sessions.get((loop, ref.account_no))
+        if session is None:
+            client = self._client()
+
+            async def creds() -> Credentials:
+                return self.keys.credentials(ref.user_id, ref.account_no)
+
+            tokens = TokenManager(client, ref.account_no, creds, clock=self.sim.engine.now)
+            session = KiwoomSession(client, ref.account_no, tokens)
+            self._sessions[(loop, ref.account_no)] = session
+        return KiwoomAccount(session, clock=self.sim.engine.now)
+
+    async def price_feed(self) -> Any:
+        raise NotImplementedError("engine tests drive prices from the simulator's admin API")
+
+    async def aclose(self) -> None:
+        clients, self._clients, self._sessions = list(self._clients.values()), {}, {}
+        for c in clients:
+            await c.aclose()
+
+
+@dataclass
+class Trader:
+    user_id: str
+    account_no: str
+    cash: int
+    daily_limit: int
+
+    @property
+    def ref(self) -> AccountRef:
+        return AccountRef(self.user_id, self.account_no)
+
+
+@dataclass
+class World:
+    """The simulator, the database and the services, with helpers to run the daily timeline."""
+
+    sim: RunningSimulator
+    settings: Settings
+    db: Database
+    keys: KeyStore
+    traders: list[Trader]
+    crash_hook: CrashHook | None = None
+    rt: Runtime = field(init=False)
+    access: DirectAccess = field(init=False)
+    ticks: dict[str, list[tuple[datetime, int]]] = field(default_factory=dict)  # code -> path seen
+    buy_outcomes: list[BuyOutcome] = field(default_factory=list)
+    reports: list[ReconcileReport] = field(default_factory=list)
+    send_errors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.access = DirectAccess(self.sim, self.keys, self.settings.broker_timeout_seconds)
+        self.restart()
+
+    def restart(self) -> None:
+        """A new process: fresh services over the same database and broker; the book is rebuilt from the
+        database as the intraday flow does when it starts."""
+        self.rt = Runtime(self.settings, self.db, self.sim.engine.now, self.access)
+        if self.crash_hook is not None:
+            self.rt.orders.crash = self.crash_hook
+        self.rt.engine.load()
+
+    # --- clock ---
+
+    def now(self) -> datetime:
+        return self.sim.engine.now()
+
+    def at(self, day: date, t: time) -> None:
+        moment = datetime.combine(day, t, tzinfo=KST)
+        if moment > self.now():
+            self.sim.admin.set_clock(moment)
+
+    # --- the timeline ---
+
+    def prices(self) -> dict[str, int]:
+        return {code: int(s["price"]) for code, s in self.sim.admin.stocks().items()}
+
+    def scan_for(self, codes: Sequence[str], scores: Sequence[float]) -> list[ScanRow]:
+        stocks = self.sim.admin.stocks()
+        return [
+            ScanRow(c, stocks[c]["name"], sc, int(stocks[c]["price"]), ("momentum",))
+            for c, sc in zip(codes, scores, strict=True)
+        ]
+
+    async def evening(self, day: date, scan: Sequence[ScanRow]) -> list[BuyOutcome]:
+        """15:40 buys (after-hours close), then 16:01: fills applied, positions opened and armed."""
+        self.at(day, time(15, 40))
+        outs = []
+        for t in self.traders:
+            broker = await self.access.for_account(t.ref, frozenset())
+            outs.append(await self.rt.buys.run_account(t.ref, broker, scan, day))
+        self.buy_outcomes.extend(outs)
+        self.at(day, time(16, 1))
+        await self.reconcile_all(day)
+        return outs
+
+    async def reconcile_all(self, day: date) -> list[ReconcileReport]:
+        out = []
+        for t in self.traders:
+            broker = await self.access.for_account(t.ref, frozenset())
+            report = await self.rt.reconciler.reconcile_account(t.ref, broker, day)
+            for sell in report.pending_sells:
+                await self.send_sell(sell, day)
+            out.append(report)
+        self.reports.extend(out)
+        return out
+
+    async def send_sell(self, sell: PendingSell, day: date) -> None:
+        broker = await self.access.for_account(AccountRef(sell.user_id, sell.account_no), frozenset())
+        try:
+            await self.rt.orders.execute(sell.intent_id, broker)
+        except (NotProcessed, OutcomeUnknown) as exc:
+            self.send_errors.append(f"{sell.intent_id}: {type(exc).__name__}")
+            return
+        result = await self.rt.positions.sync_account(AccountRef(sell.user_id, sell.account_no), broker, day)
+        for follow in result.pending_sells:
+            await self.send_sell(follow, day)
+
+    async def trading_session(self, day: date, *, until: time | None = None, step_seconds: int = 300) -> None:
+        """09:00 to ``until`` (default the close); each step the watched prices go through the book."""
+        hours = hours_of(day)
+        self.at(day, hours.open)
+        self.rt.engine.load()
+        end = datetime.combine(day, until or hours.close, tzinfo=KST)
+        while True:
+            await self.watch_once(day)
+            if self.now() >= end:
+                break
+            self.sim.admin.set_clock(min(end, self.now() + timedelta(seconds=step_seconds)))
+        await self.reconcile_all(day)
+
+    async def watch_once(self, day: date) -> None:
+        watched = {st.code for _, st in self.rt.engine.book}
+        if not watched:
+            return
+        px = self.prices()
+        at = self.now()
+        for code in sorted(watched):
+            self.ticks.setdefault(code, []).append((at, px[code]))
+            for sell in self.rt.engine.on_price(code, px[code], at):
+                await self.send_sell(sell, day)
+
+    async def close_day(self, day: date) -> date:
+        hours = hours_of(day)
+        self.at(day, hours.close)
+        await self.reconcile_all(day)
+        self.rt.engine.day_end(self.now())
+        return next_trading_day(day)
+
+
+def make_world(
+    sim: RunningSimulator,
+    db_url: str,
+    tmp: Path,
+    traders: Sequence[Trader],
+    **settings: Any,
+) -> World:
+    upgrade(db_url)
+    cfg = Settings(database_url=db_url, data_dir=tmp, local_master_key_path=tmp / "master.key", **settings)
+    db = Database(db_url)
+    keys = KeyStore(db, LocalKms(cfg.local_master_key_path))
+    for t in traders:
+        sim.admin.create_account(t.account_no, t.user_id, t.cash)
+        k = sim.admin.create_appkey(t.account_no)
+        keys.store(t.user_id, t.account_no, SecretStr(k["appkey"]), SecretStr(k["secretkey"]),
+                   account_name=t.user_id, daily_limit=t.daily_limit)  # fmt: skip
+        with db.unit_of_work() as s:
+            s.execute(
+                sa.update(UserApiKey)
+                .where(UserApiKey.account_no == t.account_no)
+                .values(is_auto_trading_enabled=True)
+            )
+    return World(sim, cfg, db, keys, list(traders))

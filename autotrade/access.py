@@ -8,7 +8,7 @@ client belongs to the loop it was created in); the sealed broker-token cache in 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from autotrade.broker.feed import PriceFeed, PriceTick
@@ -43,10 +43,19 @@ def signing_key(settings: Settings) -> bytes:
 class GatewayAccess:
     """:class:`~autotrade.runtime.BrokerAccess` through the vault gateway."""
 
-    def __init__(self, settings: Settings, db: Database, alert: AlertSink | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        alert: AlertSink | None = None,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.alert = alert
+        # The broker's clock: wall time live; the simulator's virtual time in the demo and the tests.
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(KST))
         self.kms = build_kms(settings)
         self.keys = KeyStore(db, self.kms)
         self.tokens = TemporaryTokens(
@@ -67,8 +76,9 @@ class GatewayAccess:
                 rate_per_second=self.settings.broker_rate_per_second, burst=self.settings.broker_burst,
             )  # fmt: skip
             gw = BrokerGateway(
-                self.db, self.keys, client, self.tokens, cache_key=self._cache_key, alert=self.alert
-            )
+                self.db, self.keys, client, self.tokens, cache_key=self._cache_key, alert=self.alert,
+                clock=self.clock,
+            )  # fmt: skip
             self._gateways[loop] = gw
         return gw
 
@@ -78,7 +88,7 @@ class GatewayAccess:
         gw = self.gateway()
         token = gw.get_temporary_token(ref.user_id, ref.account_no, actions, spend_cap)
         session = await gw.session(token, origin=self.settings.origin)
-        return KiwoomAccount(session)
+        return KiwoomAccount(session, clock=self.clock)
 
     async def price_feed(self) -> WebSocketPrices:
         gw = self.gateway()
@@ -87,7 +97,7 @@ class GatewayAccess:
             raise LookupError("no active account to open the price feed with")
         from autotrade.broker.feed import WebSocketPriceFeed
 
-        feed = WebSocketPriceFeed(self.ws_url, gw.provider(*refs))
+        feed = WebSocketPriceFeed(self.ws_url, gw.provider(*refs), clock=self.clock)
         return WebSocketPrices(feed)
 
     async def aclose(self) -> None:
@@ -147,5 +157,11 @@ def _first_active(db: Database) -> tuple[str, str] | None:
     return (row[0], row[1]) if row else None
 
 
-def build_broker_access(settings: Settings, db: Database, alert: AlertSink | None = None) -> GatewayAccess:
-    return GatewayAccess(settings, db, alert)
+def build_broker_access(
+    settings: Settings,
+    db: Database,
+    alert: AlertSink | None = None,
+    *,
+    clock: Callable[[], datetime] | None = None,
+) -> GatewayAccess:
+    return GatewayAccess(settings, db, alert, clock=clock)

@@ -208,6 +208,13 @@ class MarketEngine:
             self._advance(target)
         return self._virtual
 
+    def read_clock(self) -> datetime:
+        """The virtual time now, without moving the market (safe to call from another thread: the
+        simulator's own loop applies the steps)."""
+        if self.speed > 0:
+            return self._virtual + timedelta(seconds=(self._wall() - self._anchor) * self.speed)
+        return self._virtual
+
     def set_speed(self, speed: float) -> None:
         self.now()
         self._anchor = self._wall()

@@ -40,6 +40,15 @@ def tick_size(price: int) -> int:
     raise AssertionError("unreachable")
 
 
+def tick_bands() -> tuple[tuple[int, int], ...]:
+    """The tick table as ``(lower bound inclusive, tick)`` rows, highest band first.
+
+    For code that snaps whole arrays of prices at once (the backtester's synthetic market); the scalar
+    functions here stay the reference.
+    """
+    return _TICK_TABLE
+
+
 def is_valid_tick(price: int) -> bool:
     return price > 0 and price % tick_size(price) == 0
 

@@ -16,6 +16,7 @@ from autotrade.domain.krx import (
     max_affordable_quantity,
     price_limits,
     session_at,
+    tick_bands,
     tick_size,
 )
 
@@ -161,3 +162,15 @@ def test_calendar_late_open_shifts_sessions() -> None:
 def test_calendar_range_is_checked() -> None:
     with pytest.raises(calendar.CalendarRangeError):
         calendar.is_trading_day(date(1990, 1, 2))
+
+
+def test_tick_bands_agree_with_tick_size() -> None:
+    """Each published band starts where tick_size changes: 2,000 is in the 5-won band, 1,999 in the 1-won."""
+    bands = tick_bands()
+    assert [lower for lower, _ in bands] == sorted((lower for lower, _ in bands), reverse=True)
+    assert bands[-1][0] == 0
+    for lower, tick in bands:
+        assert tick_size(lower) == tick
+        if lower > 0:
+            assert tick_size(lower - 1) < tick
+    assert (2_000, 5) in bands and tick_size(1_999) == 1

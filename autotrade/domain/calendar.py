@@ -1,15 +1,22 @@
 """KRX trading calendar from ``exchange_calendars`` (XKRX): holidays and shifted days, never a hand list.
 
-Building the calendar takes about two seconds, so it is built once, lazily, and its sessions are kept as a
-sorted tuple of dates for fast look-ups.
+Building the calendar takes about six seconds (the lunar holidays), so it is built once, lazily, and its
+sessions are kept as a sorted tuple of dates for fast look-ups. The built sessions are also kept in a small
+JSON file (``$AUTOTRADE_CACHE_DIR``, default ``~/.cache/autotrade``) that later processes read in
+milliseconds; it is rebuilt when ``exchange_calendars`` changes or after a week, since the library's
+calendar reaches one year ahead of the day it is built.
 """
 
 from __future__ import annotations
 
 import bisect
+import json
+import os
+import tempfile
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from functools import lru_cache
+from pathlib import Path
 
 from autotrade.domain.krx import KST, SessionTimes, session_times
 
@@ -31,9 +38,19 @@ class _Sessions:
         return self.days[-1]
 
 
+CACHE_MAX_AGE_DAYS = 7
+
+
 @lru_cache(maxsize=1)
 def _sessions() -> _Sessions:
-    import exchange_calendars as xcals  # heavy import (pandas); only when the calendar is first needed
+    from importlib.metadata import version as installed
+
+    version = installed("exchange_calendars")
+    today = datetime.now(KST).date()
+    cached = _read_cache(version, today)
+    if cached is not None:
+        return cached
+    import exchange_calendars as xcals  # heavy import (pandas); only when the calendar must be built
 
     cal = xcals.get_calendar("XKRX", start=CALENDAR_START)
     days: list[date] = []
@@ -46,7 +63,56 @@ def _sessions() -> _Sessions:
         ot, ct = o.time(), c.time()
         if (ot, ct) != (time(9, 0), time(15, 30)):
             hours[d] = (ot, ct)
-    return _Sessions(days=tuple(days), day_set=frozenset(days), hours=hours)
+    built = _Sessions(days=tuple(days), day_set=frozenset(days), hours=hours)
+    _write_cache(built, version, today)
+    return built
+
+
+def warm_up() -> None:
+    """Build or load the calendar now (a server does this before it takes requests)."""
+    _sessions()
+
+
+def _cache_file() -> Path:
+    root = os.environ.get("AUTOTRADE_CACHE_DIR") or Path.home() / ".cache" / "autotrade"
+    return Path(root) / "krx-sessions.json"
+
+
+def _read_cache(version: str, today: date) -> _Sessions | None:
+    try:
+        data = json.loads(_cache_file().read_text(encoding="utf-8"))
+        built_on = date.fromisoformat(data["built_on"])
+        if data["version"] != version or data["start"] != CALENDAR_START:
+            return None
+        if not (built_on <= today <= built_on + timedelta(days=CACHE_MAX_AGE_DAYS)):
+            return None
+        days = tuple(date.fromisoformat(d) for d in data["days"])
+        hours = {
+            date.fromisoformat(d): (time.fromisoformat(o), time.fromisoformat(c))
+            for d, (o, c) in data["hours"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not days or list(days) != sorted(days):
+        return None
+    return _Sessions(days=days, day_set=frozenset(days), hours=hours)
+
+
+def _write_cache(s: _Sessions, version: str, today: date) -> None:
+    """Best effort: a read-only home only costs the next process the build again."""
+    path = _cache_file()
+    payload = {
+        "version": version, "start": CALENDAR_START, "built_on": today.isoformat(),
+        "days": [d.isoformat() for d in s.days],
+        "hours": {d.isoformat(): [o.isoformat(), c.isoformat()] for d, (o, c) in s.hours.items()},
+    }  # fmt: skip
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, encoding="utf-8") as f:
+            json.dump(payload, f)
+        os.replace(f.name, path)
+    except OSError:
+        return
 
 
 class CalendarRangeError(ValueError):

@@ -483,7 +483,8 @@ class Simulator:
                 return JSONResponse({"code": body["code"], "price": e.stocks[str(body["code"])].price})
             if path == "clock" and request.method == "POST":
                 if "speed" in body:
-                    e.set_speed(float(body["speed"]))
+                    stop = body.get("stop_at")
+                    e.set_speed(float(body["speed"]), datetime.fromisoformat(str(stop)) if stop else None)
                 if body.get("set"):
                     e.set_time(datetime.fromisoformat(str(body["set"])))
                 if body.get("advance_seconds"):
@@ -576,7 +577,10 @@ class _Socket:
                 text = await asyncio.wait_for(self.queue.get(), ping_seconds)
             except TimeoutError:
                 text = json.dumps({"trnm": "PING"})
-            await self.ws.send_text(text)
+            try:
+                await self.ws.send_text(text)
+            except (WebSocketDisconnect, RuntimeError):
+                return  # the client went away; the receive side ends the connection
 
 
 def _shows_in_cntr(o: Order) -> bool:
@@ -613,6 +617,9 @@ def create_app(sim: Simulator) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        from autotrade.domain.calendar import warm_up
+
+        await asyncio.to_thread(warm_up)  # orders need the KRX calendar: load it before the first request
         task = asyncio.create_task(ticker())
         try:
             yield

@@ -187,6 +187,7 @@ class MarketEngine:
         self._virtual = start or datetime.now(KST)
         self._anchor = self._wall()
         self.speed = speed
+        self.stop_at: datetime | None = None  # a running clock stops here
         self.stocks: dict[str, Stock] = {}
         self.accounts: dict[str, Account] = {}
         self.appkeys: dict[str, AppKey] = {}
@@ -203,22 +204,32 @@ class MarketEngine:
     def now(self) -> datetime:
         if self.speed > 0:
             wall = self._wall()
-            target = self._virtual + timedelta(seconds=(wall - self._anchor) * self.speed)
+            target = self._running_target(wall)
             self._anchor = wall
             self._advance(target)
+            if self.stop_at is not None and target >= self.stop_at:
+                self.speed, self.stop_at = 0.0, None
         return self._virtual
 
     def read_clock(self) -> datetime:
         """The virtual time now, without moving the market (safe to call from another thread: the
         simulator's own loop applies the steps)."""
         if self.speed > 0:
-            return self._virtual + timedelta(seconds=(self._wall() - self._anchor) * self.speed)
+            return self._running_target(self._wall())
         return self._virtual
 
-    def set_speed(self, speed: float) -> None:
+    def _running_target(self, wall: float) -> datetime:
+        target = self._virtual + timedelta(seconds=(wall - self._anchor) * self.speed)
+        return target if self.stop_at is None else min(target, self.stop_at)
+
+    def set_speed(self, speed: float, stop_at: datetime | None = None) -> None:
+        """Run the clock at ``speed`` times wall time (0 stops it), until ``stop_at`` if given."""
         self.now()
+        if stop_at is not None and stop_at.tzinfo is None:
+            raise ValueError("time must be timezone-aware")
         self._anchor = self._wall()
         self.speed = max(speed, 0.0)
+        self.stop_at = stop_at if self.speed > 0 else None
 
     def set_time(self, moment: datetime) -> None:
         """Jump the clock. Forward jumps apply the session boundaries on the way; backwards is refused."""

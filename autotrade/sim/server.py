@@ -58,12 +58,17 @@ class Admin:
     def set_price(self, code: str, price: int) -> dict[str, Any]:
         return self._post("/_sim/prices", {"code": code, "price": price})
 
-    def set_clock(self, moment: datetime | None = None, *, speed: float | None = None) -> dict[str, Any]:
+    def set_clock(
+        self, moment: datetime | None = None, *, speed: float | None = None, stop_at: datetime | None = None
+    ) -> dict[str, Any]:
+        """Jump to ``moment`` and/or run at ``speed`` (until ``stop_at``, where the clock stops)."""
         body: dict[str, Any] = {}
         if moment is not None:
             body["set"] = moment.isoformat()
         if speed is not None:
             body["speed"] = speed
+        if stop_at is not None:
+            body["stop_at"] = stop_at.isoformat()
         return self._post("/_sim/clock", body)
 
     def clock(self) -> datetime:

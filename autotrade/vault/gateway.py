@@ -239,7 +239,7 @@ class BrokerGateway:
     async def _check_buy(self, claims: TokenClaims, origin: str, amount: int) -> None:
         spent = self._spent.get(claims.jti, 0)
         limit = self._daily_limit(claims.user_id, claims.account_no)
-        today = self._spent_today(claims.account_no)
+        today = self._spent_today(claims.account_no) - amount  # _admit has already logged this request
         breach = None
         if claims.spend_cap is not None and spent + amount > claims.spend_cap:
             breach = f"buy of {amount:,} KRW exceeds the token's cap {claims.spend_cap:,} (spent {spent:,})"

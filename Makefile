@@ -25,6 +25,10 @@ install: $(VENV)/.synced
 test: install
 	$(VENV)/bin/pytest
 
+# Five trading days for five users on the simulator; options: make demo ARGS="--days 3 --users 2 --json"
+demo: install
+	$(VENV)/bin/autotrade demo $(ARGS)
+
 test-pg: install
 	$(VENV)/bin/pytest -m postgres
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from autotrade.config import get_settings
+from autotrade.demo.cli import demo
 
 app = typer.Typer(
     name="autotrade",
@@ -14,6 +15,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.command("demo")(demo)
 
 
 @db_app.command("upgrade")

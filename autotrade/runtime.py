@@ -60,6 +60,43 @@ class PriceSource(Protocol):
     async def aclose(self) -> None: ...
 
 
+class ClockControl(Protocol):
+    """How flows wait for a moment of the trading day. Live: the wall clock passes. The simulator-driven demo
+    moves its virtual clock instead (and lets the market run once the price watch is ready)."""
+
+    async def wait_until(self, moment: datetime) -> None: ...
+
+    def watch_ready(self, until: datetime) -> None: ...
+
+    def hold(self) -> None:
+        """Orders are on their way to the broker: a simulated market waits for them."""
+
+    def resume(self) -> None: ...
+
+
+class PassingTime:
+    """:class:`ClockControl` for a clock that moves by itself."""
+
+    def __init__(self, clock: Clock, poll_seconds: float = 0.2) -> None:
+        self.clock = clock
+        self.poll_seconds = poll_seconds
+
+    async def wait_until(self, moment: datetime) -> None:
+        import asyncio
+
+        while self.clock() < moment:  # noqa: ASYNC110 - the clock is not ours to signal; poll it
+            await asyncio.sleep(self.poll_seconds)
+
+    def watch_ready(self, until: datetime) -> None:
+        return None
+
+    def hold(self) -> None:
+        return None
+
+    def resume(self) -> None:
+        return None
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -67,6 +104,7 @@ class Runtime:
     clock: Clock
     brokers: BrokerAccess
     notifier: object | None = None  # NotificationDispatcher; typed loosely to keep import time low
+    time_control: ClockControl | None = None  # default: the clock passes by itself
     costs: CostRates = field(init=False)
     orders: OrderService = field(init=False)
     buys: BuyService = field(init=False)
@@ -75,6 +113,8 @@ class Runtime:
     reconciler: Reconciler = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.time_control is None:
+            self.time_control = PassingTime(self.clock)
         self.costs = CostRates(self.settings.fee_rate, self.settings.sell_tax_rate)
         settle = timedelta(seconds=self.settings.order_settle_seconds)
         self.orders = OrderService(self.db, self.clock, settle=settle)
@@ -102,7 +142,8 @@ class Runtime:
             self.notifier.dispatch(notification)  # type: ignore[attr-defined]
 
 
-def build_notifier(settings: Settings, db: Database) -> object:
+def build_notifier(settings: Settings, db: Database, notifiers: Sequence[object] | None = None) -> object:
+    """The dispatcher for the configured channels (or exactly ``notifiers``); failures go to the database."""
     from autotrade.notify import Channel, NotifySettings, Route, build_dispatcher
     from autotrade.notify.dispatcher import DeliveryFailure
 
@@ -130,7 +171,7 @@ def build_notifier(settings: Settings, db: Database) -> object:
                     )
                 )  # fmt: skip
 
-    return build_dispatcher(cfg, routes, recorder=DbRecorder())
+    return build_dispatcher(cfg, routes, recorder=DbRecorder(), notifiers=notifiers)  # type: ignore[arg-type]
 
 
 _runtime: Runtime | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import date, datetime
 from typing import Any
@@ -43,7 +42,7 @@ def notify_operator(flow: Any, flow_run: Any, state: Any) -> None:
 
 
 async def wait_until(moment: datetime) -> None:
-    """Sleep until ``moment`` on the runtime's clock, which may be the simulator's virtual clock."""
-    rt = get_runtime()
-    while rt.clock() < moment:  # noqa: ASYNC110 - the clock is not ours to signal; poll it
-        await asyncio.sleep(0.2)
+    """Wait until ``moment`` on the runtime's clock (the simulator's virtual clock in the demo)."""
+    control = get_runtime().time_control
+    assert control is not None  # noqa: S101 - set by Runtime.__post_init__
+    await control.wait_until(moment)

@@ -7,7 +7,7 @@ from datetime import date, datetime
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import acreate_table_artifact
 
 from autotrade.domain.calendar import hours_of
 from autotrade.domain.krx import KST
@@ -48,7 +48,7 @@ async def evening_signal_and_buy(
         for o in outcomes
         for c, q, p in o.get("placed", [])
     ]
-    create_table_artifact(key="orders-placed", table=placed or [{"result": "no orders"}],
+    await acreate_table_artifact(key="orders-placed", table=placed or [{"result": "no orders"}],
                           description=f"buy orders {day}{' (dry run)' if dry_run else ''}")  # fmt: skip
     errors = [o for o in outcomes if o.get("error") or o.get("failed")]
     if not dry_run:

@@ -7,7 +7,7 @@ from datetime import date
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import acreate_table_artifact
 
 from autotrade.domain.calendar import previous_trading_day
 from autotrade.runtime import get_runtime
@@ -44,7 +44,7 @@ async def morning_fill_and_arm(
         }
         for k, st in rt.engine.book
     ]  # fmt: skip
-    create_table_artifact(key="exits-armed", table=table or [{"result": "no open positions"}],
+    await acreate_table_artifact(key="exits-armed", table=table or [{"result": "no open positions"}],
                           description=f"three-tier exits armed {day}")  # fmt: skip
     told = 0 if dry_run else notify_exits_armed(users)
     return {"trading_day": day.isoformat(), "accounts": len(accounts), "armed": armed, "users_notified": told}

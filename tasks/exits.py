@@ -6,11 +6,14 @@ import asyncio
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from prefect import task
 
 from autotrade.domain.calendar import hours_of
 from autotrade.domain.krx import KST
-from autotrade.runtime import SELL, Runtime, get_runtime
+from autotrade.domain.models import Tier
+from autotrade.runtime import SELL, PassingTime, Runtime, get_runtime
+from autotrade.store.models import ThreeTierStrategy
 from autotrade.trading.buys import AccountRef
 from autotrade.trading.exit_engine import PendingSell
 from autotrade.trading.ports import NotProcessed, OutcomeUnknown
@@ -27,8 +30,24 @@ async def send_sell(rt: Runtime, sell: PendingSell, day: date) -> None:
         _logger().warning("sell %s not confirmed (%s); reconciliation will resolve it", sell.intent_id, exc)
         return
     result = await rt.positions.sync_account(ref, broker, day)
+    notify_tier_fills(rt, sell.user_id, result.sell_fills)
     for follow in result.pending_sells:
         await send_sell(rt, follow, day)
+
+
+def notify_tier_fills(rt: Runtime, user_id: str, fills: list[tuple[str, Tier, int, int, int]]) -> None:
+    """TIER_TRIGGERED for each sell fill (code, tier, quantity, price, realized P&L)."""
+    from autotrade.notify import TierFill, tier_triggered
+
+    for code, tier, qty, price, pnl in fills:
+        with rt.db.unit_of_work() as s:
+            st = s.scalars(
+                sa.select(ThreeTierStrategy)
+                .where(ThreeTierStrategy.user_id == user_id, ThreeTierStrategy.code == code)
+                .order_by(ThreeTierStrategy.id.desc())
+            ).first()
+            name, left = (st.name, st.held_quantity) if st else (code, 0)
+        rt.notify(tier_triggered(user_id, TierFill(code, name, tier, qty, price, pnl, left), rt.clock()))
 
 
 def _close_of(day: date) -> datetime:
@@ -47,7 +66,15 @@ async def watch_prices(
     feed = await rt.brokers.price_feed()
     watched = {st.code for _, st in rt.engine.book}
     await feed.subscribe(sorted(watched))
+    control = rt.time_control or PassingTime(rt.clock)
     inflight: set[asyncio.Task[None]] = set()
+
+    def landed(t: asyncio.Task[None]) -> None:
+        inflight.discard(t)
+        if not inflight:
+            control.resume()
+
+    control.watch_ready(stop_at)
     ticks = fired = reconciles = 0
     next_reconcile = rt.clock() + every
     try:
@@ -58,9 +85,11 @@ async def watch_prices(
                 code, price, at = tick
                 for sell in rt.engine.on_price(code, price, at):
                     fired += 1
+                    if not inflight:
+                        control.hold()
                     t = asyncio.create_task(send_sell(rt, sell, day))
                     inflight.add(t)
-                    t.add_done_callback(inflight.discard)
+                    t.add_done_callback(landed)
             if rt.clock() >= next_reconcile:
                 reconciles += 1
                 next_reconcile = rt.clock() + every
@@ -84,6 +113,8 @@ async def _reconcile_watched(rt: Runtime, day: date, users: list[str] | None) ->
     async def work(ref: AccountRef) -> object:
         broker = await rt.brokers.for_account(ref, SELL)
         report = await rt.reconciler.reconcile_account(ref, broker, day)
+        if report.sync is not None:
+            notify_tier_fills(rt, ref.user_id, report.sync.sell_fills)
         for sell in report.pending_sells:
             await send_sell(rt, sell, day)
         return report

@@ -10,7 +10,13 @@ from sqlalchemy.exc import OperationalError
 
 from autotrade.trading.ports import BrokerUnavailable, NotProcessed, OutcomeUnknown
 
+
+class RetryBatch(Exception):
+    """Some accounts of a batch failed transiently: run the batch again (done accounts do nothing twice)."""
+
+
 TRANSIENT: tuple[type[BaseException], ...] = (
+    RetryBatch,
     BrokerUnavailable,
     NotProcessed,
     OutcomeUnknown,
@@ -21,14 +27,14 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 
 
 def is_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only on errors that can go away (the broker, the network, a busy database)."""
-    try:
-        state.result()
-    except TRANSIENT:
-        return True
-    except BaseException:  # validation errors, bugs: retrying cannot help
+    """Retry only on errors that can go away (the broker, the network, a busy database).
+
+    The failed state carries the exception itself (results are not persisted). ``state.result()`` is no
+    help here: inside an async task it returns a coroutine instead of raising."""
+    error = getattr(state, "data", None)
+    if not isinstance(error, BaseException):
         return False
-    return False
+    return isinstance(error, TRANSIENT)
 
 
 RETRY: dict[str, Any] = {

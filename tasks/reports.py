@@ -49,7 +49,7 @@ async def snapshot_equity(accounts: list[tuple[str, str]], day: date) -> dict[st
             snap.cash, snap.holdings_value, snap.equity = view.cash, value, view.cash + value
             snap.realized_pnl = int(realized or 0)
 
-    await for_each_account(accounts, work)
+    await for_each_account(accounts, work, retry_transient=True)
     return prices
 
 

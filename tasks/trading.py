@@ -1,5 +1,7 @@
 """Tasks over the trading services. Per-account work runs in batches: one task run per batch of accounts,
-asyncio concurrency inside, each account's outcome recorded rather than failing the batch."""
+asyncio concurrency inside, each account's outcome recorded rather than failing the batch. When an account
+hit a transient broker error the batch is retried (with backoff) while retries last: accounts that already
+finished do nothing twice, as every order goes through the exactly-once intent protocol."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from autotrade.runtime import SELL, TRADE, get_runtime
 from autotrade.store.models import ScanBatch
 from autotrade.trading.buys import AccountRef
 from autotrade.trading.scan import RawScan, parse_scan_payload, read_scan, validate_scan
-from tasks.common import RETRY
+from tasks.common import RETRY, TRANSIENT, RetryBatch
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -94,9 +96,13 @@ def list_accounts(users: list[str] | None = None, trading_only: bool = True) -> 
 
 
 async def for_each_account(
-    accounts: Sequence[tuple[str, str]], work: Callable[[AccountRef], Awaitable[T]]
+    accounts: Sequence[tuple[str, str]],
+    work: Callable[[AccountRef], Awaitable[T]],
+    *,
+    retry_transient: bool = False,
 ) -> list[T | BaseException]:
-    """Run ``work`` for every account with bounded concurrency; an account's failure is its outcome."""
+    """Run ``work`` for every account with bounded concurrency; an account's failure is its outcome.
+    With ``retry_transient`` (tasks with retries, idempotent work) a transient failure retries the batch."""
     sem = asyncio.Semaphore(get_runtime().settings.account_concurrency)
 
     async def one(ref: AccountRef) -> T | BaseException:
@@ -107,7 +113,25 @@ async def for_each_account(
                 _logger().warning("%s/%s failed: %s", ref.user_id, ref.account_no, type(exc).__name__)
                 return exc
 
-    return await asyncio.gather(*(one(AccountRef(u, a)) for u, a in accounts))
+    results = await asyncio.gather(*(one(AccountRef(u, a)) for u, a in accounts))
+    if retry_transient:
+        _retry_if_transient(results)
+    return results
+
+
+def _retry_if_transient(results: Sequence[object]) -> None:
+    """Raise :class:`RetryBatch` when some account failed transiently and the task has retries left."""
+    from prefect.runtime import task_run
+
+    transient = [r for r in results if isinstance(r, TRANSIENT)]
+    if not transient:
+        return
+    run_count = task_run.run_count or 0  # 0 outside a task run: nothing to retry
+    if 0 < run_count <= int(RETRY["retries"]):
+        raise RetryBatch(
+            f"{len(transient)} of {len(results)} accounts hit a transient error "
+            f"({', '.join(sorted({type(r).__name__ for r in transient}))}); retrying the batch"
+        )
 
 
 def _outcome(ref_pair: tuple[str, str], value: object) -> dict[str, Any]:
@@ -128,7 +152,7 @@ async def place_buy_orders(
         broker = await rt.brokers.for_account(ref, TRADE, spend_cap=rt.settings.max_daily_investment)
         return await rt.buys.run_account(ref, broker, rows, day, batch_id, dry_run)
 
-    results = await for_each_account(accounts, work)
+    results = await for_each_account(accounts, work, retry_transient=True)
     return [_outcome(a, r) for a, r in zip(accounts, results, strict=True)]
 
 
@@ -142,7 +166,7 @@ async def confirm_fills(accounts: list[tuple[str, str]], day: date) -> list[dict
         report = await rt.reconciler.reconcile_account(ref, broker, day, resume_sells=False)
         return report
 
-    results = await for_each_account(accounts, work)
+    results = await for_each_account(accounts, work, retry_transient=True)
     return [_outcome(a, r) for a, r in zip(accounts, results, strict=True)]
 
 
@@ -155,7 +179,7 @@ async def reconcile_accounts(accounts: list[tuple[str, str]], day: date) -> list
         broker = await rt.brokers.for_account(ref, SELL)
         return await rt.reconciler.reconcile_account(ref, broker, day)
 
-    results = await for_each_account(accounts, work)
+    results = await for_each_account(accounts, work, retry_transient=True)
     return [_outcome(a, r) for a, r in zip(accounts, results, strict=True)]
 
 

@@ -1,0 +1,47 @@
+"""Flows under Prefect's test harness (a temporary Prefect server for the session) on the embedded stack:
+the simulator over real HTTP under a virtual clock, SQLite, the local KMS provider and the vault gateway."""
+
+from __future__ import annotations
+
+import io
+import random
+from collections.abc import Iterator
+from datetime import date, datetime, time
+from pathlib import Path
+
+import pytest
+
+from autotrade.demo.stack import Stack, embedded_stack
+from autotrade.domain.krx import KST
+
+DAY1, DAY2 = date(2026, 11, 18), date(2026, 11, 19)  # Wednesday, Thursday
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def notes() -> io.StringIO:
+    return io.StringIO()
+
+
+@pytest.fixture
+async def stack(prefect_server: None, tmp_path: Path, notes: io.StringIO) -> Stack:  # type: ignore[misc]
+    start = datetime.combine(DAY1, time(15, 0), tzinfo=KST)
+    with embedded_stack(tmp_path, seed=5, stocks=12, start=start, notifications=notes) as s:
+        await s.register_users(2)
+        try:
+            yield s
+        finally:
+            await s.access.aclose()
+
+
+def evening_scan(stack: Stack, day: date, rows: int = 6) -> None:
+    stack.at(day, time(15, 36))
+    stack.write_scan(day, random.Random(day.toordinal()), rows=rows)
+    stack.at(day, time(15, 40))

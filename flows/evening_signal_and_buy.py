@@ -12,9 +12,12 @@ from prefect.artifacts import acreate_table_artifact
 from autotrade.domain.calendar import hours_of
 from autotrade.domain.krx import KST
 from autotrade.runtime import get_runtime
+from autotrade.trading.scan import warm_up_in_background
 from flows.common import notify_operator, resolve_day, skip_if_closed, wait_until
 from tasks.notifications import notify_buys, notify_fills
 from tasks.trading import chunks, confirm_fills, list_accounts, place_buy_orders, validate_scan_task
+
+warm_up_in_background()  # a worker loads the scan validator when it imports this flow, long before 15:40
 
 
 @flow(name="evening_signal_and_buy", on_failure=[notify_operator], on_crashed=[notify_operator])

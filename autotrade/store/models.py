@@ -280,6 +280,7 @@ class AccessLog(Base):
     """Every use of a user's broker access through the gateway, allowed or refused."""
 
     __tablename__ = "access_log"
+    __table_args__ = (sa.Index("ix_access_log_account_action_at", "account_no", "action", "at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow, index=True)

@@ -424,3 +424,11 @@ class _GxValidator:
 @lru_cache(maxsize=1)
 def _validator() -> _GxValidator:
     return _GxValidator()
+
+
+def warm_up_in_background() -> None:
+    """Build the validator in a daemon thread: importing Great Expectations takes about 11 s of CPU, which a
+    worker should pay when it starts, not inside the 15:40 window."""
+    import threading
+
+    threading.Thread(target=_validator, name="scan-validator-warm-up", daemon=True).start()

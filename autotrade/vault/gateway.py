@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy.orm import Session
 
 from autotrade.broker.client import KiwoomClient
 from autotrade.broker.messages import (
@@ -36,12 +37,13 @@ from autotrade.broker.session import KiwoomSession
 from autotrade.domain.krx import KST
 from autotrade.domain.models import ApiStatus
 from autotrade.store.db import Database
-from autotrade.store.models import AccessLog, BrokerTokenCache, SecurityEvent, UserApiKey
+from autotrade.store.models import AccessLog, BrokerTokenCache, RevokedToken, SecurityEvent, UserApiKey
 from autotrade.vault.anomaly import AlertSink, AnomalyDetector, Finding
 from autotrade.vault.keys import KeyStore
 from autotrade.vault.tokens import TemporaryTokens, TokenClaims, TokenRejected
 
 log = logging.getLogger(__name__)
+QUOTE_REUSE = timedelta(seconds=5)  # a buy's reference quote is shared this long
 Clock = Callable[[], datetime]
 
 
@@ -142,6 +144,7 @@ class BrokerGateway:
         self._providers: dict[str, CachedBrokerTokens] = {}
         self._sessions: dict[str, KiwoomSession] = {}
         self._spent: dict[str, int] = {}
+        self._quotes: dict[str, tuple[datetime, int]] = {}
         self.kill_times: list[float] = []
 
     def __repr__(self) -> str:
@@ -211,30 +214,46 @@ class BrokerGateway:
         return GatedSession(self, claims, origin)
 
     async def _admit(self, claims: TokenClaims, action: str, origin: str, amount: int | None = None) -> None:
-        """Every request: key still active, token not revoked, scope, anomaly rules; logged either way."""
+        """Every request: key still active, token not revoked, scope, anomaly rules; logged either way.
+        The checks and the log entry are one database transaction."""
         now = self.clock()
         kid = key_id(claims.user_id, claims.account_no)
-        status = self._key_status(claims.user_id, claims.account_no)
-        refusal: str | None = None
-        if status is not ApiStatus.ACTIVE:
-            refusal = f"key is {status.value if status else 'not registered'}"
-        elif self.tokens.is_revoked(claims.jti):
-            refusal = "temporary token revoked"
-        elif now >= claims.expires_at:
-            refusal = "temporary token expired"
-        elif action != "session" and action not in claims.actions:
-            refusal = f"token does not allow {action}"
-        findings = [] if status is not ApiStatus.ACTIVE else self.detector.on_request(kid, now, origin)
-        if refusal is not None:
-            self._log(claims, action, origin, amount, False, refusal)
-            findings += self.detector.on_refusal(kid, now, refusal)
-        else:
-            self._log(claims, action, origin, amount, True, None)
+        with self.db.unit_of_work() as s:
+            status = s.scalar(
+                sa.select(UserApiKey.api_status).where(
+                    UserApiKey.user_id == claims.user_id, UserApiKey.account_no == claims.account_no
+                )
+            )
+            revoked = s.scalar(sa.select(sa.func.count()).where(RevokedToken.jti == claims.jti)) != 0
+            refusal: str | None = None
+            if status is not ApiStatus.ACTIVE:
+                refusal = f"key is {status.value if status else 'not registered'}"
+            elif revoked:
+                refusal = "temporary token revoked"
+            elif now >= claims.expires_at:
+                refusal = "temporary token expired"
+            elif action != "session" and action not in claims.actions:
+                refusal = f"token does not allow {action}"
+            findings = [] if status is not ApiStatus.ACTIVE else self.detector.on_request(kid, now, origin)
+            if refusal is not None:
+                findings += self.detector.on_refusal(kid, now, refusal)
+            self._add_log(s, claims, action, origin, amount, refusal is None, refusal)
         await self._act_on(claims.user_id, claims.account_no, findings)
         if refusal is not None:
             raise AccessDenied(refusal)
         if findings:
             raise AccessDenied(f"blocked by security rule {findings[0].rule}")
+
+    async def reference_price(self, session: GatedSession, code: str) -> int:
+        """The price a market or at-close buy is checked against: a quote shared by every user for a few
+        seconds (after the close it is the closing price, which is what at-close orders execute at)."""
+        now = self.clock()
+        cached = self._quotes.get(code)
+        if cached is not None and now - cached[0] < QUOTE_REUSE:
+            return cached[1]
+        price = (await session.quote(code)).price
+        self._quotes[code] = (now, price)
+        return price
 
     async def _check_buy(self, claims: TokenClaims, origin: str, amount: int) -> None:
         spent = self._spent.get(claims.jti, 0)
@@ -313,20 +332,32 @@ class BrokerGateway:
         reason: str | None,
     ) -> None:
         with self.db.unit_of_work() as s:
-            s.add(
-                AccessLog(
-                    at=self.clock(), user_id=claims.user_id if claims else None,
-                    account_no=claims.account_no if claims else None, token_id=claims.jti if claims else None,
-                    action=action or "session", origin=(origin or "")[:128], allowed=allowed,
-                    reason=(reason or "")[:255] or None, amount=amount,
-                )
-            )  # fmt: skip
-            if allowed and claims is not None:
-                s.execute(
-                    sa.update(UserApiKey)
-                    .where(UserApiKey.user_id == claims.user_id, UserApiKey.account_no == claims.account_no)
-                    .values(last_used_at=self.clock())
-                )
+            self._add_log(s, claims, action, origin, amount, allowed, reason)
+
+    def _add_log(
+        self,
+        s: Session,
+        claims: TokenClaims | None,
+        action: str | None,
+        origin: str | None,
+        amount: int | None,
+        allowed: bool,
+        reason: str | None,
+    ) -> None:
+        s.add(
+            AccessLog(
+                at=self.clock(), user_id=claims.user_id if claims else None,
+                account_no=claims.account_no if claims else None, token_id=claims.jti if claims else None,
+                action=action or "session", origin=(origin or "")[:128], allowed=allowed,
+                reason=(reason or "")[:255] or None, amount=amount,
+            )
+        )  # fmt: skip
+        if allowed and claims is not None:
+            s.execute(
+                sa.update(UserApiKey)
+                .where(UserApiKey.user_id == claims.user_id, UserApiKey.account_no == claims.account_no)
+                .values(last_used_at=self.clock())
+            )
 
 
 class GatedSession:
@@ -342,7 +373,7 @@ class GatedSession:
         return f"GatedSession(user={self.claims.user_id!r}, account={self.claims.account_no!r})"
 
     async def buy(self, code: str, quantity: int, price: int | None, trade_type: TradeType) -> OrderAck:
-        reference = price if price is not None else (await self.quote(code)).price
+        reference = price if price is not None else await self._g.reference_price(self, code)
         await self._g._admit(self.claims, "order:buy", self.origin, reference * quantity)
         await self._g._check_buy(self.claims, self.origin, reference * quantity)
         return await self._kiwoom.buy(code, quantity, price, trade_type)

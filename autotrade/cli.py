@@ -6,6 +6,7 @@ import typer
 
 from autotrade.config import get_settings
 from autotrade.demo.cli import demo
+from autotrade.sim.cli import sim_app
 
 app = typer.Typer(
     name="autotrade",
@@ -16,6 +17,7 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.command("demo")(demo)
+app.add_typer(sim_app, name="sim")
 
 
 @db_app.command("upgrade")

@@ -29,15 +29,26 @@ def serve(
         help="CSV of stocks: code,name,prev_close (replaces the seeded universe).",
     ),
     stocks: int = typer.Option(50, min=1, help="How many seeded stocks when no --data is given."),
+    start: str | None = typer.Option(
+        None, help="Virtual start, ISO 8601 with offset (default: now in Seoul), e.g. 2026-11-24T15:40+09:00."
+    ),
 ) -> None:
     """Serve Kiwoom's REST and WebSocket protocol on HOST:PORT, with the admin API under /_sim/."""
+    from datetime import datetime
+
     import uvicorn
 
     from autotrade.sim.app import create_app
     from autotrade.sim.server import build
     from autotrade.sim.universe import seed_universe
 
-    sim = build(seed, speed)
+    try:
+        begin = datetime.fromisoformat(start) if start else None
+    except ValueError:
+        raise typer.BadParameter(f"not an ISO 8601 time: {start}", param_hint="--start") from None
+    if begin is not None and begin.tzinfo is None:
+        raise typer.BadParameter("give the offset too, e.g. +09:00", param_hint="--start")
+    sim = build(seed, speed, start=begin)
     if data is not None:
         with data.open(encoding="utf-8") as f:
             for row in csv.DictReader(f):

@@ -1,0 +1,282 @@
+"""The evening flow end to end at scale: Prefect (a temporary server), the simulator (its own process,
+over real HTTP), PostgreSQL, the vault gateway; and, in the same run, the raw client loop for comparison.
+
+    python bench/evening.py --users 1000 [--signals 10] [--raw-accounts 500]
+
+Every user registers a simulated Kiwoom account through the vault (setup, not timed). The timed part is
+one run of ``evening_signal_and_buy`` at 15:40 on a 10-row scan (after-hours-at-close buys; the 16:00 fill
+collection is not part of it). Then the raw loop: the bare ``KiwoomSession`` placing the same number of
+orders per account for ``--raw-accounts`` accounts with the same concurrency and per-key rate limits,
+nothing else (no database, no gateway, no Prefect). Prints one JSON object:
+users, orders, seconds, orders_per_second, raw_orders, raw_seconds, raw_orders_per_second, ratio.
+
+Needs PostgreSQL on 127.0.0.1:5432 (database ``test`` to create a scratch database in;
+AUTOTRADE_BENCH_PG_ADMIN_URL overrides). Everything stays on 127.0.0.1 and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
+
+import httpx
+import sqlalchemy as sa
+
+from autotrade.domain.calendar import previous_trading_day
+from autotrade.domain.krx import KST
+from autotrade.sim.server import Admin, free_port
+
+PG_ADMIN_URL = os.environ.get(
+    "AUTOTRADE_BENCH_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+)
+
+
+def log(msg: str) -> None:
+    print(f"[evening bench] {msg}", file=sys.stderr, flush=True)
+
+
+def start_simulator(moment: datetime, port: int, stocks: int, log_path: Path) -> subprocess.Popen[bytes]:
+    code = "from autotrade.cli import app; app()"
+    with log_path.open("wb") as out:  # a file, not a pipe: nobody reads a pipe while the bench runs
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, "sim", "serve", "--port", str(port), "--seed", "3",
+             "--stocks", str(stocks), "--start", moment.isoformat()],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"simulator exited: {log_path.read_text(errors='replace')[-2000:]}")
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/_sim/clock", timeout=1).raise_for_status()
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the simulator did not start within 60 s")
+
+
+def scratch_database() -> tuple[str, Callable[[], None]]:
+    name = f"autotrade_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        raise SystemExit(f"PostgreSQL is needed at {PG_ADMIN_URL}: {exc.orig}") from None
+    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(
+                sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": name},
+            )
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+    return url, drop
+
+
+async def register(stack: Any, admin: Admin, users: int, cash: int, limit: int) -> list[dict[str, str]]:
+    """Accounts at the simulator and their keys through the vault's registration (validated, sealed)."""
+    from pydantic import SecretStr
+
+    from autotrade.demo.stack import enable_auto_trading
+    from autotrade.vault.registration import register_user_api
+
+    gateway = stack.gateway()
+    sem = asyncio.Semaphore(64)
+    keys: list[dict[str, str]] = []
+    started = time.monotonic()
+
+    async def one(i: int) -> None:
+        user, account = f"bench{i:05d}", f"{7_000_000_000 + i:010d}"
+        await asyncio.to_thread(admin.create_account, account, user, cash)
+        key = await asyncio.to_thread(admin.create_appkey, account)
+        async with sem:
+            await register_user_api(
+                gateway, user, SecretStr(key["appkey"]), SecretStr(key["secretkey"]), account,
+                daily_limit=limit,
+            )  # fmt: skip
+        keys.append({"user": user, **key})
+        if len(keys) % 500 == 0:
+            log(f"registered {len(keys)}/{users} users ({time.monotonic() - started:.0f} s)")
+
+    await asyncio.gather(*(one(i) for i in range(users)))
+    await stack.aclose()  # its HTTP client belongs to this event loop
+    enable_auto_trading(stack.db, [k["user"] for k in keys])
+    return keys
+
+
+def scan_payload(admin: Admin, day: date, signals: int) -> dict[str, Any]:
+    stocks = admin.stocks()
+    affordable = sorted((c for c, s in stocks.items() if 5_000 <= s["price"] <= 150_000), key=str)[:signals]
+    if len(affordable) < signals:
+        raise SystemExit(f"only {len(affordable)} affordable stocks for {signals} signals; raise --stocks")
+    return {
+        "trading_day": day.isoformat(),
+        "generated_at": datetime.combine(day, datetime.min.time(), tzinfo=KST).replace(hour=15, minute=36)
+        .isoformat(),
+        "scan_results": [
+            {"code": c, "name": stocks[c]["name"], "score": round(9.5 - i * 0.1, 1),
+             "current_price": int(stocks[c]["price"]), "reasons": ["거래량 급증"]}
+            for i, c in enumerate(affordable)
+        ],
+    }  # fmt: skip
+
+
+async def raw_loop(
+    base_url: str, keys: list[dict[str, str]], codes: list[str], prices: dict[str, int], settings: Any
+) -> tuple[int, float]:
+    """The same orders through the bare client: per-key tokens first (not timed), then the orders."""
+    from pydantic import SecretStr
+
+    from autotrade.broker import Credentials, KiwoomClient, KiwoomSession, TokenManager, TradeType
+
+    client = KiwoomClient(
+        base_url, timeout=settings.broker_timeout_seconds, rate_per_second=settings.broker_rate_per_second,
+        burst=settings.broker_burst,
+    )  # fmt: skip
+    sessions = []
+    for k in keys:
+
+        async def creds(k: dict[str, str] = k) -> Credentials:
+            return Credentials(app_key=SecretStr(k["appkey"]), app_secret=SecretStr(k["secretkey"]))
+
+        key_id = f"raw:{k['account_no']}"
+        sessions.append(KiwoomSession(client, key_id, TokenManager(client, key_id, creds)))
+    await asyncio.gather(*(s.deposit() for s in sessions))  # tokens issued, connections warm
+    sem = asyncio.Semaphore(settings.account_concurrency * max(1, len(keys) // settings.batch_size))
+
+    async def account(s: KiwoomSession) -> int:
+        async with sem:
+            for c in codes:
+                await s.buy(c, 1, None, TradeType.AFTER_HOURS_CLOSE)
+            return len(codes)
+
+    t0 = time.perf_counter()
+    placed = sum(await asyncio.gather(*(account(s) for s in sessions)))
+    seconds = time.perf_counter() - t0
+    await client.aclose()
+    return placed, seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=100)
+    ap.add_argument("--signals", type=int, default=10)
+    ap.add_argument("--raw-accounts", type=int, default=None, help="accounts in the raw loop (default all)")
+    ap.add_argument("--stocks", type=int, default=60)
+    args = ap.parse_args()
+    if args.users < 1 or not 1 <= args.signals <= 30:
+        ap.error("--users must be positive and --signals between 1 and 30")
+
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from autotrade.access import GatewayAccess
+    from autotrade.config import Settings
+    from autotrade.runtime import Runtime, set_runtime
+    from autotrade.store.db import Database
+    from autotrade.store.migrate import upgrade
+    from autotrade.store.models import OrderIntentRow
+    from flows.evening_signal_and_buy import evening_signal_and_buy
+
+    day = previous_trading_day(datetime.now(KST).date())
+    at = datetime.combine(day, datetime.min.time(), tzinfo=KST).replace(hour=15, minute=40)
+    port = free_port()
+    setup_started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="autotrade-bench-"))
+    sim = start_simulator(at, port, args.stocks, work / "simulator.log")
+    url, drop = scratch_database()
+    server = SubprocessASGIServer()
+    try:
+        upgrade(url)
+        base = f"http://127.0.0.1:{port}"
+        admin = Admin(base)
+        settings = Settings(
+            database_url=url, data_dir=work, broker_base_url=base, local_master_key_path=work / "master.key",
+            scan_location=str(work / "scans"), temp_token_ttl_seconds=3600,
+        )  # fmt: skip
+        db = Database(url, pool_size=10, max_overflow=10)
+        # The simulator's clock stands at 15:40; ours moves on from there with the wall clock.
+        t0 = time.monotonic()
+
+        def clock() -> datetime:
+            return at + timedelta(seconds=time.monotonic() - t0)
+
+        access = GatewayAccess(settings, db, clock=clock)
+        set_runtime(Runtime(settings, db, clock, access))
+        keys = asyncio.run(register(access, admin, args.users, cash=100_000_000, limit=20_000_000))
+        payload = scan_payload(admin, day, args.signals)
+        log(f"setup done in {time.monotonic() - setup_started:.0f} s; starting a Prefect server")
+        server.start(timeout=120)
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+
+            async def run_flow() -> tuple[dict[str, Any], float]:
+                started = time.perf_counter()
+                try:
+                    result = await evening_signal_and_buy(
+                        trading_day=day, scan_payload=payload, collect_fills=False
+                    )
+                finally:
+                    await access.aclose()
+                return result, time.perf_counter() - started
+
+            log(f"evening flow: {args.users} users x {args.signals} signals")
+            if os.environ.get("AUTOTRADE_BENCH_PROFILE"):
+                import cProfile
+
+                prof = cProfile.Profile()
+                result, seconds = prof.runcall(asyncio.run, run_flow())
+                prof.dump_stats(os.environ["AUTOTRADE_BENCH_PROFILE"])
+            else:
+                result, seconds = asyncio.run(run_flow())
+        with db.unit_of_work() as s:
+            sent = s.scalar(sa.select(sa.func.count()).where(OrderIntentRow.order_no.is_not(None))) or 0
+        orders = int(result["orders"])
+        if sent != orders:
+            raise SystemExit(f"the flow reported {orders} orders but {sent} reached the broker")
+        raw_keys = keys[: args.raw_accounts or len(keys)]
+        codes = [r["code"] for r in payload["scan_results"]]
+        prices = {r["code"]: r["current_price"] for r in payload["scan_results"]}
+        log(f"raw client loop: {len(raw_keys)} accounts x {len(codes)} orders")
+        raw_orders, raw_seconds = asyncio.run(raw_loop(base, raw_keys, codes, prices, settings))
+        flow_rate = orders / seconds if seconds else 0.0
+        raw_rate = raw_orders / raw_seconds if raw_seconds else 0.0
+        print(json.dumps({
+            "users": args.users, "signals": args.signals, "orders": orders, "seconds": round(seconds, 2),
+            "orders_per_second": round(flow_rate, 1), "raw_orders": raw_orders,
+            "raw_seconds": round(raw_seconds, 2), "raw_orders_per_second": round(raw_rate, 1),
+            "ratio": round(flow_rate / raw_rate, 3) if raw_rate else None,
+            "accounts_with_errors": result.get("accounts_with_errors"),
+            "database": "postgresql", "broker": "simulator (separate process, HTTP)",
+            "per_key_rate": settings.broker_rate_per_second, "per_key_burst": settings.broker_burst,
+            "batch_size": settings.batch_size, "account_concurrency": settings.account_concurrency,
+        }))  # fmt: skip
+    finally:
+        set_runtime(None)
+        server.stop()
+        sim.terminate()
+        sim.wait(timeout=10)
+        drop()
+
+
+if __name__ == "__main__":
+    main()

@@ -205,6 +205,8 @@ class KiwoomClient:
             return True
         if isinstance(exc.__cause__, aiohttp.ClientConnectorError):
             return True  # httpx_aiohttp maps this (connect failed) to ConnectTimeout; its cause says more
+        if isinstance(exc.__cause__, aiohttp.ConnectionTimeoutError):
+            return True  # no connection within the timeout (connecting, or waiting for a pooled one)
         # aiohttp's transport also reports a connection dropped mid-request as ConnectTimeout, so only
         # httpx's own pool lets a bare ConnectTimeout mean "never sent".
         return isinstance(exc, httpx.ConnectTimeout) and self._connect_errors_mean_unsent

@@ -128,3 +128,25 @@ def test_scrub_blanks_secrets_and_bounds_length() -> None:
 def test_repr_shows_code_and_safety() -> None:
     err = error_from_envelope(Envelope(8005, "expired"), api_id="ka10001", is_order=False)
     assert "TokenExpiredError" in repr(err) and "code=8005" in repr(err) and "retry_safe=True" in repr(err)
+
+
+async def test_no_connection_within_the_timeout_means_the_order_never_left() -> None:
+    """Under load the aiohttp transport reports waiting too long for a pooled connection as ConnectTimeout;
+    its cause says the request never left, so the order is safe to resend, unlike a dropped connection."""
+    import aiohttp
+    import httpx
+
+    from autotrade.broker import KiwoomClient
+
+    client = KiwoomClient("http://127.0.0.1:9", transport="aiohttp")
+    try:
+        waited = httpx.ConnectTimeout("no connection")
+        waited.__cause__ = aiohttp.ConnectionTimeoutError("Connection timeout to host")
+        dropped = httpx.ConnectTimeout("connection lost")
+        dropped.__cause__ = aiohttp.ServerDisconnectedError()
+        safe = client._transport_failure(waited, "kt10000", is_order=True)
+        unsafe = client._transport_failure(dropped, "kt10000", is_order=True)
+        assert safe.retry_safe and "never sent" in str(safe)
+        assert not unsafe.retry_safe and "UNKNOWN" in str(unsafe)
+    finally:
+        await client.aclose()

@@ -1,0 +1,278 @@
+"""The broker gateway against the simulator over real HTTP, on SQLite and PostgreSQL: every request is
+checked (key, token signature, expiry, revocation, scope, spending cap, daily limit) and logged; a
+high-risk hit disables the key, revokes the broker token and alerts within the minute; KMS Decrypt runs
+once per user per day; no secret reaches the database or the logs in clear."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+import sqlalchemy as sa
+from pydantic import SecretStr
+
+from autotrade.broker import KiwoomClient, TradeType
+from autotrade.domain.krx import KST
+from autotrade.domain.models import ApiStatus
+from autotrade.runtime import READ, TRADE
+from autotrade.sim.server import RunningSimulator, running_simulator
+from autotrade.store.db import Database
+from autotrade.store.migrate import upgrade
+from autotrade.store.models import AccessLog, BrokerTokenCache, SecurityEvent, UserApiKey
+from autotrade.vault.anomaly import AnomalyDetector, AnomalySettings
+from autotrade.vault.gateway import AccessDenied, BrokerGateway
+from autotrade.vault.keys import KeyStore
+from autotrade.vault.kms import KmsProvider, LocalKms
+from autotrade.vault.registration import register_user_api
+from autotrade.vault.tokens import TemporaryTokens
+
+START = datetime(2026, 11, 24, 10, 0, tzinfo=KST)  # a Tuesday, market open
+SIGNING_KEY = os.urandom(32)
+ACCOUNTS = itertools.count(1)
+CACHE_KEY = os.urandom(32)  # the sealed broker-token cache's key, shared by gateway processes
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[RunningSimulator]:
+    with running_simulator(seed=21, start=START) as s:
+        s.admin.add_stocks([{"code": "005930", "name": "삼성전자", "prev_close": 50_000},
+                            {"code": "000660", "name": "SK하이닉스", "prev_close": 100_000}])  # fmt: skip
+        yield s
+
+
+@dataclass
+class Vault:
+    sim: RunningSimulator
+    db: Database
+    kms: KmsProvider
+    gateway: BrokerGateway
+    keys: dict[str, dict[str, str]] = field(default_factory=dict)  # user -> simulator key
+    acct: dict[str, str] = field(default_factory=dict)  # user -> account number
+    alerts: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    async def register(self, user: str, daily_limit: int = 1_000_000) -> None:
+        account = f"{5_100_000_000 + next(ACCOUNTS):010d}"
+        self.acct[user] = account
+        self.sim.admin.create_account(account, user, 50_000_000)
+        key = self.sim.admin.create_appkey(account)
+        await register_user_api(self.gateway, user, SecretStr(key["appkey"]), SecretStr(key["secretkey"]),
+                                account, daily_limit=daily_limit)  # fmt: skip
+        self.keys[user] = key
+
+    def status(self, user: str, account: str) -> ApiStatus:
+        with self.db.unit_of_work() as s:
+            return s.scalar(
+                sa.select(UserApiKey.api_status).where(
+                    UserApiKey.user_id == user, UserApiKey.account_no == account
+                )
+            )  # type: ignore[return-value]
+
+
+async def make_vault(sim: RunningSimulator, db_url: str, kms: KmsProvider) -> Vault:
+    upgrade(db_url)
+    db = Database(db_url)
+    client = KiwoomClient(sim.base_url, timeout=10, rate_per_second=500, burst=500)
+    vault = Vault(sim, db, kms, None)  # type: ignore[arg-type]
+    vault.gateway = BrokerGateway(
+        db, KeyStore(db, kms), client, TemporaryTokens(db, SIGNING_KEY), cache_key=CACHE_KEY,
+        alert=lambda *a: vault.alerts.append(a), clock=sim.engine.read_clock,
+    )  # fmt: skip
+    await vault.register("alice")
+    await vault.register("bob")
+    return vault
+
+
+@pytest.fixture
+async def vault(sim: RunningSimulator, db_url: str, tmp_path: Path) -> AsyncIterator[Vault]:
+    v = await make_vault(sim, db_url, LocalKms(tmp_path / "master.key"))
+    try:
+        yield v
+    finally:
+        await v.gateway.client.aclose()
+        v.db.dispose()
+
+
+async def test_a_token_reaches_only_its_own_user_and_account(vault: Vault) -> None:
+    gw = vault.gateway
+    alice = await gw.session(gw.get_temporary_token("alice", vault.acct["alice"], READ), origin="test")
+    assert (await alice.deposit()).orderable > 0
+    # Alice's user with Bob's account: no such key, refused before any broker call.
+    crossed = gw.get_temporary_token("alice", vault.acct["bob"], READ)
+    with pytest.raises(AccessDenied, match="not registered"):
+        await gw.session(crossed, origin="test")
+    # A token signed with another key, or altered, is refused.
+    bob_token = gw.get_temporary_token("bob", vault.acct["bob"], READ)
+    claims = jwt.decode(bob_token, SIGNING_KEY, algorithms=["HS256"], audience="autotrade-broker-gateway",
+                        options={"verify_exp": False, "verify_iat": False})  # fmt: skip
+    forged = jwt.encode(
+        {**claims, "sub": "alice", "acct": vault.acct["alice"]}, os.urandom(32), algorithm="HS256"
+    )
+    with pytest.raises(AccessDenied):
+        await gw.session(forged, origin="test")
+    with vault.db.unit_of_work() as s:
+        refused = s.scalars(sa.select(AccessLog).where(AccessLog.allowed.is_(False))).all()
+    assert len(refused) == 2 and all(r.reason for r in refused)
+
+
+async def test_scope_expiry_and_revocation_are_checked_on_every_request(vault: Vault) -> None:
+    gw = vault.gateway
+    token = gw.get_temporary_token("alice", vault.acct["alice"], READ)
+    session = await gw.session(token, origin="test")
+    with pytest.raises(AccessDenied, match="does not allow order:buy"):
+        await session.buy("005930", 1, 50_000, TradeType.LIMIT)
+    gw.tokens.revoke(token)
+    with pytest.raises(AccessDenied, match="revoked"):
+        await session.deposit()
+    short = await gw.session(gw.get_temporary_token("bob", vault.acct["bob"], READ), origin="test")
+    vault.sim.admin.advance(gw.tokens.ttl.total_seconds() + 1)
+    with pytest.raises(AccessDenied, match="expired"):
+        await short.deposit()
+
+
+async def test_a_buy_counts_once_against_the_daily_limit(vault: Vault) -> None:
+    gw = vault.gateway
+    session = await gw.session(gw.get_temporary_token("alice", vault.acct["alice"], TRADE), origin="test")
+    await session.buy("005930", 12, 50_000, TradeType.LIMIT)  # 600,000 of a 1,000,000 limit
+    assert vault.status("alice", vault.acct["alice"]) is ApiStatus.ACTIVE
+    with pytest.raises(AccessDenied, match="daily limit"):
+        await session.buy("005930", 10, 50_000, TradeType.LIMIT)  # 1,100,000 in total
+    # A limit breach is high risk: the key is disabled, the broker token revoked, the operator told.
+    assert vault.status("alice", vault.acct["alice"]) is ApiStatus.DISABLED
+    assert [a[2] for a in vault.alerts] == ["limit_breach"]
+    broker_tokens = {t.appkey for t in vault.sim.engine.tokens.values()}
+    assert vault.keys["alice"]["appkey"] not in broker_tokens
+    with pytest.raises(AccessDenied, match="DISABLED"):
+        await session.deposit()
+    # Bob is untouched.
+    bob = await gw.session(gw.get_temporary_token("bob", vault.acct["bob"], TRADE), origin="test")
+    assert (await bob.buy("005930", 1, 50_000, TradeType.LIMIT)).order_no
+
+
+async def test_the_spending_cap_of_a_token(vault: Vault) -> None:
+    gw = vault.gateway
+    session = await gw.session(
+        gw.get_temporary_token("bob", vault.acct["bob"], TRADE, 120_000), origin="test"
+    )
+    await session.buy("005930", 2, 50_000, TradeType.LIMIT)
+    with pytest.raises(AccessDenied, match="cap"):
+        await session.buy("005930", 1, 50_000, TradeType.LIMIT)
+
+
+async def test_a_burst_kills_the_key_within_a_minute(vault: Vault) -> None:
+    gw = vault.gateway
+    gw.detector = AnomalyDetector(AnomalySettings(burst_requests=10, burst_window_seconds=60))
+    session = await gw.session(gw.get_temporary_token("alice", vault.acct["alice"], READ), origin="test")
+    first_bad: datetime | None = None
+    with pytest.raises(AccessDenied, match="burst"):
+        for i in range(50):
+            if i == 9:  # the session was request 1; request 11 is over the threshold
+                first_bad = datetime.now(KST)
+            await session.deposit()
+    assert first_bad is not None
+    killed_after = datetime.now(KST) - first_bad
+    assert killed_after < timedelta(seconds=60) and gw.kill_times and max(gw.kill_times) < 60
+    assert vault.status("alice", vault.acct["alice"]) is ApiStatus.DISABLED
+    with vault.db.unit_of_work() as s:
+        events = s.scalars(sa.select(SecurityEvent)).all()
+    assert [(e.user_id, e.rule) for e in events] == [("alice", "burst")]
+    assert vault.alerts and vault.alerts[0][:3] == ("alice", vault.acct["alice"], "burst")
+
+
+async def test_a_market_buy_is_checked_against_one_shared_quote(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from autotrade.vault.gateway import GatedSession
+
+    calls: list[str] = []
+    real = GatedSession.quote
+
+    async def counted(self: GatedSession, code: str) -> Any:
+        calls.append(code)
+        return await real(self, code)
+
+    monkeypatch.setattr(GatedSession, "quote", counted)
+    gw = vault.gateway
+    for user, account in (("alice", vault.acct["alice"]), ("bob", vault.acct["bob"])):
+        session = await gw.session(gw.get_temporary_token(user, account, TRADE), origin="test")
+        await session.buy("000660", 1, None, TradeType.MARKET)
+        await session.buy("000660", 1, None, TradeType.MARKET)
+    assert calls == ["000660"]
+    with vault.db.unit_of_work() as s:
+        amounts = s.scalars(sa.select(AccessLog.amount).where(AccessLog.action == "order:buy")).all()
+    assert len(amounts) == 4 and len(set(amounts)) == 1 and amounts[0] > 0
+
+
+@pytest.mark.parametrize("kms_kind", ["local", "aws"])
+async def test_decrypt_runs_once_per_user_per_day(
+    sim: RunningSimulator, db_url: str, tmp_path: Path, kms_kind: str, request: pytest.FixtureRequest
+) -> None:
+    inner: KmsProvider = LocalKms(tmp_path / "master.key")
+    if kms_kind == "aws":
+        inner = _moto_kms(request)
+    v = await make_vault(sim, db_url, inner)
+    try:
+        # Start the day cold: no broker token cached in this process or in the database.
+        with v.db.unit_of_work() as s:
+            s.execute(sa.delete(BrokerTokenCache))
+        gw = BrokerGateway(v.db, KeyStore(v.db, v.kms), v.gateway.client, v.gateway.tokens,
+                           cache_key=CACHE_KEY, clock=sim.engine.read_clock)  # fmt: skip
+        before = v.kms.calls["Decrypt"]
+        for _ in range(20):
+            for user in ("alice", "bob"):
+                session = await gw.session(gw.get_temporary_token(user, v.acct[user], READ), origin="test")
+                await session.deposit()
+        assert v.kms.calls["Decrypt"] - before == 2  # 40 sessions, 80 requests: one Decrypt per user
+        # A second gateway process shares the sealed token cache in the database: no Decrypt either.
+        other = BrokerGateway(v.db, KeyStore(v.db, v.kms), gw.client, gw.tokens, cache_key=CACHE_KEY,
+                              clock=sim.engine.read_clock)  # fmt: skip
+        session = await other.session(
+            other.get_temporary_token("alice", v.acct["alice"], READ), origin="test"
+        )
+        await session.deposit()
+        assert v.kms.calls["Decrypt"] - before == 2
+    finally:
+        await v.gateway.client.aclose()
+        v.db.dispose()
+
+
+def _moto_kms(request: pytest.FixtureRequest) -> KmsProvider:
+    import boto3
+
+    from autotrade.vault.kms import AwsKms
+
+    mp = request.getfixturevalue("monkeypatch")
+    mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+    mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    url = request.getfixturevalue("moto_kms_url")
+    client = boto3.client("kms", region_name="ap-northeast-2", endpoint_url=url)
+    key_id = client.create_key(Description="autotrade gateway test")["KeyMetadata"]["KeyId"]
+    return AwsKms(key_id, region="ap-northeast-2", endpoint_url=url)
+
+
+async def test_no_secret_in_the_database_or_the_logs(vault: Vault, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    gw = vault.gateway
+    session = await gw.session(gw.get_temporary_token("bob", vault.acct["bob"], TRADE), origin="test")
+    await session.buy("005930", 1, 50_000, TradeType.LIMIT)
+    await session.holdings()
+    gw.tokens.revoke(gw.get_temporary_token("bob", vault.acct["bob"], READ))
+    secrets = [k["appkey"] for k in vault.keys.values()] + [k["secretkey"] for k in vault.keys.values()]
+    secrets += [t.value for t in vault.sim.engine.tokens.values()]
+    assert len(secrets) >= 5
+    dump: list[str] = []
+    with vault.db.engine.connect() as conn:
+        for table in sa.inspect(conn).get_table_names():
+            for row in conn.execute(sa.text(f'SELECT * FROM "{table}"')):
+                dump += [v.hex() if isinstance(v, bytes) else str(v) for v in row]
+    assert len(dump) > 20
+    text = "\n".join(dump) + "\n".join(r.getMessage() for r in caplog.records)
+    assert not [s for s in secrets if s in text], "a secret is stored or logged in clear"
+    assert "GatedSession(user='bob'" in repr(session) and "secret" not in repr(gw).lower()

@@ -193,6 +193,8 @@ class MarketEngine:
         self.appkeys: dict[str, AppKey] = {}
         self.tokens: dict[str, Token] = {}
         self.orders: dict[str, Order] = {}
+        self._open: dict[str, Order] = {}  # candidates: placed orders not yet seen ended
+        self._open_by_account: dict[str, dict[str, Order]] = {}
         self._next_order = 1
         self._next_fill = 1
         self.price_listeners: list[PriceListener] = []
@@ -438,6 +440,8 @@ class MarketEngine:
         )
         self._next_order += 1
         self.orders[order.order_no] = order
+        self._open[order.order_no] = order
+        self._open_by_account.setdefault(order.account_no, {})[order.order_no] = order
         self._notify(order, None)
         if window == "now":
             if trade_type in MARKET_TYPES:
@@ -498,8 +502,8 @@ class MarketEngine:
                 (o.price or self.stocks[o.code].price)
                 * (o.quantity - o.filled_quantity - o.cancelled_quantity)
             )
-            for o in self._open_orders()
-            if o.account_no == account.account_no and o.side == "BUY"
+            for o in self._open_orders(account.account_no)
+            if o.side == "BUY"
         )
         return account.cash - reserved
 
@@ -507,13 +511,21 @@ class MarketEngine:
         held = account.holdings.get(code, Position()).quantity
         resting = sum(
             o.quantity - o.filled_quantity - o.cancelled_quantity
-            for o in self._open_orders()
-            if o.account_no == account.account_no and o.side == "SELL" and o.code == code
+            for o in self._open_orders(account.account_no)
+            if o.side == "SELL" and o.code == code
         )
         return held - resting
 
-    def _open_orders(self) -> list[Order]:
-        return [o for o in self.orders.values() if o.status is OrderStatus.OPEN and not o.orig_order_no]
+    def _open_orders(self, account_no: str | None = None) -> list[Order]:
+        """Orders still open (of one account), from an index pruned as orders end: the whole order history
+        is never scanned, so a long session does not slow every order down."""
+        index = self._open if account_no is None else self._open_by_account.get(account_no, {})
+        found = [o for o in index.values() if o.status is OrderStatus.OPEN]
+        if len(found) < len(index):
+            for o in list(index.values()):
+                if o.status is not OrderStatus.OPEN:
+                    index.pop(o.order_no, None)
+        return found
 
     def _match_limits(self, now: datetime) -> None:
         for order in self._open_orders():

@@ -1,0 +1,129 @@
+"""``autotrade sim serve`` as its own process, spoken to with plain httpx: admin API, token, an order, the
+clock set by ``--start``; and ``--start`` without a UTC offset refused."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from autotrade.domain.krx import KST
+from autotrade.sim.server import free_port
+
+pytestmark = pytest.mark.timeout(180)
+
+START = "2026-11-24T10:00:00+09:00"  # a Tuesday, a KRX trading day: the continuous session
+CLI = [sys.executable, "-c", "from autotrade.cli import app; app()", "sim", "serve"]
+
+
+def _env() -> dict[str, str]:
+    # A wide, plain terminal so the CLI's error text is not wrapped or coloured.
+    return {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"}
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    log_path = tmp_path / "simulator.log"
+    with log_path.open("wb") as out:  # a file, not a pipe: nothing reads the output while the test runs
+        proc = subprocess.Popen(
+            [*CLI, "--port", str(port), "--seed", "5", "--start", START],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the simulator exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
+            try:
+                httpx.get(f"{base}/_sim/clock", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the simulator did not answer within 60 s: {log_path.read_text()[-2000:]}")
+                time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_serve_issues_a_token_and_takes_an_order(served: str) -> None:
+    with httpx.Client(base_url=served, timeout=10) as http:
+        clock = http.get("/_sim/clock").json()
+        assert datetime.fromisoformat(clock["now"]) == datetime(2026, 11, 24, 10, 0, tzinfo=KST)
+
+        r = http.post(
+            "/_sim/accounts", json={"account_no": "5550001111", "name": "홍길동", "cash": 100_000_000}
+        )
+        assert r.status_code == 200, r.text
+        key = http.post("/_sim/appkeys", json={"account_no": "5550001111"}).json()
+        assert key["account_no"] == "5550001111" and key["appkey"] and key["secretkey"]
+        stocks = http.get("/_sim/stocks").json()
+        code = min((c for c, s in stocks.items() if s["price"] < 1_000_000), key=lambda c: stocks[c]["price"])
+
+        token = http.post(
+            "/oauth2/token",
+            json={"grant_type": "client_credentials", "appkey": key["appkey"], "secretkey": key["secretkey"]},
+            headers={"Content-Type": "application/json;charset=UTF-8"},
+        )
+        assert token.status_code == 200
+        issued = token.json()
+        assert issued["return_code"] == 0 and issued["token"]
+
+        order = http.post(
+            "/api/dostk/ordr",
+            json={
+                "dmst_stex_tp": "KRX",
+                "stk_cd": code,
+                "ord_qty": "3",
+                "ord_uv": "",
+                "trde_tp": "3",
+                "cond_uv": "",
+            },
+            headers={
+                "Content-Type": "application/json;charset=UTF-8",
+                "api-id": "kt10000",
+                "authorization": f"Bearer {issued['token']}",
+                "cont-yn": "N",
+                "next-key": "",
+            },
+        )
+        assert order.status_code == 200 and order.headers["api-id"] == "kt10000"
+        body = order.json()
+        assert body["return_code"] == 0, body
+        assert len(body["ord_no"]) == 7 and body["ord_no"].isdigit()
+
+        account = http.get("/_sim/accounts/5550001111").json()
+        assert [(o["order_no"], o["code"], o["filled"]) for o in account["orders"]] == [
+            (body["ord_no"], code, 3)
+        ]
+        # The clock does not move by itself (speed 0): still the --start time.
+        assert datetime.fromisoformat(http.get("/_sim/clock").json()["now"]) == datetime.fromisoformat(START)
+
+
+def test_serve_refuses_a_start_without_offset() -> None:
+    result = subprocess.run(
+        [*CLI, "--port", str(free_port()), "--seed", "5", "--start", "2026-11-24T10:00"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(),
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "offset" in result.stdout + result.stderr

@@ -501,7 +501,7 @@ class Simulator:
                     path=str(body.get("path", "*")),
                     api_id=body.get("api_id"),
                     probability=float(body.get("probability", 1.0)),
-                    count=body.get("count"),
+                    count=None if body.get("count") is None else int(body["count"]),
                     latency_ms=int(body.get("latency_ms", 0)),
                 )
                 self.faults.add(rule, body.get("seed"))
@@ -524,7 +524,7 @@ class Simulator:
                     if body.get("appkey") in (None, t.appkey):
                         e.expire_token(t.value)
                 return JSONResponse({"expired": True})
-        except (KeyError, ValueError, SimError) as exc:
+        except (KeyError, ValueError, TypeError, SimError) as exc:
             return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=400)
         return JSONResponse({"error": "not found"}, status_code=404)
 

@@ -131,7 +131,9 @@ class Order:
 
     @property
     def remaining(self) -> int:
-        return 0 if self.status is not OrderStatus.OPEN else self.quantity - self.filled_quantity
+        if self.status is not OrderStatus.OPEN:
+            return 0
+        return self.quantity - self.filled_quantity - self.cancelled_quantity
 
     @property
     def avg_fill_price(self) -> int:
@@ -472,7 +474,7 @@ class MarketEngine:
             raise SimError("원주문번호가 존재하지 않습니다", 2000, 2)
         if orig.status is not OrderStatus.OPEN:
             raise SimError("취소할 수 있는 주문이 아닙니다", 2000, 2)
-        remaining = orig.quantity - orig.filled_quantity
+        remaining = orig.quantity - orig.filled_quantity - orig.cancelled_quantity
         qty = remaining if quantity == 0 else min(quantity, remaining)
         now = self.now()
         record = Order(

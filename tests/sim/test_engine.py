@@ -57,6 +57,21 @@ def test_oversell_and_overspend_are_rejected() -> None:
         e.place(a, "BUY", "005930", 1, upper + 100, "0")
 
 
+def test_partial_cancels_add_up_and_free_what_they_cancel() -> None:
+    e = engine()
+    a = e.accounts["11111111"]
+    order = e.place(a, "BUY", "005930", 10, 60_000, "0")  # resting below the market
+    free = e.orderable_cash(a)
+    first = e.cancel(a, order.order_no, "005930", 4)
+    assert first.quantity == 4 and order.remaining == 6 and order.status is OrderStatus.OPEN
+    assert e.orderable_cash(a) > free
+    rest = e.cancel(a, order.order_no, "005930")  # "all": what is left, not the original 10
+    assert rest.quantity == 6 and order.remaining == 0 and order.status is OrderStatus.CANCELLED
+    assert e.orderable_cash(a) == a.cash
+    with pytest.raises(SimError):
+        e.cancel(a, order.order_no, "005930")
+
+
 def test_after_hours_close_fills_partly_at_the_close_and_orders_expire() -> None:
     """After-hours at close: accepted 15:30-16:00, matched at 16:00 at the day's close; the rest expires."""
     e = engine(datetime(2026, 11, 24, 15, 10, tzinfo=KST), after_hours_fill_rate=0.5)

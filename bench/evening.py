@@ -142,7 +142,7 @@ def scan_payload(admin: Admin, day: date, signals: int) -> dict[str, Any]:
 
 
 async def raw_loop(
-    base_url: str, keys: list[dict[str, str]], codes: list[str], prices: dict[str, int], settings: Any
+    base_url: str, keys: list[dict[str, str]], codes: list[str], settings: Any, clock: Callable[[], datetime]
 ) -> tuple[int, float]:
     """The same orders through the bare client: per-key tokens first (not timed), then the orders."""
     from pydantic import SecretStr
@@ -160,7 +160,8 @@ async def raw_loop(
             return Credentials(app_key=SecretStr(k["appkey"]), app_secret=SecretStr(k["secretkey"]))
 
         key_id = f"raw:{k['account_no']}"
-        sessions.append(KiwoomSession(client, key_id, TokenManager(client, key_id, creds)))
+        # Token expiry is on the simulator's clock, as in the flow.
+        sessions.append(KiwoomSession(client, key_id, TokenManager(client, key_id, creds, clock=clock)))
     await asyncio.gather(*(s.deposit() for s in sessions))  # tokens issued, connections warm
     sem = asyncio.Semaphore(settings.account_concurrency * max(1, len(keys) // settings.batch_size))
 
@@ -255,9 +256,8 @@ def main() -> None:
             raise SystemExit(f"the flow reported {orders} orders but {sent} reached the broker")
         raw_keys = keys[: args.raw_accounts or len(keys)]
         codes = [r["code"] for r in payload["scan_results"]]
-        prices = {r["code"]: r["current_price"] for r in payload["scan_results"]}
         log(f"raw client loop: {len(raw_keys)} accounts x {len(codes)} orders")
-        raw_orders, raw_seconds = asyncio.run(raw_loop(base, raw_keys, codes, prices, settings))
+        raw_orders, raw_seconds = asyncio.run(raw_loop(base, raw_keys, codes, settings, clock))
         flow_rate = orders / seconds if seconds else 0.0
         raw_rate = raw_orders / raw_seconds if raw_seconds else 0.0
         print(json.dumps({

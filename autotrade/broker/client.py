@@ -82,7 +82,11 @@ class KiwoomClient:
         self.retry_base_delay = retry_base_delay
         self.retry_max_delay = retry_max_delay
         self.limiter = limiter or RateLimiter(Limit(rate_per_second, burst))
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        # Idle connections are dropped after 4 s, before the common 5 s server keep-alive: a request sent on a
+        # connection the server is closing at that moment fails, and for an order that means "unknown".
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections, keepalive_expiry=4.0
+        )
         chosen = _make_transport(transport, limits)
         self._connect_errors_mean_unsent = not _is_aiohttp(chosen)
         self._http = httpx.AsyncClient(

@@ -59,7 +59,10 @@ def serve(
         f"Kiwoom simulator on http://{host}:{port} (ws://{host}:{port}/api/dostk/websocket), "
         f"{len(sim.engine.stocks)} stocks, clock {sim.engine.now():%Y-%m-%d %H:%M} KST, admin under /_sim/"
     )
-    uvicorn.run(create_app(sim), host=host, port=port, loop="uvloop", http="httptools", log_level="warning")
+    uvicorn.run(
+        create_app(sim), host=host, port=port, loop="uvloop", http="httptools", log_level="warning",
+        timeout_keep_alive=30,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -154,6 +154,7 @@ def running_simulator(
         ws="websockets-sansio",
         log_level="warning",
         lifespan="on",
+        timeout_keep_alive=30,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="kiwoom-simulator", daemon=True)

@@ -5,9 +5,9 @@
 Each user registers a simulated Kiwoom account through the vault; then for each trading day (the simulator's
 clock moves to 09:00 of the next trading day, so yesterday's broker tokens have expired) every user makes
 ``--requests`` gateway requests (a fresh temporary token and session each time, as tasks do). Counts the
-provider's Decrypt calls (for ``aws``: moto's KMS server over HTTP). Prints JSON: users, days, requests,
+provider's calls by kind (for ``aws``: moto's KMS server over HTTP). Prints JSON: users, days, requests,
 decrypt_calls, decrypts_per_user_day, without_cache (one Decrypt per request), saved_percent (target:
-above 99; the specification's cache saved 86).
+above 99; the specification's cache saved 86), and the calls by kind at registration and over the days.
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ async def run(args: argparse.Namespace, work: Path, kms: KmsProvider) -> dict[st
                                     daily_limit=1_000_000)  # fmt: skip
             users.append((user, account))
         base = kms.calls["Decrypt"]
+        at_registration = dict(kms.calls)
         requests = 0
         day = first
         started = time.perf_counter()
@@ -107,6 +108,8 @@ async def run(args: argparse.Namespace, work: Path, kms: KmsProvider) -> dict[st
         "decrypts_per_user_day": round(decrypts / (args.users * args.days), 3), "without_cache": without,
         "saved_percent": round(100 * (1 - decrypts / without), 3), "specification_saved_percent": 86,
         "kms": args.kms, "seconds": round(seconds, 2),
+        "calls_by_kind_registration": at_registration,
+        "calls_by_kind_trading_days": {k: v - at_registration.get(k, 0) for k, v in kms.calls.items()},
     }  # fmt: skip
 
 

@@ -23,7 +23,7 @@ from prefect.client.schemas.sorting import LogSort, TaskRunSort
 
 from autotrade.demo.stack import Stack
 from autotrade.domain.models import Side
-from autotrade.store.models import OrderIntentRow, ThreeTierStrategy
+from autotrade.store.models import EquitySnapshot, OrderIntentRow, ThreeTierStrategy, TradeRecordRow
 from flows.daily_report import daily_report
 from flows.evening_signal_and_buy import evening_signal_and_buy
 from flows.intraday_reconcile import intraday_reconcile
@@ -101,15 +101,25 @@ async def test_two_trading_days_through_every_flow(stack: Stack, notes: io.Strin
         armed = s.scalar(sa.select(sa.func.count(ThreeTierStrategy.id))) or 0
     assert armed == result["positions_armed"] and morning["armed"] == armed
 
-    state, watch, watch_id = await run(intraday_reconcile, trading_day=DAY2, until=_at(DAY2, time(10, 30)))
+    state, watch, watch_id = await run(intraday_reconcile, trading_day=DAY2)
     assert state.is_completed(), state.message
     assert watch["ticks"] > 0 and watch["watched"] > 0 and watch["reconciliations"] >= 1
-    assert stack.now() >= _at(DAY2, time(10, 30))
+    assert stack.now() >= _at(DAY2, time(15, 30))
 
     stack.at(DAY2, time(16, 30))
     state, report, report_id = await run(daily_report, trading_day=DAY2)
     assert state.is_completed(), state.message
     assert report["users"] == 2
+
+    # The operator's report against the day's trades, counted here from the trade records.
+    with stack.db.unit_of_work() as s:
+        trades = s.scalars(sa.select(TradeRecordRow).where(TradeRecordRow.trading_day == DAY2)).all()
+        realized = sum(t.profit_loss or 0 for t in trades)
+        equity = sum(s.scalars(sa.select(EquitySnapshot.equity).where(EquitySnapshot.trading_day == DAY2)))
+    (operator,) = [a for a in await artifacts_of([report_id]) if a.key == f"daily-report-{DAY2:%Y%m%d}"]
+    text = str(operator.data)
+    assert f"trades today: {len(trades)};" in text and f"realized P&L today {realized:+,}원" in text
+    assert f"equity {equity:,}원" in text and equity > 0
 
     runs = [evening_id, rerun_id, morning_id, watch_id, report_id]
     keys = {a.key for a in await artifacts_of(runs)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from autotrade.backtest.cli import backtest
 from autotrade.config import get_settings
 from autotrade.demo.cli import demo
 from autotrade.sim.cli import sim_app
@@ -17,7 +18,28 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.command("demo")(demo)
+app.command("backtest")(backtest)
 app.add_typer(sim_app, name="sim")
+api_app = typer.Typer(help="The HTTP API (users, keys, execution, strategies).", no_args_is_help=True)
+app.add_typer(api_app, name="api")
+
+
+@api_app.command("serve")
+def api_serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, min=1, max=65535),
+) -> None:
+    """Serve the API with the configured database, vault and broker (embedded defaults: SQLite, the local
+    KMS provider, the simulator). OpenAPI document at /docs and /openapi.json."""
+    import uvicorn
+
+    from autotrade.api.app import create_app
+    from autotrade.api.service import build_deps
+    from autotrade.runtime import get_runtime
+
+    rt = get_runtime()
+    typer.echo(f"autotrade API on http://{host}:{port} (docs at /docs); database {_safe_url(rt.db.url)}")
+    uvicorn.run(create_app(build_deps(rt)), host=host, port=port, log_level="info")
 
 
 @db_app.command("upgrade")

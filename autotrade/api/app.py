@@ -8,11 +8,11 @@ import os
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Protocol
 
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI, HTTPException, Request, Response, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
@@ -84,7 +84,18 @@ CurrentOperator = Annotated[Principal, Depends(_operator)]
 
 
 def create_app(deps: ApiDeps) -> FastAPI:
+    def refusal(description: str) -> dict[str, Any]:
+        return {"model": sc.ErrorResponse, "description": description}
+
     app = FastAPI(
+        responses={
+            400: refusal("refused: the broker did not accept the key, or the request cannot be done"),
+            401: refusal("not authenticated (missing, expired or forged token; wrong credentials)"),
+            403: refusal("operator role required"),
+            404: refusal("no such key or account of yours"),
+            409: refusal("conflict: the email or account cannot be used"),
+            429: refusal("too many attempts; try again later"),
+        },
         title="autotrade API",
         version="0.1.0",
         description="AI scan to Kiwoom orders with a three-tier exit: registration of broker keys, status, "
@@ -290,24 +301,19 @@ def create_app(deps: ApiDeps) -> FastAPI:
     )
     async def execute(body: sc.ExecuteRequest, _: CurrentOperator, response: Response) -> sc.ExecuteResponse:
         """Operator: validate a scan and start the evening flow for every enabled account."""
-        if body.trading_day is not None:
-            try:
-                date.fromisoformat(body.trading_day)
-            except ValueError:
-                raise HTTPException(
-                    status.HTTP_422_UNPROCESSABLE_ENTITY, "trading_day is not a date"
-                ) from None
         result = await deps.execute(body)
         if result.run_id is not None and not result.success:
             response.status_code = status.HTTP_202_ACCEPTED
         return result
 
     @app.get("/api/admin/security-events", tags=["operations"])
-    def security_events(_: CurrentOperator, limit: int = 100) -> list[dict[str, Any]]:
+    def security_events(
+        _: CurrentOperator, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> list[dict[str, Any]]:
         """Operator: the latest security events (anomaly detections, kill-switch actions)."""
         with deps.db.unit_of_work() as s:
             rows = s.scalars(
-                sa.select(SecurityEvent).order_by(SecurityEvent.id.desc()).limit(min(limit, 1000))
+                sa.select(SecurityEvent).order_by(SecurityEvent.id.desc()).limit(limit)
             )
             return [
                 {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -15,7 +15,8 @@ class SignupRequest(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"email": "hong@example.com", "password": "correct horse battery"}]}
     )
-    email: str = Field(min_length=3, max_length=255, pattern=r"^[^@\s]+@[^@\s]+$")
+    # Printable ASCII without spaces around one @: the same in Python's and JSON Schema's regex dialects.
+    email: str = Field(min_length=3, max_length=255, pattern=r"^[!-?A-~]+@[!-?A-~]+$")
     password: SecretStr = Field(min_length=10, max_length=256)
 
 
@@ -99,11 +100,20 @@ class AccountSummary(BaseModel):
 
 
 class AutoTradingToggle(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"account_no": "12345678901", "enabled": True}]}
+    )
     account_no: str = Field(pattern=ACCOUNT_NO)
     enabled: bool
 
 
 class RotateKeyRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"account_no": "12345678901", "app_key": "NEW_KIWOOM_APP_KEY",
+                          "app_secret": "NEW_KIWOOM_APP_SECRET"}]
+        }
+    )  # fmt: skip
     account_no: str = Field(pattern=ACCOUNT_NO)
     app_key: SecretStr = Field(min_length=8, max_length=256)
     app_secret: SecretStr = Field(min_length=8, max_length=512)
@@ -135,7 +145,7 @@ class ExecuteRequest(BaseModel):
     )  # fmt: skip
     scan_results: list[ScanResultIn] = Field(min_length=1, max_length=5000)
     config: ExecuteConfig = Field(default_factory=ExecuteConfig)
-    trading_day: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$")
+    trading_day: date | None = Field(None, description="KRX trading day (default: today in Seoul)")
     dry_run: bool = False
 
 
@@ -188,12 +198,25 @@ class StrategiesResponse(BaseModel):
     active_strategies: list[StrategyOut]
 
 
+class ErrorResponse(BaseModel):
+    """Every refusal: a message safe to show (never whether another user exists)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"detail": "not authenticated"}]})
+    detail: str
+
+
 class MessageResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"success": True, "message": "자동매매를 켰습니다"}]}
+    )
     success: bool = True
     message: str
 
 
 class HealthResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"status": "ok", "database": "ok", "details": {"mode": "embedded"}}]}
+    )
     status: str
     database: str
     details: dict[str, Any] = Field(default_factory=dict)

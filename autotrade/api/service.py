@@ -1,0 +1,176 @@
+"""The API wired to the product: keys registered through the vault (validated with the broker), the execute
+endpoint starting the evening flow (in this process in the embedded mode, through the deployment when a
+Prefect server is configured), current prices through the gateway.
+
+``autotrade api serve`` builds these with :func:`build_deps`; tests use the same functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections.abc import Awaitable
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from pydantic import SecretStr
+
+from autotrade.api import schemas as sc
+from autotrade.api.app import ApiDeps, ExecuteRunner, PriceLookup, RegistrationError, in_embedded_mode
+from autotrade.api.auth import SessionTokens
+from autotrade.domain.krx import KST
+from autotrade.runtime import READ, Runtime
+from autotrade.trading.buys import AccountRef
+
+log = logging.getLogger(__name__)
+DEPLOYMENT = "evening_signal_and_buy/evening"
+
+
+class GatewayRegistrar:
+    """Key management through the vault: every key is checked with the broker before it is sealed."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    def _gateway(self) -> Any:
+        return self.rt.brokers.gateway()  # type: ignore[attr-defined]
+
+    async def register(
+        self, user_id: str, app_key: SecretStr, app_secret: SecretStr, account_no: str, daily_limit: int
+    ) -> sc.AccountInfo:
+        from autotrade.vault.registration import RegistrationRefused, register_user_api
+
+        try:
+            info = await register_user_api(
+                self._gateway(), user_id, app_key, app_secret, account_no, daily_limit=daily_limit
+            )
+        except RegistrationRefused as exc:
+            raise RegistrationError(str(exc)) from None
+        except PermissionError:
+            raise RegistrationError("this account is registered to another user") from None
+        return sc.AccountInfo(
+            account_no=info.account_no, account_name=info.account_name, balance=info.balance
+        )
+
+    async def rotate(self, user_id: str, account_no: str, app_key: SecretStr, app_secret: SecretStr) -> None:
+        """A new key for the same account: validated and sealed under a new data key, the old broker token
+        revoked; the daily limit is kept."""
+        import sqlalchemy as sa
+
+        from autotrade.store.models import UserApiKey
+
+        with self.rt.db.unit_of_work() as s:
+            limit = s.scalar(
+                sa.select(UserApiKey.daily_limit).where(
+                    UserApiKey.user_id == user_id, UserApiKey.account_no == account_no
+                )
+            )
+        await self._gateway().provider(user_id, account_no).revoke()
+        await self.register(user_id, app_key, app_secret, account_no, int(limit or 1))
+
+    async def delete(self, user_id: str, account_no: str) -> None:
+        """Revoke the broker token, then crypto-shred the key."""
+        await self._gateway().provider(user_id, account_no).revoke()
+        self.rt.brokers.keys.destroy(user_id, account_no)  # type: ignore[attr-defined]
+
+
+def flow_runner(runtime: Runtime, wait_seconds: float = 20.0) -> ExecuteRunner:
+    """``execute``: the day's evening flow on the posted scan. Embedded: run in this process and answer with
+    its summary when it ends within ``wait_seconds``, else 202 with the run's name. With a Prefect server:
+    start the deployment and answer 202 with the flow run id."""
+    running: set[asyncio.Task[dict[str, Any]]] = set()
+
+    async def run(req: sc.ExecuteRequest) -> sc.ExecuteResponse:
+        now = runtime.clock().astimezone(KST)
+        day = req.trading_day or now.date()
+        payload = {
+            "trading_day": day.isoformat(),
+            "generated_at": now.isoformat(),
+            "scan_results": [r.model_dump() for r in req.scan_results],
+        }
+        parameters: dict[str, Any] = {"trading_day": day, "scan_payload": payload, "dry_run": req.dry_run}
+        if not in_embedded_mode():
+            from prefect.deployments import run_deployment
+
+            started = run_deployment(DEPLOYMENT, parameters=parameters, timeout=0)
+            flow_run = await cast(Awaitable[Any], started)
+            return _started(str(flow_run.id))
+        from flows.evening_signal_and_buy import evening_signal_and_buy
+
+        name = f"api-{day:%Y%m%d}-{uuid.uuid4().hex[:8]}"
+        flow = evening_signal_and_buy.with_options(flow_run_name=name)
+        task: asyncio.Task[dict[str, Any]] = asyncio.create_task(
+            flow(trading_day=day, scan_payload=payload, dry_run=req.dry_run)
+        )
+        running.add(task)
+        task.add_done_callback(running.discard)
+        try:
+            result = await asyncio.wait_for(asyncio.shield(task), wait_seconds)
+        except TimeoutError:
+            return _started(name)
+        if result.get("skipped"):
+            skipped = f"{day}: {result['skipped']}"
+            return sc.ExecuteResponse(success=False, executed_orders=0, total_investment=0,
+                                      strategies_created=0, message=skipped)  # fmt: skip
+        return sc.ExecuteResponse(
+            success=int(result.get("accounts_with_errors", 0)) == 0,
+            executed_orders=int(result.get("orders", 0)),
+            total_investment=int(result.get("invested", 0)),
+            strategies_created=int(result.get("positions_armed", 0)),
+            message="자동매매 실행 완료" + (" (모의 실행)" if req.dry_run else ""),
+        )
+
+    return run
+
+
+def _started(run_id: str) -> sc.ExecuteResponse:
+    return sc.ExecuteResponse(success=False, executed_orders=0, total_investment=0, strategies_created=0,
+                              message="flow run started", run_id=run_id)  # fmt: skip
+
+
+def price_lookup(runtime: Runtime) -> PriceLookup:
+    """Current prices through the gateway with the first active account's key (read-only), cached 5 s."""
+    cache: dict[str, tuple[datetime, int]] = {}
+
+    async def lookup(codes: list[str]) -> dict[str, int]:
+        now = runtime.clock()
+        out = {c: v for c, (at, v) in cache.items() if c in codes and now - at < timedelta(seconds=5)}
+        missing = [c for c in codes if c not in out]
+        if not missing:
+            return out
+        accounts = runtime.accounts(None, trading_only=False)
+        if not accounts:
+            return out
+        ref = AccountRef(accounts[0].user_id, accounts[0].account_no)
+        try:
+            broker = await runtime.brokers.for_account(ref, READ)
+            for code in missing:
+                out[code] = await broker.last_price(code)
+                cache[code] = (now, out[code])
+        except Exception as exc:  # the strategies view shows the entry price instead
+            log.warning("current prices unavailable: %s", type(exc).__name__)
+        return out
+
+    return lookup
+
+
+def session_key(runtime: Runtime) -> bytes:
+    """The API's bearer-token signing key: the setting, or a 0600 key file in the data folder."""
+    configured = runtime.settings.jwt_signing_key.get_secret_value()
+    if configured:
+        return configured.encode()
+    from autotrade.secret_files import load_or_create_key
+
+    return load_or_create_key(runtime.settings.data_dir / "keys" / "api-session.key")
+
+
+def build_deps(runtime: Runtime) -> ApiDeps:
+    return ApiDeps(
+        db=runtime.db,
+        tokens=SessionTokens(session_key(runtime)),
+        registrar=GatewayRegistrar(runtime),
+        execute=flow_runner(runtime, float(os.environ.get("AUTOTRADE_API_EXECUTE_WAIT_SECONDS", "20"))),
+        prices=price_lookup(runtime),
+    )

@@ -37,7 +37,10 @@ def api_serve(
     from autotrade.api.service import build_deps
     from autotrade.runtime import get_runtime
 
+    from autotrade.store.migrate import upgrade
+
     rt = get_runtime()
+    upgrade(rt.db.url)  # the schema at head before the first request (a no-op when it already is)
     typer.echo(f"autotrade API on http://{host}:{port} (docs at /docs); database {_safe_url(rt.db.url)}")
     uvicorn.run(create_app(build_deps(rt)), host=host, port=port, log_level="info")
 

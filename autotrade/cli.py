@@ -36,7 +36,6 @@ def api_serve(
     from autotrade.api.app import create_app
     from autotrade.api.service import build_deps
     from autotrade.runtime import get_runtime
-
     from autotrade.store.migrate import upgrade
 
     rt = get_runtime()

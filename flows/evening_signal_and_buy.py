@@ -28,20 +28,28 @@ async def evening_signal_and_buy(
     scan: str | None = None,
     scan_payload: dict[str, Any] | None = None,
     collect_fills: bool = True,
+    limits: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Turn the day's scan into buy orders on every enabled account; re-running the same day places nothing
-    twice. With ``collect_fills`` the flow waits for the after-hours session to end and records the fills."""
+    twice. With ``collect_fills`` the flow waits for the after-hours session to end and records the fills.
+    ``limits`` (max_daily_investment, max_stock_count, max_per_stock) can only tighten the settings."""
     day = resolve_day(trading_day)
     skipped = skip_if_closed(day)
     if skipped:
         return skipped
     rt = get_runtime()
+    if limits:
+        from autotrade.trading.buys import CAPPABLE
+
+        unknown = set(limits) - set(CAPPABLE)
+        if unknown or any(int(v) <= 0 for v in limits.values()):
+            raise ValueError(f"limits: only positive {', '.join(CAPPABLE)}; got {sorted(limits)}")
     batch_id = validate_scan_task(day, scan, scan_payload)
     accounts = list_accounts(users)
     # One task run per batch, all in this flow's event loop (the broker clients belong to it).
     batches = await asyncio.gather(
         *(
-            place_buy_orders(batch_id, chunk, day, dry_run)
+            place_buy_orders(batch_id, chunk, day, dry_run, limits)
             for chunk in chunks(accounts, rt.settings.batch_size)
         )
     )

@@ -142,7 +142,11 @@ def _outcome(ref_pair: tuple[str, str], value: object) -> dict[str, Any]:
 
 @task(name="place_buy_orders", **RETRY)
 async def place_buy_orders(
-    batch_id: int, accounts: list[tuple[str, str]], day: date, dry_run: bool = False
+    batch_id: int,
+    accounts: list[tuple[str, str]],
+    day: date,
+    dry_run: bool = False,
+    caps: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """Plan and send a batch of accounts' buys: exactly once per intent, so a re-run places nothing twice."""
     rt = get_runtime()
@@ -150,7 +154,7 @@ async def place_buy_orders(
 
     async def work(ref: AccountRef) -> object:
         broker = await rt.brokers.for_account(ref, TRADE, spend_cap=rt.settings.max_daily_investment)
-        return await rt.buys.run_account(ref, broker, rows, day, batch_id, dry_run)
+        return await rt.buys.run_account(ref, broker, rows, day, batch_id, dry_run, caps)
 
     results = await for_each_account(accounts, work, retry_transient=True)
     return [_outcome(a, r) for a, r in zip(accounts, results, strict=True)]

@@ -77,7 +77,8 @@ class GatewayRegistrar:
 
 
 def flow_runner(runtime: Runtime, wait_seconds: float = 20.0) -> ExecuteRunner:
-    """``execute``: the day's evening flow on the posted scan. Embedded: run in this process and answer with
+    """``execute``: the day's evening flow on the posted scan, its ``config`` tightening (never loosening) the
+    configured limits for this run. Embedded: run in this process and answer with
     its summary when it ends within ``wait_seconds``, else 202 with the run's name. With a Prefect server:
     start the deployment and answer 202 with the flow run id."""
     running: set[asyncio.Task[dict[str, Any]]] = set()
@@ -90,7 +91,11 @@ def flow_runner(runtime: Runtime, wait_seconds: float = 20.0) -> ExecuteRunner:
             "generated_at": now.isoformat(),
             "scan_results": [r.model_dump() for r in req.scan_results],
         }
-        parameters: dict[str, Any] = {"trading_day": day, "scan_payload": payload, "dry_run": req.dry_run}
+        limits = {"max_daily_investment": req.config.max_investment, "max_stock_count": req.config.max_stocks,
+                  "max_per_stock": req.config.max_per_stock}  # fmt: skip
+        parameters: dict[str, Any] = {
+            "trading_day": day, "scan_payload": payload, "dry_run": req.dry_run, "limits": limits,
+        }  # fmt: skip
         if not in_embedded_mode():
             from prefect.deployments import run_deployment
 
@@ -102,7 +107,7 @@ def flow_runner(runtime: Runtime, wait_seconds: float = 20.0) -> ExecuteRunner:
         name = f"api-{day:%Y%m%d}-{uuid.uuid4().hex[:8]}"
         flow = evening_signal_and_buy.with_options(flow_run_name=name)
         task: asyncio.Task[dict[str, Any]] = asyncio.create_task(
-            flow(trading_day=day, scan_payload=payload, dry_run=req.dry_run)
+            flow(trading_day=day, scan_payload=payload, dry_run=req.dry_run, limits=limits)
         )
         running.add(task)
         task.add_done_callback(running.discard)

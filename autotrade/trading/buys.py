@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
 import sqlalchemy as sa
@@ -52,6 +52,19 @@ def order_type_for(session: BuySession) -> OrderType:
     return OrderType.AFTER_HOURS_CLOSE if session is BuySession.AFTER_HOURS_CLOSE else OrderType.MARKET
 
 
+CAPPABLE = ("max_daily_investment", "max_stock_count", "max_per_stock")
+
+
+def tightened(limits: RiskLimits, caps: Mapping[str, int] | None) -> RiskLimits:
+    """``limits`` with each given cap applied where it is lower (a run never loosens the settings)."""
+    if not caps:
+        return limits
+    unknown = set(caps) - set(CAPPABLE)
+    if unknown:
+        raise ValueError(f"unknown limits: {sorted(unknown)}")
+    return replace(limits, **{k: min(getattr(limits, k), int(v)) for k, v in caps.items()})
+
+
 class BuyService:
     def __init__(self, db: Database, orders: OrderService, settings: Settings, clock: Callable[[], datetime]):
         self.db = db
@@ -79,8 +92,10 @@ class BuyService:
         day: date,
         scan_batch_id: int | None = None,
         dry_run: bool = False,
+        caps: Mapping[str, int] | None = None,
     ) -> BuyOutcome:
-        """Plan (or re-use the plan of an earlier run today) and send this account's buys."""
+        """Plan (or re-use the plan of an earlier run today) and send this account's buys. ``caps`` (a run's
+        own ``max_daily_investment``, ``max_stock_count``, ``max_per_stock``) can only tighten the limits."""
         out = BuyOutcome(ref.user_id, ref.account_no)
         with self.db.unit_of_work() as s:
             key = s.scalar(
@@ -90,7 +105,7 @@ class BuyService:
             )
             if key is None:
                 raise LookupError("no registered key for this account")
-            limits = self.limits_for(key)
+            limits = tightened(self.limits_for(key), caps)
             planned = self._existing_buys(s, ref, day)
         if not planned:
             view = await broker.account()

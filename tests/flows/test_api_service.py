@@ -82,12 +82,14 @@ async def test_the_operator_executes_the_evening_flow(stack: Stack) -> None:
         denied = await client.post("/api/auto-trading/execute", json={"scan_results": scan}, headers=user)
         assert denied.status_code == 403
         op = await login(client, "ops@example.com", stack)
-        request = {"scan_results": scan, "trading_day": DAY1.isoformat()}
+        config = {"max_investment": 10_000_000, "max_stocks": 1, "max_per_stock": 1_000_000}
+        request = {"scan_results": scan, "trading_day": DAY1.isoformat(), "config": config}
         r = await client.post("/api/auto-trading/execute", json=request, headers=op)
     assert r.status_code == 200, r.text
     summary = r.json()
     with stack.db.unit_of_work() as s:
         sent = s.scalars(sa.select(OrderIntentRow).where(OrderIntentRow.order_no.is_not(None))).all()
     assert summary["success"] is True and summary["executed_orders"] == len(sent) > 0
+    assert len({i.account_no for i in sent}) == len(sent)  # the request's max_stocks=1 held per account
     assert summary["total_investment"] == sum(i.quantity * (i.price or 0) for i in sent)
     assert summary["strategies_created"] > 0 and summary["message"] == "자동매매 실행 완료"

@@ -125,3 +125,15 @@ def test_limits_validate() -> None:
         RiskLimits(max_per_stock=0)
     with pytest.raises(ValueError):
         ScanRow(code="5930", name="x", score=8.0, price=100)
+
+
+def test_a_run_can_only_tighten_the_limits() -> None:
+    from autotrade.domain.risk import RiskLimits
+    from autotrade.trading.buys import tightened
+
+    base = RiskLimits(max_daily_investment=10_000_000, max_stock_count=10, max_per_stock=1_000_000)
+    t = tightened(base, {"max_stock_count": 1, "max_per_stock": 5_000_000, "max_daily_investment": 2_000_000})
+    assert (t.max_stock_count, t.max_per_stock, t.max_daily_investment) == (1, 1_000_000, 2_000_000)
+    assert tightened(base, None) is base
+    with pytest.raises(ValueError, match="unknown"):
+        tightened(base, {"min_ai_score": 1})

@@ -213,17 +213,22 @@ class BrokerGateway:
         await self._admit(claims, "session", origin)
         return GatedSession(self, claims, origin)
 
-    async def _admit(self, claims: TokenClaims, action: str, origin: str, amount: int | None = None) -> None:
+    async def _admit(
+        self, claims: TokenClaims, action: str, origin: str, amount: int | None = None
+    ) -> tuple[int | None, int]:
         """Every request: key still active, token not revoked, scope, anomaly rules; logged either way.
-        The checks and the log entry are one database transaction."""
+        The checks and the log entry are one database transaction. Returns the key's daily limit and, for a
+        buy, what the account bought today before it (the buy check needs both)."""
         now = self.clock()
         kid = key_id(claims.user_id, claims.account_no)
         with self.db.unit_of_work() as s:
-            status = s.scalar(
-                sa.select(UserApiKey.api_status).where(
+            found = s.execute(
+                sa.select(UserApiKey.api_status, UserApiKey.daily_limit).where(
                     UserApiKey.user_id == claims.user_id, UserApiKey.account_no == claims.account_no
                 )
-            )
+            ).first()
+            status, limit = (found[0], found[1]) if found is not None else (None, None)
+            spent_today = self._spent_today(s, claims.account_no) if action == "order:buy" else 0
             revoked = s.scalar(sa.select(sa.func.count()).where(RevokedToken.jti == claims.jti)) != 0
             refusal: str | None = None
             if status is not ApiStatus.ACTIVE:
@@ -243,6 +248,7 @@ class BrokerGateway:
             raise AccessDenied(refusal)
         if findings:
             raise AccessDenied(f"blocked by security rule {findings[0].rule}")
+        return limit, spent_today
 
     async def reference_price(self, session: GatedSession, code: str) -> int:
         """The price a market or at-close buy is checked against: a quote shared by every user for a few
@@ -255,10 +261,11 @@ class BrokerGateway:
         self._quotes[code] = (now, price)
         return price
 
-    async def _check_buy(self, claims: TokenClaims, origin: str, amount: int) -> None:
+    async def _check_buy(
+        self, claims: TokenClaims, origin: str, amount: int, budget: tuple[int | None, int]
+    ) -> None:
         spent = self._spent.get(claims.jti, 0)
-        limit = self._daily_limit(claims.user_id, claims.account_no)
-        today = self._spent_today(claims.account_no) - amount  # _admit has already logged this request
+        limit, today = budget  # from the admission of this very request, before it was logged
         breach = None
         if claims.spend_cap is not None and spent + amount > claims.spend_cap:
             breach = f"buy of {amount:,} KRW exceeds the token's cap {claims.spend_cap:,} (spent {spent:,})"
@@ -303,23 +310,14 @@ class BrokerGateway:
                 )
             )
 
-    def _daily_limit(self, user_id: str, account_no: str) -> int | None:
-        with self.db.unit_of_work() as s:
-            return s.scalar(
-                sa.select(UserApiKey.daily_limit).where(
-                    UserApiKey.user_id == user_id, UserApiKey.account_no == account_no
-                )
-            )
-
-    def _spent_today(self, account_no: str) -> int:
+    def _spent_today(self, s: Session, account_no: str) -> int:
         start = datetime.combine(self.clock().astimezone(KST).date(), datetime.min.time(), tzinfo=KST)
-        with self.db.unit_of_work() as s:
-            total = s.scalar(
-                sa.select(sa.func.coalesce(sa.func.sum(AccessLog.amount), 0)).where(
-                    AccessLog.account_no == account_no, AccessLog.action == "order:buy",
-                    AccessLog.allowed.is_(True), AccessLog.at >= start,
-                )
-            )  # fmt: skip
+        total = s.scalar(
+            sa.select(sa.func.coalesce(sa.func.sum(AccessLog.amount), 0)).where(
+                AccessLog.account_no == account_no, AccessLog.action == "order:buy",
+                AccessLog.allowed.is_(True), AccessLog.at >= start,
+            )
+        )  # fmt: skip
         return int(total or 0)
 
     def _log(
@@ -374,8 +372,8 @@ class GatedSession:
 
     async def buy(self, code: str, quantity: int, price: int | None, trade_type: TradeType) -> OrderAck:
         reference = price if price is not None else await self._g.reference_price(self, code)
-        await self._g._admit(self.claims, "order:buy", self.origin, reference * quantity)
-        await self._g._check_buy(self.claims, self.origin, reference * quantity)
+        budget = await self._g._admit(self.claims, "order:buy", self.origin, reference * quantity)
+        await self._g._check_buy(self.claims, self.origin, reference * quantity, budget)
         return await self._kiwoom.buy(code, quantity, price, trade_type)
 
     async def sell(self, code: str, quantity: int, price: int | None, trade_type: TradeType) -> OrderAck:

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 from pydantic import SecretStr
 
 from autotrade.broker import (
@@ -44,7 +42,7 @@ from autotrade.broker import (
 from autotrade.broker.client import TransportChoice
 from autotrade.domain.calendar import previous_trading_day
 from autotrade.domain.krx import KST
-from autotrade.sim.server import Admin, free_port
+from autotrade.sim.server import Admin, simulator_process
 
 CASH = 10_000_000_000  # enough for every one-share buy a run can place
 PRODUCT_RATE, PRODUCT_BURST = 1.0, 2  # autotrade.config.Settings defaults
@@ -52,29 +50,6 @@ PRODUCT_RATE, PRODUCT_BURST = 1.0, 2  # autotrade.config.Settings defaults
 
 def log(msg: str) -> None:
     print(f"[broker bench] {msg}", file=sys.stderr, flush=True)
-
-
-def start_simulator(moment: datetime, port: int, stocks: int, log_path: Path) -> subprocess.Popen[bytes]:
-    """``autotrade sim serve`` in its own process; returns once GET /_sim/clock answers."""
-    code = "from autotrade.cli import app; app()"
-    with log_path.open("wb") as out:  # a file, not a pipe: nobody reads a pipe while the bench runs
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code, "sim", "serve", "--port", str(port), "--seed", "3",
-             "--stocks", str(stocks), "--start", moment.isoformat()],
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"simulator exited: {log_path.read_text(errors='replace')[-2000:]}")
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/_sim/clock", timeout=1).raise_for_status()
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    proc.wait(timeout=10)
-    raise SystemExit("the simulator did not start within 60 s")
 
 
 def create_keys(admin: Admin, first: int, count: int) -> list[dict[str, Any]]:
@@ -194,28 +169,25 @@ def main() -> None:
     for run_no, (n, rate, b) in enumerate(plans, 1):
         # A fresh simulator per run: its order book grows with every order placed and the engine's cost
         # per order grows with it, so a shared simulator would slow each run by the ones before it.
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
         log_path = work / f"simulator-{run_no}.log"
-        log(f"run {run_no}: simulator on {base} at {at.isoformat()} (log {log_path})")
-        sim = start_simulator(at, port, args.stocks, log_path)
-        admin = Admin(base)
-        try:
-            stocks = admin.stocks()
-            codes = sorted(c for c, s in stocks.items() if 1_000 <= s["price"] < 100_000)[: args.codes]
-            if not codes:
-                raise SystemExit("no stock priced below 100,000 KRW; raise --stocks")
-            keys = create_keys(admin, 0, n)
-            log(f"run {run_no}: {n} account(s), rate {rate}/s burst {b}, {args.seconds} s")
-            result = asyncio.run(
-                run(
-                    base, keys, codes, seconds=args.seconds, rate=rate, burst=b, transport=args.transport,
-                    virtual_start=at,
-                )
-            )  # fmt: skip
-        finally:
-            admin.close()
-            stop(sim)
+        log(f"run {run_no}: simulator at {at.isoformat()} (log {log_path})")
+        with simulator_process(start=at, stocks=args.stocks, log_path=log_path) as base:
+            admin = Admin(base)
+            try:
+                stocks = admin.stocks()
+                codes = sorted(c for c, s in stocks.items() if 1_000 <= s["price"] < 100_000)[: args.codes]
+                if not codes:
+                    raise SystemExit("no stock priced below 100,000 KRW; raise --stocks")
+                keys = create_keys(admin, 0, n)
+                log(f"run {run_no}: {n} account(s), rate {rate}/s burst {b}, {args.seconds} s")
+                result = asyncio.run(
+                    run(
+                        base, keys, codes, seconds=args.seconds, rate=rate, burst=b, transport=args.transport,
+                        virtual_start=at,
+                    )
+                )  # fmt: skip
+            finally:
+                admin.close()
         log(
             f"  {result['orders']} orders, {result['orders_per_second']}/s, p50 {result['p50_ms']} ms, "
             f"p99 {result['p99_ms']} ms, errors {result['errors'] or 0}"
@@ -240,15 +212,6 @@ def main() -> None:
             ensure_ascii=False,
         )
     )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 if __name__ == "__main__":

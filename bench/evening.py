@@ -20,12 +20,12 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,12 +34,11 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
 
-import httpx
 import sqlalchemy as sa
 
 from autotrade.domain.calendar import previous_trading_day
 from autotrade.domain.krx import KST
-from autotrade.sim.server import Admin, free_port
+from autotrade.sim.server import Admin, simulator_process
 
 PG_ADMIN_URL = os.environ.get(
     "AUTOTRADE_BENCH_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
@@ -48,27 +47,6 @@ PG_ADMIN_URL = os.environ.get(
 
 def log(msg: str) -> None:
     print(f"[evening bench] {msg}", file=sys.stderr, flush=True)
-
-
-def start_simulator(moment: datetime, port: int, stocks: int, log_path: Path) -> subprocess.Popen[bytes]:
-    code = "from autotrade.cli import app; app()"
-    with log_path.open("wb") as out:  # a file, not a pipe: nobody reads a pipe while the bench runs
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code, "sim", "serve", "--port", str(port), "--seed", "3",
-             "--stocks", str(stocks), "--start", moment.isoformat()],
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"simulator exited: {log_path.read_text(errors='replace')[-2000:]}")
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/_sim/clock", timeout=1).raise_for_status()
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the simulator did not start within 60 s")
 
 
 def scratch_database() -> tuple[str, Callable[[], None]]:
@@ -201,15 +179,14 @@ def main() -> None:
 
     day = previous_trading_day(datetime.now(KST).date())
     at = datetime.combine(day, datetime.min.time(), tzinfo=KST).replace(hour=15, minute=40)
-    port = free_port()
     setup_started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="autotrade-bench-"))
-    sim = start_simulator(at, port, args.stocks, work / "simulator.log")
+    processes = ExitStack()
+    base = processes.enter_context(simulator_process(start=at, stocks=args.stocks, log_path=work / "sim.log"))
     url, drop = scratch_database()
     server = SubprocessASGIServer()
     try:
         upgrade(url)
-        base = f"http://127.0.0.1:{port}"
         admin = Admin(base)
         settings = Settings(
             database_url=url, data_dir=work, broker_base_url=base, local_master_key_path=work / "master.key",
@@ -273,8 +250,7 @@ def main() -> None:
     finally:
         set_runtime(None)
         server.stop()
-        sim.terminate()
-        sim.wait(timeout=10)
+        processes.close()
         drop()
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -172,3 +173,57 @@ def running_simulator(
         admin.close()
         server.should_exit = True
         thread.join(timeout=10)
+
+
+class SimulatorExited(RuntimeError):
+    """``autotrade sim serve`` ended or never answered; the message holds the end of its output."""
+
+
+@contextmanager
+def simulator_process(
+    *,
+    start: datetime,
+    seed: int = 3,
+    stocks: int = 60,
+    port: int | None = None,
+    log_path: Path,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> Iterator[str]:
+    """``autotrade sim serve`` in its own process (benchmarks: no interpreter shared with the client); yields
+    its base URL once ``/_sim/clock`` answers, and stops it on exit. Output goes to ``log_path`` (a file, not
+    a pipe that nobody reads while the process runs)."""
+    import subprocess
+    import sys
+
+    port = port or free_port()
+    command = [
+        sys.executable, "-c", "from autotrade.cli import app; app()", "sim", "serve", "--port", str(port),
+        "--seed", str(seed), "--stocks", str(stocks), "--start", start.isoformat(), *extra_args,
+    ]  # fmt: skip
+    with log_path.open("wb") as out:
+        # This interpreter and this package's own CLI, with numbers and a time as arguments.
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)  # noqa: S603
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise SimulatorExited(f"exited with {proc.returncode}: {tail}")
+            try:
+                httpx.get(f"{base}/_sim/clock", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise SimulatorExited(f"no answer within {timeout:g} s") from None
+                time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

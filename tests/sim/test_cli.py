@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from autotrade.domain.krx import KST
-from autotrade.sim.server import free_port
+from autotrade.sim.server import free_port, simulator_process
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -30,36 +29,9 @@ def _env() -> dict[str, str]:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    log_path = tmp_path / "simulator.log"
-    with log_path.open("wb") as out:  # a file, not a pipe: nothing reads the output while the test runs
-        proc = subprocess.Popen(
-            [*CLI, "--port", str(port), "--seed", "5", "--start", START],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=_env(),
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the simulator exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
-            try:
-                httpx.get(f"{base}/_sim/clock", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the simulator did not answer within 60 s: {log_path.read_text()[-2000:]}")
-                time.sleep(0.2)
+    start = datetime.fromisoformat(START)
+    with simulator_process(start=start, seed=5, log_path=tmp_path / "simulator.log", env=_env()) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def test_serve_issues_a_token_and_takes_an_order(served: str) -> None:

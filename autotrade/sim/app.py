@@ -236,7 +236,16 @@ class Simulator:
                 "cncl_qty": str(rec.quantity),
             }
         if api_id == "kt10002":
-            raise SimError("정정 주문은 시뮬레이터에서 지원하지 않습니다", 8104, 20)
+            new = e.modify(
+                account, str(body["orig_ord_no"]), _code(body["stk_cd"]), int(body.get("mdfy_qty") or 0),
+                int(body["mdfy_uv"]),
+            )  # fmt: skip
+            return {
+                "ord_no": new.order_no,
+                "base_orig_ord_no": new.orig_order_no,
+                "mdfy_qty": str(new.quantity),
+                "dmst_stex_tp": body.get("dmst_stex_tp", "KRX"),
+            }
         if api_id == "kt00001":
             orderable = e.orderable_cash(account)
             return {
@@ -585,7 +594,7 @@ class _Socket:
 
 def _shows_in_cntr(o: Order) -> bool:
     """ka10076 lists orders with fills, and orders that ended (cancelled or expired) with none."""
-    if o.orig_order_no:
+    if o.is_record:
         return False
     return bool(o.fills) or o.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED)
 

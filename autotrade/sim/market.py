@@ -120,6 +120,7 @@ class Order:
     fills: list[Fill] = field(default_factory=list)
     orig_order_no: str = ""
     cancelled_quantity: int = 0
+    is_record: bool = False  # a cancel's record (kt10003's own order number), never a live order
 
     @property
     def filled_quantity(self) -> int:
@@ -489,6 +490,7 @@ class MarketEngine:
             trading_day=orig.trading_day,
             status=OrderStatus.CANCELLED,
             orig_order_no=orig.order_no,
+            is_record=True,
         )
         self._next_order += 1
         self.orders[record.order_no] = record
@@ -497,6 +499,50 @@ class MarketEngine:
             orig.status = OrderStatus.CANCELLED
         self._notify(orig, None)
         return record
+
+    def modify(self, account: Account, orig_order_no: str, code: str, quantity: int, price: int) -> Order:
+        """kt10002: move ``quantity`` open shares of a limit order (0: all that remain) to a new price under
+        a new order number; the original keeps the rest (it ends when nothing remains)."""
+        orig = self.orders.get(orig_order_no)
+        if orig is None or orig.is_record or orig.account_no != account.account_no or orig.code != code:
+            raise SimError("원주문번호가 존재하지 않습니다", 2000, 2)
+        if orig.status is not OrderStatus.OPEN:
+            raise SimError("정정할 수 있는 주문이 아닙니다", 2000, 2)
+        if orig.trade_type not in LIMIT_TYPES:
+            raise SimError("지정가 주문만 정정할 수 있습니다", 2000, 2)
+        remaining = orig.remaining
+        qty = remaining if quantity == 0 else quantity
+        if not 0 < qty <= remaining:
+            raise SimError("정정가능수량을 초과하였습니다", 2000, 2)
+        stock = self._stock(code)
+        if not is_valid_tick(price):
+            raise SimError("주문가격이 호가단위에 맞지 않습니다", 2000, 2)
+        lower, upper = price_limits(stock.prev_close)
+        if not lower <= price <= upper:
+            raise SimError("주문가격이 가격제한폭을 벗어났습니다", 2000, 2)
+        now = self.now()
+        window = self._order_window(orig.trade_type, now)
+        if orig.side == "BUY":
+            released = self.costs.buy_cost((orig.price or stock.price) * qty)
+            if self.costs.buy_cost(price * qty) > self.orderable_cash(account) + released:
+                raise SimError("주문가능금액이 부족합니다", 2000, 2)
+        orig.cancelled_quantity += qty
+        if orig.remaining == 0:
+            orig.status = OrderStatus.CANCELLED
+        order = Order(
+            order_no=f"{self._next_order:07d}", account_no=account.account_no, code=code, side=orig.side,
+            quantity=qty, price=price, trade_type=orig.trade_type, placed_at=now,
+            trading_day=orig.trading_day, orig_order_no=orig.order_no,
+        )  # fmt: skip
+        self._next_order += 1
+        self.orders[order.order_no] = order
+        self._open[order.order_no] = order
+        self._open_by_account.setdefault(order.account_no, {})[order.order_no] = order
+        self._notify(orig, None)
+        self._notify(order, None)
+        if window == "now":
+            self._match_limits(now)
+        return order
 
     def orderable_cash(self, account: Account) -> int:
         reserved = sum(

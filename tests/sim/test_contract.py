@@ -144,8 +144,15 @@ async def test_client_against_simulator(sim: RunningSimulator, account: dict[str
         limit = await s.sell("000930", 1, 11_000, TradeType.LIMIT)
         unfilled = await s.unfilled_orders()
         assert [u.order_no for u in unfilled] == [limit.order_no]
-        cancel = await s.cancel(limit.order_no, "000930")
-        assert cancel.order_no != limit.order_no and await s.unfilled_orders() == []
+        # Modify (kt10002): one share moves to a new price under a new number, the original ends.
+        moved = await s.modify(limit.order_no, "000930", 0, 11_500)
+        assert moved.order_no not in (limit.order_no, "") and moved.orig_order_no == limit.order_no
+        (still_open,) = await s.unfilled_orders()
+        assert still_open.order_no == moved.order_no and still_open.price == 11_500
+        with pytest.raises(BrokerError):  # the original has nothing left to modify
+            await s.modify(limit.order_no, "000930", 0, 11_600)
+        cancel = await s.cancel(moved.order_no, "000930")
+        assert cancel.order_no != moved.order_no and await s.unfilled_orders() == []
         with pytest.raises(BrokerError) as refused:  # a definite refusal: nothing placed, no resend
             await s.sell("000930", 100, None, TradeType.MARKET)
         assert not refused.value.retry_safe and not refused.value.outcome_unknown

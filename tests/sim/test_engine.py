@@ -72,6 +72,34 @@ def test_partial_cancels_add_up_and_free_what_they_cancel() -> None:
         e.cancel(a, order.order_no, "005930")
 
 
+def test_modify_moves_shares_to_a_new_price_under_a_new_number() -> None:
+    e = engine()
+    a = e.accounts["11111111"]
+    order = e.place(a, "BUY", "005930", 10, 60_000, "0")  # resting below the market (70,000)
+    part = e.modify(a, order.order_no, "005930", 4, 61_000)
+    assert part.order_no != order.order_no and part.orig_order_no == order.order_no
+    assert (order.remaining, part.remaining, part.price) == (6, 4, 61_000)
+    assert order.status is OrderStatus.OPEN and part.status is OrderStatus.OPEN
+    # The rest moves above the market: it fills at once; the original ends with nothing left.
+    rest = e.modify(a, order.order_no, "005930", 0, 71_000)
+    assert order.status is OrderStatus.CANCELLED and order.remaining == 0
+    assert rest.quantity == 6 and rest.status is OrderStatus.FILLED
+    with pytest.raises(SimError, match="정정할 수 있는"):
+        e.modify(a, order.order_no, "005930", 0, 62_000)
+    with pytest.raises(SimError, match="정정가능수량"):
+        e.modify(a, part.order_no, "005930", 5, 62_000)
+    with pytest.raises(SimError, match="호가단위"):
+        e.modify(a, part.order_no, "005930", 0, 62_050)
+    market = e.place(a, "SELL", "005930", 1, None, "3")
+    with pytest.raises(SimError):
+        e.modify(a, market.order_no, "005930", 0, 70_000)
+    # Cash: the modified buy reserves at its new price, and a modify beyond the cash is refused.
+    reserved = a.cash - e.orderable_cash(a)
+    assert reserved == e.costs.buy_cost(61_000 * 4)
+    with pytest.raises(SimError, match="주문가능금액"):
+        e.place(a, "BUY", "005930", 1_000, 60_000, "0")
+
+
 def test_after_hours_close_fills_partly_at_the_close_and_orders_expire() -> None:
     """After-hours at close: accepted 15:30-16:00, matched at 16:00 at the day's close; the rest expires."""
     e = engine(datetime(2026, 11, 24, 15, 10, tzinfo=KST), after_hours_fill_rate=0.5)
@@ -136,7 +164,8 @@ orders = st.lists(
 @settings(max_examples=60, deadline=None)
 @given(orders, st.integers(0, 1000))
 def test_invariants_under_random_orders(seq: list[tuple[str, int, str, int, int]], seed: int) -> None:
-    """Cash and holdings never negative, fills never exceed orders, fees and tax add up."""
+    """Cash and holdings never negative, fills never exceed orders, fees and tax add up (with orders
+    modified and partly cancelled along the way)."""
     e = MarketEngine(seed, start=DAY, volatility=0.01)
     e.add_stock("005930", "삼성전자", 70_000)
     e.add_account("11111111", "홍길동", 3_000_000)
@@ -145,7 +174,11 @@ def test_invariants_under_random_orders(seq: list[tuple[str, int, str, int, int]
     for side, qty, tt, ticks, minutes in seq:
         price = 70_000 + ticks * 100 if tt == "0" else None
         with contextlib.suppress(SimError):
-            e.place(a, side, "005930", qty, price, tt)
+            placed = e.place(a, side, "005930", qty, price, tt)
+            if tt == "0" and minutes % 3 == 0:  # now and then, move part of a resting order
+                e.modify(a, placed.order_no, "005930", max(1, qty // 2), price - 100 * (minutes % 5))  # type: ignore[operator]
+            elif tt == "0" and minutes % 3 == 1:
+                e.cancel(a, placed.order_no, "005930", max(1, qty // 3))
         e.advance(minutes * 60)
         assert a.cash >= 0
         assert all(p.quantity >= 0 for p in a.holdings.values())

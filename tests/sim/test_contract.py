@@ -162,6 +162,12 @@ async def test_client_against_simulator(sim: RunningSimulator, account: dict[str
         sim.admin.expire_tokens(account["appkey"])
         assert (await s.deposit()).cash > 0
         assert tm.issued_count == 2
+        # Revoke (au10002): the broker refuses the old token; the next call issues a new one.
+        old = await tm.token()
+        await tm.revoke()
+        refused = raw(sim, "kt00001", "/api/dostk/acnt", {"qry_tp": "3"}, old).json()
+        assert refused["return_code"] == 3 and "[8005:" in refused["return_msg"]
+        assert (await s.deposit()).cash > 0 and tm.issued_count == 3
 
 
 @pytest.mark.parametrize("kind", ["http_500", "http_429", "latency", "token_expiry"])

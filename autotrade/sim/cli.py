@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from autotrade.sim.market import MarketEngine
 
 sim_app = typer.Typer(
     help="The Kiwoom-protocol simulator (paper trading, demo, tests).", no_args_is_help=True
@@ -26,7 +30,8 @@ def serve(
         None,
         exists=True,
         dir_okay=False,
-        help="CSV of stocks: code,name,prev_close (replaces the seeded universe).",
+        help="CSV of stocks (code,name,prev_close) or of daily bars to replay (date,code,open,high,low,close"
+        "[,name]); either replaces the seeded universe.",
     ),
     stocks: int = typer.Option(50, min=1, help="How many seeded stocks when no --data is given."),
     start: str | None = typer.Option(
@@ -50,9 +55,12 @@ def serve(
         raise typer.BadParameter("give the offset too, e.g. +09:00", param_hint="--start")
     sim = build(seed, speed, start=begin)
     if data is not None:
-        with data.open(encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                sim.engine.add_stock(row["code"], row["name"], int(row["prev_close"]))
+        try:
+            replayed = _load_data(sim.engine, data)
+        except (KeyError, ValueError) as exc:
+            raise typer.BadParameter(f"{data}: {exc}", param_hint="--data") from None
+        if replayed:
+            typer.echo(f"replaying {replayed:,} daily bars from {data}")
     else:
         seed_universe(sim.engine, stocks, seed)
     typer.echo(
@@ -63,6 +71,29 @@ def serve(
         create_app(sim), host=host, port=port, loop="uvloop", http="httptools", log_level="warning",
         timeout_keep_alive=30,
     )  # fmt: skip
+
+
+def _load_data(engine: MarketEngine, path: Path) -> int:
+    """Stocks from a stock list, or stocks and their bars from a bar file; returns the bars loaded."""
+    from datetime import date
+
+    with path.open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError("no rows")
+    if "open" not in rows[0]:
+        for row in rows:
+            engine.add_stock(row["code"].strip(), row["name"], int(row["prev_close"]))
+        return 0
+    bars = sorted(
+        (date.fromisoformat(r["date"].strip()), r["code"].strip().zfill(6), int(r["open"]), int(r["high"]),
+         int(r["low"]), int(r["close"]), (r.get("name") or "").strip())
+        for r in rows
+    )  # fmt: skip
+    for _day, code, o, *_rest, name in bars:
+        if code not in engine.stocks:
+            engine.add_stock(code, name or code, o)  # the first bar's open stands in for the previous close
+    return engine.load_bars(b[:6] for b in bars)
 
 
 if __name__ == "__main__":

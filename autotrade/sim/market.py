@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import random
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
@@ -191,6 +191,8 @@ class MarketEngine:
         self._anchor = self._wall()
         self.speed = speed
         self.stop_at: datetime | None = None  # a running clock stops here
+        # Replayed daily bars: (day, code) -> (open, high, low, close); those stocks follow them that day.
+        self.bars: dict[tuple[date, str], tuple[int, int, int, int]] = {}
         self.stocks: dict[str, Stock] = {}
         self.accounts: dict[str, Account] = {}
         self.appkeys: dict[str, AppKey] = {}
@@ -293,6 +295,9 @@ class MarketEngine:
             self._step_prices(now)
         elif t == h.close:
             for s in self.stocks.values():
+                replayed = self._bar_price(s, now)
+                if replayed is not None:
+                    self._set_price(s, replayed, now)
                 s.close = s.price
         elif t == h.after_hours_close_end:
             self._match_after_hours(now)
@@ -313,10 +318,42 @@ class MarketEngine:
 
     # --- prices ---
 
+    def load_bars(self, rows: Iterable[tuple[date, str, int, int, int, int]]) -> int:
+        """Replay daily bars (day, code, open, high, low, close): on a day with a bar the stock opens at the
+        open, walks open -> low -> high -> close (open -> high -> low -> close on a down day) through the
+        session and closes at the close; other days stay random. Returns the number of bars."""
+        n = 0
+        for day, code, o, h, lo, c in rows:
+            self._stock(code)
+            if not (lo <= min(o, c) and max(o, c) <= h and lo > 0):
+                raise ValueError(f"bar {day} {code}: low {lo}, high {h} must contain open {o}, close {c}")
+            self.bars[(day, code)] = (o, h, lo, c)
+            n += 1
+        return n
+
+    def _bar_price(self, s: Stock, now: datetime) -> int | None:
+        local = now.astimezone(KST)
+        bar = self.bars.get((local.date(), s.code))
+        if bar is None:
+            return None
+        o, h, lo, c = bar
+        hours = hours_of(local.date())
+        start = datetime.combine(local.date(), hours.open, tzinfo=KST)
+        end = datetime.combine(local.date(), hours.close, tzinfo=KST)
+        f = min(max((now - start) / (end - start), 0.0), 1.0)
+        path = (o, lo, h, c) if c >= o else (o, h, lo, c)
+        leg = min(int(f * 3), 2)
+        a, b = path[leg], path[leg + 1]
+        return round(a + (b - a) * (f * 3 - leg))
+
     def _open_market(self, now: datetime) -> None:
         for s in self.stocks.values():
-            gap = self.rng.gauss(0, self.gap_volatility)
-            self._set_price(s, int(s.prev_close * (1 + gap)), now)
+            replayed = self._bar_price(s, now)
+            if replayed is not None:
+                self._set_price(s, replayed, now)
+            else:
+                gap = self.rng.gauss(0, self.gap_volatility)
+                self._set_price(s, int(s.prev_close * (1 + gap)), now)
             s.open = s.high = s.low = s.price
         for order in sorted(self._open_orders(), key=lambda o: o.order_no):
             if order.trade_type in MARKET_TYPES:
@@ -325,6 +362,10 @@ class MarketEngine:
 
     def _step_prices(self, now: datetime) -> None:
         for s in self.stocks.values():
+            replayed = self._bar_price(s, now)
+            if replayed is not None:
+                self._set_price(s, replayed, now)
+                continue
             move = self.rng.gauss(s.drift, self.volatility)
             if self.rng.random() < self.jump_probability:
                 move += self.rng.choice((-1, 1)) * self.rng.uniform(0.03, 0.08)

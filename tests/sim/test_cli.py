@@ -99,3 +99,40 @@ def test_serve_refuses_a_start_without_offset() -> None:
     )
     assert result.returncode != 0
     assert "offset" in result.stdout + result.stderr
+
+
+def test_serve_replays_daily_bars(tmp_path: Path) -> None:
+    bars = tmp_path / "bars.csv"
+    bars.write_text(
+        "date,code,name,open,high,low,close,volume\n"
+        "2026-11-23,005930,삼성전자,70000,73000,68000,72000,1000\n"
+        "2026-11-24,005930,삼성전자,71500,72000,65000,66000,1000\n",
+        encoding="utf-8",
+    )
+    start = datetime(2026, 11, 23, 8, 0, tzinfo=KST)
+    with (
+        simulator_process(
+            start=start, log_path=tmp_path / "sim.log", extra_args=["--data", str(bars)]
+        ) as base,
+        httpx.Client(base_url=base, timeout=10) as http,
+    ):
+        assert list(http.get("/_sim/stocks").json()) == ["005930"]
+        for moment, price in (
+            ("2026-11-23T09:00:00+09:00", 70_000),
+            ("2026-11-23T15:30:00+09:00", 72_000),
+            ("2026-11-24T09:00:00+09:00", 71_500),
+            ("2026-11-24T15:30:00+09:00", 66_000),
+        ):
+            http.post("/_sim/clock", json={"set": moment}).raise_for_status()
+            assert http.get("/_sim/stocks").json()["005930"]["price"] == price, moment
+        assert "replaying 2 daily bars" in (tmp_path / "sim.log").read_text(encoding="utf-8")
+
+
+def test_serve_refuses_a_broken_bar_file(tmp_path: Path) -> None:
+    bars = tmp_path / "bars.csv"
+    bars.write_text("date,code,open,high,low,close\n2026-11-23,005930,70000,69000,68000,68500\n")
+    result = subprocess.run(
+        [*CLI, "--port", str(free_port()), "--data", str(bars)],
+        capture_output=True, text=True, timeout=60, env=_env(), check=False,
+    )  # fmt: skip
+    assert result.returncode != 0 and "must contain" in result.stdout + result.stderr

@@ -100,6 +100,33 @@ def test_modify_moves_shares_to_a_new_price_under_a_new_number() -> None:
         e.place(a, "BUY", "005930", 1_000, 60_000, "0")
 
 
+def test_replayed_bars_drive_the_day() -> None:
+    """A bar per day: the stock opens at the open, passes the low and the high, closes at the close; the next
+    day's limits come from that close; a day without a bar is random again."""
+    from datetime import date, timedelta
+
+    e = engine(datetime(2026, 11, 23, 8, 0, tzinfo=KST))
+    e.load_bars([(date(2026, 11, 23), "005930", 70_000, 73_000, 68_000, 72_000),
+                 (date(2026, 11, 24), "005930", 71_500, 72_000, 65_000, 66_000)])  # fmt: skip
+    s = e.stocks["005930"]
+    seen: list[int] = []
+    e.advance(3600)  # 09:00
+    assert s.price == 70_000
+    while e.now() < datetime(2026, 11, 23, 15, 30, tzinfo=KST):
+        e.advance(600)
+        seen.append(s.price)
+    assert s.close == 72_000 and (s.low, s.high) == (68_000, 73_000) and min(seen) == 68_000
+    assert seen.index(68_000) < seen.index(73_000)  # an up day dips first
+    e.set_time(datetime(2026, 11, 24, 9, 0, tzinfo=KST))
+    assert s.prev_close == 72_000 and s.price == 71_500
+    e.set_time(datetime(2026, 11, 24, 15, 30, tzinfo=KST))
+    assert (s.close, s.low, s.high) == (66_000, 65_000, 72_000)
+    with pytest.raises(ValueError, match="must contain"):
+        e.load_bars([(date(2026, 11, 25), "005930", 70_000, 69_000, 68_000, 68_500)])
+    e.set_time(datetime.combine(date(2026, 11, 25), datetime.min.time(), tzinfo=KST) + timedelta(hours=10))
+    assert s.prev_close == 66_000  # no bar: the random walk goes on from the last close
+
+
 def test_after_hours_close_fills_partly_at_the_close_and_orders_expire() -> None:
     """After-hours at close: accepted 15:30-16:00, matched at 16:00 at the day's close; the rest expires."""
     e = engine(datetime(2026, 11, 24, 15, 10, tzinfo=KST), after_hours_fill_rate=0.5)

@@ -46,7 +46,7 @@ class Registrar(Protocol):
 
 
 ExecuteRunner = Callable[[sc.ExecuteRequest], Awaitable[sc.ExecuteResponse]]
-PriceLookup = Callable[[list[str]], Awaitable[dict[str, int]]]
+PriceLookup = Callable[[str, list[str]], Awaitable[dict[str, int]]]  # (user id, codes) -> prices
 
 
 @dataclass
@@ -275,7 +275,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
                 )
                 for r in rows
             ]
-        prices = await deps.prices(sorted({d[0] for d in data})) if data else {}
+        prices = await deps.prices(me.user_id, sorted({d[0] for d in data})) if data else {}
         out = []
         for code, name, entry, st, orders in data:
             px = prices.get(code)

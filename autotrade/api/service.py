@@ -136,18 +136,16 @@ def _started(run_id: str) -> sc.ExecuteResponse:
 
 
 def price_lookup(runtime: Runtime) -> PriceLookup:
-    """Current prices through the gateway with the first active account's key (read-only), cached 5 s."""
+    """Current prices through the gateway with the asking user's own key (read-only), cached 5 s."""
     cache: dict[str, tuple[datetime, int]] = {}
 
-    async def lookup(codes: list[str]) -> dict[str, int]:
+    async def lookup(user_id: str, codes: list[str]) -> dict[str, int]:
         now = runtime.clock()
         out = {c: v for c, (at, v) in cache.items() if c in codes and now - at < timedelta(seconds=5)}
         missing = [c for c in codes if c not in out]
-        if not missing:
-            return out
-        accounts = runtime.accounts(None, trading_only=False)
+        accounts = runtime.accounts([user_id], trading_only=False) if missing else []
         if not accounts:
-            return out
+            return out  # the strategies view shows no current price rather than use someone else's key
         ref = AccountRef(accounts[0].user_id, accounts[0].account_no)
         try:
             broker = await runtime.brokers.for_account(ref, READ)

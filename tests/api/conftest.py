@@ -70,7 +70,7 @@ def api(db_url: str, tmp_path: object) -> Iterator[tuple[TestClient, Database, C
             run_id="run-1",
         )
 
-    async def prices(codes: list[str]) -> dict[str, int]:
+    async def prices(user_id: str, codes: list[str]) -> dict[str, int]:
         return {c: 72_800 for c in codes}
 
     deps = ApiDeps(

@@ -13,6 +13,7 @@ from autotrade.api.app import create_app
 from autotrade.api.service import build_deps
 from autotrade.demo.stack import Stack
 from autotrade.store.models import OrderIntentRow, User, UserApiKey
+from tests.api.conftest import add_strategy
 from tests.flows.conftest import DAY1
 
 PASSWORD = "correct horse battery"
@@ -66,6 +67,16 @@ async def test_keys_go_through_the_vault_and_the_broker(stack: Stack) -> None:
             sealed = row.app_key_encrypted + row.app_secret_encrypted
             version = row.key_version
         assert other["appkey"] not in sealed and key["appkey"] not in sealed and version >= 1
+
+        # The strategies view prices through the user's own key at the broker.
+        stack.sim.admin.add_stocks([{"code": "005930", "name": "삼성전자", "prev_close": 70_000}])
+        with stack.db.unit_of_work() as s:
+            user_id = s.scalars(sa.select(User.user_id).where(User.email == "kim@example.com")).one()
+        add_strategy(stack.db, user_id, "5200000001")
+        view = (await client.get("/api/auto-trading/three-tier-strategies", headers=me)).json()
+        (row,) = view["active_strategies"]
+        assert row["current_price"] == stack.sim.admin.stocks()["005930"]["price"]
+        assert row["profit_rate"] == round((row["current_price"] - 70_000) / 70_000 * 100, 2)
 
         gone = await client.delete("/api/user/api-key/5200000001", headers=me)
         assert gone.status_code == 200, gone.text

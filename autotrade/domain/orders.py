@@ -42,6 +42,7 @@ St, E = IntentStatus, IntentEvent
 
 INTENT_TRANSITIONS: dict[tuple[IntentStatus, IntentEvent], IntentStatus] = {
     (St.NEW, E.SEND): St.SUBMITTING,
+    (St.NEW, E.EXPIRE): St.EXPIRED,  # never sent, and its session is over: it can no longer be placed
     (St.SUBMITTING, E.ACK): St.ACCEPTED,
     (St.SUBMITTING, E.FAIL_UNKNOWN): St.UNKNOWN,
     (St.SUBMITTING, E.REJECT): St.REJECTED,

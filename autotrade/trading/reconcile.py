@@ -19,14 +19,15 @@ from datetime import date, datetime
 import sqlalchemy as sa
 
 from autotrade.domain.exits import HoldingSynced
-from autotrade.domain.orders import NEEDS_RECONCILIATION, IntentStatus
+from autotrade.domain.models import Side
+from autotrade.domain.orders import NEEDS_RECONCILIATION, IntentEvent, IntentStatus, next_status
 from autotrade.store.db import Database
 from autotrade.store.models import OrderIntentRow
 from autotrade.trading.buys import AccountRef
 from autotrade.trading.exit_engine import ExitEngine, PendingSell
 from autotrade.trading.orders import OrderService
 from autotrade.trading.ports import AccountBroker, NotProcessed, OutcomeUnknown
-from autotrade.trading.positions import PositionService, SyncResult
+from autotrade.trading.positions import PositionService, SyncResult, session_end
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,27 @@ class Reconciler:
                     await self.orders.execute(row.id, broker)
                 except (NotProcessed, OutcomeUnknown) as exc:
                     report.mismatches.append(f"intent {row.key} still unresolved: {type(exc).__name__}")
+        self._expire_unsent_buys(ref, day, report)
+
+    def _expire_unsent_buys(self, ref: AccountRef, day: date, report: ReconcileReport) -> None:
+        """A buy never sent (or proved never received) whose session is over can no longer be placed: it
+        ends as EXPIRED with the reason, instead of waiting as NEW for a send that cannot happen."""
+        now = self.clock()
+        with self.db.unit_of_work() as s:
+            unsent = s.scalars(
+                sa.select(OrderIntentRow).where(
+                    OrderIntentRow.account_no == ref.account_no,
+                    OrderIntentRow.trading_day == day,
+                    OrderIntentRow.side == Side.BUY,
+                    OrderIntentRow.status == IntentStatus.NEW,
+                )
+            ).all()
+            for row in unsent:
+                if now < session_end(row.trade_type, row.trading_day):
+                    continue
+                row.status = next_status(row.status, IntentEvent.EXPIRE)
+                row.last_error = "not sent: the buy session ended before the order could be sent"
+                report.mismatches.append(f"intent {row.key}: not sent before its session ended")
 
     def _unknown_orders(
         self, ref: AccountRef, day: date, broker_orders: Mapping[str, object], report: ReconcileReport

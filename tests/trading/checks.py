@@ -34,7 +34,10 @@ def traceability(w: World) -> list[str]:
                 bad.append(f"sell intent {i.key} has no strategy tier")
             if i.status in (IntentStatus.SUBMITTING, IntentStatus.UNKNOWN):
                 bad.append(f"intent {i.key} left {i.status}")
-            if i.status in FINAL_STATUSES and i.status is not IntentStatus.REJECTED and not i.order_no:
+            unsent = i.status is IntentStatus.EXPIRED and (i.last_error or "").startswith("not sent:")
+            # An unsent buy whose session ended is recorded as such (EXPIRED, "not sent: ..."), not lost.
+            final = i.status in FINAL_STATUSES and i.status is not IntentStatus.REJECTED
+            if final and not i.order_no and not unsent:
                 bad.append(f"intent {i.key} {i.status} without a broker order")
     for account_no, orders in broker_orders(w).items():
         for o in orders:

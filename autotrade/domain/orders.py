@@ -50,6 +50,8 @@ INTENT_TRANSITIONS: dict[tuple[IntentStatus, IntentEvent], IntentStatus] = {
     (St.SUBMITTING, E.FILL): St.PARTIALLY_FILLED,
     (St.SUBMITTING, E.FILL_COMPLETE): St.FILLED,
     (St.UNKNOWN, E.ACK): St.ACCEPTED,
+    (St.UNKNOWN, E.EXPIRE): St.EXPIRED,  # its day is over and the broker's day lists never showed it
+    (St.SUBMITTING, E.EXPIRE): St.EXPIRED,
     (St.UNKNOWN, E.NOT_FOUND): St.NEW,
     (St.UNKNOWN, E.FILL): St.PARTIALLY_FILLED,
     (St.UNKNOWN, E.FILL_COMPLETE): St.FILLED,

@@ -99,6 +99,29 @@ class Reconciler:
                 except (NotProcessed, OutcomeUnknown) as exc:
                     report.mismatches.append(f"intent {row.key} still unresolved: {type(exc).__name__}")
         self._expire_unsent_buys(ref, day, report)
+        self._close_earlier_days(ref, day, report)
+
+    def _close_earlier_days(self, ref: AccountRef, day: date, report: ReconcileReport) -> None:
+        """Intents of earlier days still unsent or of unknown outcome: the broker's inquiries only show
+        today's orders, so they can no longer be matched. They end as EXPIRED with the reason and are
+        reported; if one did reach the broker, its shares show up in the holdings check as unmanaged."""
+        with self.db.unit_of_work() as s:
+            stale = s.scalars(
+                sa.select(OrderIntentRow).where(
+                    OrderIntentRow.account_no == ref.account_no,
+                    OrderIntentRow.trading_day < day,
+                    OrderIntentRow.status.in_([*NEEDS_RECONCILIATION, IntentStatus.NEW]),
+                )
+            ).all()
+            for row in stale:
+                unknown = row.status in NEEDS_RECONCILIATION
+                row.status = next_status(row.status, IntentEvent.EXPIRE)
+                row.last_error = (
+                    "outcome unknown when its day ended: check the broker's statement"
+                    if unknown
+                    else "not sent: the session ended before the order could be sent"
+                )
+                report.mismatches.append(f"intent {row.key} of {row.trading_day}: {row.last_error}")
 
     def _expire_unsent_buys(self, ref: AccountRef, day: date, report: ReconcileReport) -> None:
         """A buy never sent (or proved never received) whose session is over can no longer be placed: it

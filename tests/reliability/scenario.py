@@ -11,13 +11,13 @@ import tempfile
 import time as walltime
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from autotrade.domain.calendar import next_trading_day
+from autotrade.domain.calendar import hours_of, next_trading_day
 from autotrade.domain.krx import KST
 from autotrade.domain.models import Side
 from autotrade.sim.server import running_simulator
@@ -117,11 +117,25 @@ async def run(
     }  # fmt: skip
 
 
-async def _session(w: World, day: date) -> None:
-    """The intraday flow: on (re)start it reconciles first, resuming sells a crash left unsent."""
-    if w.now() >= datetime.combine(day, time(9, 0), tzinfo=KST):
+async def _session(w: World, day: date, step_minutes: int = 10, reconcile_every: int = 3) -> None:
+    """The intraday flow: on (re)start it reconciles first, resuming sells a crash left unsent; then it
+    watches prices and reconciles every half hour, until the close."""
+    hours = hours_of(day)
+    if w.now() >= datetime.combine(day, hours.open, tzinfo=KST):
         await w.reconcile_all(day)
-    await w.trading_session(day, step_seconds=600)
+    w.at(day, hours.open)
+    w.rt.engine.load()
+    end = datetime.combine(day, hours.close, tzinfo=KST)
+    n = 0
+    while True:
+        await w.watch_once(day)
+        n += 1
+        if n % reconcile_every == 0:
+            await w.reconcile_all(day)
+        if w.now() >= end:
+            break
+        w.sim.admin.set_clock(min(end, w.now() + timedelta(minutes=step_minutes)))
+    await w.reconcile_all(day)
 
 
 async def _morning(w: World, day: date) -> None:
@@ -141,9 +155,11 @@ def _figures(w: World, secrets: list[str]) -> dict[str, Any]:
     duplicated = sum(1 for acct, orders in broker.items() for o in orders
                      if not o["orig_order_no"] and (acct, o["order_no"]) not in claimed)  # fmt: skip
     unsent = [i for i in intents if not i.order_no and (i.last_error or "").startswith("not sent:")]
+    unresolved = [i.key for i in intents if (i.last_error or "").startswith("outcome unknown when")]
     ended = ("REJECTED", "CANCELLED")
     lost = [f"{i.key} {i.status.value} {i.last_error or ''}"[:160] for i in intents
-            if not i.order_no and i.status.value not in ended and i not in unsent]  # fmt: skip
+            if not i.order_no and i.status.value not in ended and i not in unsent
+            and i.key not in unresolved]  # fmt: skip
     problems = {
         "traceability": checks.traceability(w), "limits": checks.limits(w), "agreement": checks.agreement(w),
         "tiers_follow_prices": checks.tiers_follow_prices(w),
@@ -159,6 +175,7 @@ def _figures(w: World, secrets: list[str]) -> dict[str, Any]:
         "signals": len(signals), "orders_intended": len(intents), "buys_intended": buys_intended,
         "orders_placed": placed, "broker_orders": len(originals), "orders_duplicated": duplicated,
         "orders_lost": len(lost), "lost": lost[:10], "not_sent_session_ended": len(unsent),
+        "outcome_unknown_at_day_end": len(unresolved),
         "mismatches": sum(len(v) for v in problems.values()),
         "problems": {k: v[:5] for k, v in problems.items()},
         "leaks": leaks, "secrets_checked": len(secrets),

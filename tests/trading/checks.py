@@ -34,7 +34,10 @@ def traceability(w: World) -> list[str]:
                 bad.append(f"sell intent {i.key} has no strategy tier")
             if i.status in (IntentStatus.SUBMITTING, IntentStatus.UNKNOWN):
                 bad.append(f"intent {i.key} left {i.status}")
-            unsent = i.status is IntentStatus.EXPIRED and (i.last_error or "").startswith("not sent:")
+            reason = i.last_error or ""
+            unsent = i.status is IntentStatus.EXPIRED and reason.startswith(
+                ("not sent:", "outcome unknown when")
+            )
             # An unsent buy whose session ended is recorded as such (EXPIRED, "not sent: ..."), not lost.
             final = i.status in FINAL_STATUSES and i.status is not IntentStatus.REJECTED
             if final and not i.order_no and not unsent:

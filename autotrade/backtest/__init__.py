@@ -1,4 +1,4 @@
-"""Backtester on the live domain code (issue 10).
+"""Backtester on the live domain code.
 
 The day loop (:mod:`autotrade.backtest.engine`) sizes buys with :func:`autotrade.domain.risk.plan_buys` and
 exits every position through the live :class:`autotrade.domain.exits.ExitStrategy`; the fill conventions are

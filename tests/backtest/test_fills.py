@@ -1,4 +1,4 @@
-"""Each fill convention of issue 10 on hand-built bars.
+"""Each documented fill convention of the backtester on hand-built bars.
 
 Entry at 10,000 KRW with the default limits buys 100 shares (1,000,000 KRW per stock); the tiers are the stop
 at 9,500, the preserve at 10,400 (50 shares) and the take-profit at 10,800.

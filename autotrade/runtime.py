@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -104,7 +104,9 @@ class Runtime:
     clock: Clock
     brokers: BrokerAccess
     notifier: object | None = None  # NotificationDispatcher; typed loosely to keep import time low
-    time_control: ClockControl | None = None  # default: the clock passes by itself
+    # How flows wait for a moment: given (the demo's simulated time) or the clock passing by itself.
+    time_control: InitVar[ClockControl | None] = None
+    time: ClockControl = field(init=False)
     costs: CostRates = field(init=False)
     orders: OrderService = field(init=False)
     buys: BuyService = field(init=False)
@@ -112,9 +114,8 @@ class Runtime:
     positions: PositionService = field(init=False)
     reconciler: Reconciler = field(init=False)
 
-    def __post_init__(self) -> None:
-        if self.time_control is None:
-            self.time_control = PassingTime(self.clock)
+    def __post_init__(self, time_control: ClockControl | None) -> None:
+        self.time = time_control or PassingTime(self.clock)
         self.costs = CostRates(self.settings.fee_rate, self.settings.sell_tax_rate)
         settle = timedelta(seconds=self.settings.order_settle_seconds)
         self.orders = OrderService(self.db, self.clock, settle=settle)

@@ -43,6 +43,4 @@ def notify_operator(flow: Any, flow_run: Any, state: Any) -> None:
 
 async def wait_until(moment: datetime) -> None:
     """Wait until ``moment`` on the runtime's clock (the simulator's virtual clock in the demo)."""
-    control = get_runtime().time_control
-    assert control is not None  # noqa: S101 - set by Runtime.__post_init__
-    await control.wait_until(moment)
+    await get_runtime().time.wait_until(moment)

@@ -12,7 +12,7 @@ from prefect import task
 from autotrade.domain.calendar import hours_of
 from autotrade.domain.krx import KST
 from autotrade.domain.models import Tier
-from autotrade.runtime import SELL, PassingTime, Runtime, get_runtime
+from autotrade.runtime import SELL, Runtime, get_runtime
 from autotrade.store.models import ThreeTierStrategy
 from autotrade.trading.buys import AccountRef
 from autotrade.trading.exit_engine import PendingSell
@@ -66,7 +66,7 @@ async def watch_prices(
     feed = await rt.brokers.price_feed()
     watched = {st.code for _, st in rt.engine.book}
     await feed.subscribe(sorted(watched))
-    control = rt.time_control or PassingTime(rt.clock)
+    control = rt.time
     inflight: set[asyncio.Task[None]] = set()
 
     def landed(t: asyncio.Task[None]) -> None:

@@ -98,50 +98,40 @@ class Reconciler:
                     await self.orders.execute(row.id, broker)
                 except (NotProcessed, OutcomeUnknown) as exc:
                     report.mismatches.append(f"intent {row.key} still unresolved: {type(exc).__name__}")
-        self._expire_unsent_buys(ref, day, report)
-        self._close_earlier_days(ref, day, report)
+        self._close_what_can_no_longer_be_sent(ref, day, report)
 
-    def _close_earlier_days(self, ref: AccountRef, day: date, report: ReconcileReport) -> None:
-        """Intents of earlier days still unsent or of unknown outcome: the broker's inquiries only show
-        today's orders, so they can no longer be matched. They end as EXPIRED with the reason and are
-        reported; if one did reach the broker, its shares show up in the holdings check as unmanaged."""
+    def _close_what_can_no_longer_be_sent(self, ref: AccountRef, day: date, report: ReconcileReport) -> None:
+        """Intents that can no longer reach the broker end as EXPIRED with the reason, and are reported:
+        a buy of ``day`` never sent (or proved never received) once its session is over; and anything of an
+        earlier day still unsent or of unknown outcome, since the broker's inquiries only show today's
+        orders (if one did reach the broker, its shares show up in the holdings check as unmanaged)."""
+        now = self.clock()
         with self.db.unit_of_work() as s:
-            stale = s.scalars(
+            rows = s.scalars(
                 sa.select(OrderIntentRow).where(
                     OrderIntentRow.account_no == ref.account_no,
-                    OrderIntentRow.trading_day < day,
+                    OrderIntentRow.trading_day <= day,
                     OrderIntentRow.status.in_([*NEEDS_RECONCILIATION, IntentStatus.NEW]),
                 )
             ).all()
-            for row in stale:
-                unknown = row.status in NEEDS_RECONCILIATION
-                row.status = next_status(row.status, IntentEvent.EXPIRE)
-                row.last_error = (
-                    "outcome unknown when its day ended: check the broker's statement"
-                    if unknown
-                    else "not sent: the session ended before the order could be sent"
-                )
-                report.mismatches.append(f"intent {row.key} of {row.trading_day}: {row.last_error}")
-
-    def _expire_unsent_buys(self, ref: AccountRef, day: date, report: ReconcileReport) -> None:
-        """A buy never sent (or proved never received) whose session is over can no longer be placed: it
-        ends as EXPIRED with the reason, instead of waiting as NEW for a send that cannot happen."""
-        now = self.clock()
-        with self.db.unit_of_work() as s:
-            unsent = s.scalars(
-                sa.select(OrderIntentRow).where(
-                    OrderIntentRow.account_no == ref.account_no,
-                    OrderIntentRow.trading_day == day,
-                    OrderIntentRow.side == Side.BUY,
-                    OrderIntentRow.status == IntentStatus.NEW,
-                )
-            ).all()
-            for row in unsent:
-                if now < session_end(row.trade_type, row.trading_day):
+            for row in rows:
+                if row.trading_day < day:
+                    row.last_error = (
+                        "outcome unknown when its day ended: check the broker's statement"
+                        if row.status in NEEDS_RECONCILIATION
+                        else "not sent: the session ended before the order could be sent"
+                    )
+                    report.mismatches.append(f"intent {row.key} of {row.trading_day}: {row.last_error}")
+                elif (
+                    row.side is Side.BUY
+                    and row.status is IntentStatus.NEW
+                    and now >= session_end(row.trade_type, row.trading_day)
+                ):
+                    row.last_error = "not sent: the buy session ended before the order could be sent"
+                    report.mismatches.append(f"intent {row.key}: not sent before its session ended")
+                else:
                     continue
                 row.status = next_status(row.status, IntentEvent.EXPIRE)
-                row.last_error = "not sent: the buy session ended before the order could be sent"
-                report.mismatches.append(f"intent {row.key}: not sent before its session ended")
 
     def _unknown_orders(
         self, ref: AccountRef, day: date, broker_orders: Mapping[str, object], report: ReconcileReport

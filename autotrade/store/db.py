@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextvars
+import functools
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def create_db_engine(url: str, **kw: object) -> Engine:
@@ -37,6 +45,7 @@ class Database:
         self.url = url
         self.engine = create_db_engine(url, **engine_kw)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._executor: ThreadPoolExecutor | None = None
 
     @contextmanager
     def unit_of_work(self) -> Iterator[Session]:
@@ -50,5 +59,25 @@ class Database:
         finally:
             session.close()
 
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A plain connection in one transaction (committed on success): for the hot paths that run a few
+        prepared statements per order and need none of the ORM's bookkeeping."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a short blocking unit of database work off the event loop, so that one account's wait on
+        the database (a commit's flush to disk) lets the others go on. One worker thread per pooled
+        connection; a single one for SQLite, which writes one transaction at a time anyway."""
+        if self._executor is None:
+            workers = 1 if self.url.startswith("sqlite") else max(1, self.engine.pool.size())  # type: ignore[attr-defined]
+            self._executor = ThreadPoolExecutor(workers, thread_name_prefix="autotrade-db")
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
     def dispose(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
         self.engine.dispose()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Connection
 
 from autotrade.broker.client import KiwoomClient
 from autotrade.broker.messages import (
@@ -44,7 +45,41 @@ from autotrade.vault.tokens import TemporaryTokens, TokenClaims, TokenRejected
 
 log = logging.getLogger(__name__)
 QUOTE_REUSE = timedelta(seconds=5)  # a buy's reference quote is shared this long
+LAST_USED_STEP = timedelta(minutes=1)  # a key's last use is recorded to this precision
 Clock = Callable[[], datetime]
+
+
+# The statements every request runs, built once (building and keying them per request cost more than
+# running them).
+_KEY_OF_TOKEN = (
+    UserApiKey.user_id == sa.bindparam("p_user"),
+    UserApiKey.account_no == sa.bindparam("p_account"),
+)
+_SPENT_SINCE = (
+    sa.select(sa.func.coalesce(sa.func.sum(AccessLog.amount), 0))
+    .where(
+        AccessLog.account_no == sa.bindparam("p_account"), AccessLog.action == "order:buy",
+        AccessLog.allowed.is_(True), AccessLog.at >= sa.bindparam("p_since", type_=AccessLog.at.type),
+    )
+    .scalar_subquery()
+)
+
+
+def _admission(spent: sa.ColumnElement[int]) -> sa.Select[tuple[ApiStatus, int, datetime | None, bool, int]]:
+    return sa.select(
+        UserApiKey.api_status, UserApiKey.daily_limit, UserApiKey.last_used_at,
+        sa.exists().where(RevokedToken.jti == sa.bindparam("p_jti")), spent,
+    ).where(*_KEY_OF_TOKEN)  # fmt: skip
+
+
+_ADMIT = _admission(sa.literal(0, sa.Integer))
+_ADMIT_BUY = _admission(_SPENT_SINCE)  # a buy also needs what the account bought today
+_LOG = sa.insert(AccessLog)
+_TOUCH = sa.update(UserApiKey).where(*_KEY_OF_TOKEN).values(last_used_at=sa.bindparam("p_now"))
+
+
+def _day_start(now: datetime) -> datetime:
+    return datetime.combine(now.astimezone(KST).date(), datetime.min.time(), tzinfo=KST)
 
 
 class AccessDenied(Exception):
@@ -145,6 +180,7 @@ class BrokerGateway:
         self._sessions: dict[str, KiwoomSession] = {}
         self._spent: dict[str, int] = {}
         self._quotes: dict[str, tuple[datetime, int]] = {}
+        self._quote_fetches: dict[str, asyncio.Future[int]] = {}
         self.kill_times: list[float] = []
 
     def __repr__(self) -> str:
@@ -221,15 +257,36 @@ class BrokerGateway:
         buy, what the account bought today before it (the buy check needs both)."""
         now = self.clock()
         kid = key_id(claims.user_id, claims.account_no)
-        with self.db.unit_of_work() as s:
-            found = s.execute(
-                sa.select(UserApiKey.api_status, UserApiKey.daily_limit).where(
-                    UserApiKey.user_id == claims.user_id, UserApiKey.account_no == claims.account_no
-                )
-            ).first()
-            status, limit = (found[0], found[1]) if found is not None else (None, None)
-            spent_today = self._spent_today(s, claims.account_no) if action == "order:buy" else 0
-            revoked = s.scalar(sa.select(sa.func.count()).where(RevokedToken.jti == claims.jti)) != 0
+        status, limit, spent_today, refusal = await self.db.run(
+            self._check_and_log, claims, action, origin, amount, now
+        )
+        findings = [] if status is not ApiStatus.ACTIVE else self.detector.on_request(kid, now, origin)
+        if refusal is not None:
+            findings += self.detector.on_refusal(kid, now, refusal)
+        await self._act_on(claims.user_id, claims.account_no, findings)
+        if refusal is not None:
+            raise AccessDenied(refusal)
+        if findings:
+            raise AccessDenied(f"blocked by security rule {findings[0].rule}")
+        return limit, spent_today
+
+    def _check_and_log(
+        self, claims: TokenClaims, action: str, origin: str, amount: int | None, now: datetime
+    ) -> tuple[ApiStatus | None, int | None, int, str | None]:
+        """The checks of a request and its access-log entry, in one transaction: (key status, daily limit,
+        what the account bought today before this request, the refusal if any)."""
+        with self.db.transaction() as conn:
+            # One read for every check: the key, its limit, the token's revocation, today's buys.
+            found = conn.execute(
+                _ADMIT_BUY if action == "order:buy" else _ADMIT,
+                {"p_user": claims.user_id, "p_account": claims.account_no, "p_jti": claims.jti,
+                 "p_since": _day_start(now)},
+            ).first()  # fmt: skip
+            status, limit, last_used, revoked, spent_today = (
+                (found[0], found[1], found[2], bool(found[3]), int(found[4] or 0))
+                if found is not None
+                else (None, None, None, False, 0)
+            )
             refusal: str | None = None
             if status is not ApiStatus.ACTIVE:
                 refusal = f"key is {status.value if status else 'not registered'}"
@@ -239,26 +296,36 @@ class BrokerGateway:
                 refusal = "temporary token expired"
             elif action != "session" and action not in claims.actions:
                 refusal = f"token does not allow {action}"
-            findings = [] if status is not ApiStatus.ACTIVE else self.detector.on_request(kid, now, origin)
-            if refusal is not None:
-                findings += self.detector.on_refusal(kid, now, refusal)
-            self._add_log(s, claims, action, origin, amount, refusal is None, refusal)
-        await self._act_on(claims.user_id, claims.account_no, findings)
-        if refusal is not None:
-            raise AccessDenied(refusal)
-        if findings:
-            raise AccessDenied(f"blocked by security rule {findings[0].rule}")
-        return limit, spent_today
+            self._add_log(conn, claims, action, origin, amount, refusal is None, refusal, last_used, now)
+        return status, limit, spent_today, refusal
 
     async def reference_price(self, session: GatedSession, code: str) -> int:
         """The price a market or at-close buy is checked against: a quote shared by every user for a few
         seconds (after the close it is the closing price, which is what at-close orders execute at)."""
-        now = self.clock()
         cached = self._quotes.get(code)
-        if cached is not None and now - cached[0] < QUOTE_REUSE:
+        if cached is not None and self.clock() - cached[0] < QUOTE_REUSE:
             return cached[1]
-        price = (await session.quote(code)).price
-        self._quotes[code] = (now, price)
+        loop = asyncio.get_running_loop()
+        pending = self._quote_fetches.get(code)
+        if pending is not None and pending.get_loop() is loop:
+            # Many accounts buy the same stock at the same moment: one quote serves them all. Should the
+            # fetching user's request fail (their key, their token), everyone else asks for themselves.
+            with contextlib.suppress(Exception):
+                return await asyncio.shield(pending)
+            return (await session.quote(code)).price
+        fetch: asyncio.Future[int] = loop.create_future()
+        self._quote_fetches[code] = fetch
+        try:
+            price = (await session.quote(code)).price
+        except BaseException as exc:
+            fetch.set_exception(exc if isinstance(exc, Exception) else AccessDenied("quote cancelled"))
+            fetch.exception()  # retrieved: waiters fall back to their own request
+            raise
+        finally:
+            if self._quote_fetches.get(code) is fetch:
+                del self._quote_fetches[code]
+        fetch.set_result(price)
+        self._quotes[code] = (self.clock(), price)
         return price
 
     async def _check_buy(
@@ -310,16 +377,6 @@ class BrokerGateway:
                 )
             )
 
-    def _spent_today(self, s: Session, account_no: str) -> int:
-        start = datetime.combine(self.clock().astimezone(KST).date(), datetime.min.time(), tzinfo=KST)
-        total = s.scalar(
-            sa.select(sa.func.coalesce(sa.func.sum(AccessLog.amount), 0)).where(
-                AccessLog.account_no == account_no, AccessLog.action == "order:buy",
-                AccessLog.allowed.is_(True), AccessLog.at >= start,
-            )
-        )  # fmt: skip
-        return int(total or 0)
-
     def _log(
         self,
         claims: TokenClaims | None,
@@ -329,33 +386,32 @@ class BrokerGateway:
         allowed: bool,
         reason: str | None,
     ) -> None:
-        with self.db.unit_of_work() as s:
-            self._add_log(s, claims, action, origin, amount, allowed, reason)
+        with self.db.transaction() as conn:
+            self._add_log(conn, claims, action, origin, amount, allowed, reason)
 
     def _add_log(
         self,
-        s: Session,
+        conn: Connection,
         claims: TokenClaims | None,
         action: str | None,
         origin: str | None,
         amount: int | None,
         allowed: bool,
         reason: str | None,
+        last_used: datetime | None = None,
+        now: datetime | None = None,
     ) -> None:
-        s.add(
-            AccessLog(
-                at=self.clock(), user_id=claims.user_id if claims else None,
-                account_no=claims.account_no if claims else None, token_id=claims.jti if claims else None,
-                action=action or "session", origin=(origin or "")[:128], allowed=allowed,
-                reason=(reason or "")[:255] or None, amount=amount,
-            )
+        now = now or self.clock()
+        conn.execute(
+            _LOG,
+            {"at": now, "user_id": claims.user_id if claims else None,
+             "account_no": claims.account_no if claims else None, "token_id": claims.jti if claims else None,
+             "action": action or "session", "origin": (origin or "")[:128], "allowed": allowed,
+             "reason": (reason or "")[:255] or None, "amount": amount},
         )  # fmt: skip
-        if allowed and claims is not None:
-            s.execute(
-                sa.update(UserApiKey)
-                .where(UserApiKey.user_id == claims.user_id, UserApiKey.account_no == claims.account_no)
-                .values(last_used_at=self.clock())
-            )
+        # The key's "last used" is kept to the minute: one write a minute, not one per request.
+        if allowed and claims is not None and (last_used is None or now - last_used >= LAST_USED_STEP):
+            conn.execute(_TOUCH, {"p_user": claims.user_id, "p_account": claims.account_no, "p_now": now})
 
 
 class GatedSession:

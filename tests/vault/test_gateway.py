@@ -5,6 +5,7 @@ once per user per day; no secret reaches the database or the logs in clear."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
@@ -208,6 +209,26 @@ async def test_a_market_buy_is_checked_against_one_shared_quote(
     with vault.db.unit_of_work() as s:
         amounts = s.scalars(sa.select(AccessLog.amount).where(AccessLog.action == "order:buy")).all()
     assert len(amounts) == 4 and len(set(amounts)) == 1 and amounts[0] > 0
+
+    # Buys of the same stock at the same moment (the evening run) wait for one quote; should the fetching
+    # user's request fail, the others ask for themselves.
+    calls.clear()
+    gw._quotes.clear()
+    sessions = [
+        await gw.session(gw.get_temporary_token(u, vault.acct[u], TRADE), origin="test") for u in ("alice", "bob")
+    ]
+    await asyncio.gather(*(s.buy("005930", 1, None, TradeType.MARKET) for s in sessions * 3))
+    assert calls == ["005930"]
+    gw._quotes.clear()
+    calls.clear()
+    gw.keys.set_status("alice", vault.acct["alice"], ApiStatus.INACTIVE)
+    outcomes = await asyncio.gather(
+        sessions[0].buy("005930", 1, None, TradeType.MARKET),
+        sessions[1].buy("005930", 1, None, TradeType.MARKET),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[0], AccessDenied) and not isinstance(outcomes[1], BaseException)
+    assert calls == ["005930", "005930"]
 
 
 @pytest.mark.parametrize("kms_kind", ["local", "aws"])

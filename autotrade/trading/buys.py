@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from autotrade.config import BuySession, Settings
 from autotrade.domain.krx import KST, CostRates
@@ -17,7 +18,6 @@ from autotrade.domain.orders import NEEDS_RECONCILIATION, IntentStatus, intent_k
 from autotrade.domain.risk import AccountState, BuyPlan, RiskLimits, plan_buys
 from autotrade.store.db import Database
 from autotrade.store.models import OrderIntentRow, ThreeTierStrategy, TradingSignal, UserApiKey
-from autotrade.store.repositories import Intents
 from autotrade.trading.orders import OrderService
 from autotrade.trading.ports import AccountBroker, NotProcessed, OrderType, OutcomeUnknown
 
@@ -171,36 +171,50 @@ class BuyService:
         )
 
     def _record_plan(self, ref: AccountRef, day: date, plan: BuyPlan, scan_batch_id: int | None) -> None:
+        """The account's signals and buy intents of the day, all or nothing, in one transaction (a few
+        statements whatever the plan's size). Should another run have planned the account at the same
+        moment, the intents' unique keys refuse this plan and the other one stands."""
         trade_type = order_type_for(self.settings.buy_session).value
-        with self.db.unit_of_work() as s:
-            intents = Intents(s)
-            for b in plan.buys:
-                sig = TradingSignal(
-                    user_id=ref.user_id, account_no=ref.account_no, scan_batch_id=scan_batch_id,
-                    trading_day=day, code=b.code, name=b.name, score=b.score, current_price=b.price,
-                    target_quantity=b.quantity, confidence=min(b.score / 10, 1.0),
-                    reasons=json.dumps([f"bound by {b.bound_by.value}"], ensure_ascii=False),
-                    status=SignalStatus.ORDERED,
-                )  # fmt: skip
-                s.add(sig)
-                s.flush()
-                intents.create_once(
+        try:
+            with self.db.unit_of_work() as s:
+                signals = [
+                    TradingSignal(
+                        user_id=ref.user_id, account_no=ref.account_no, scan_batch_id=scan_batch_id,
+                        trading_day=day, code=b.code, name=b.name, score=b.score, current_price=b.price,
+                        target_quantity=b.quantity, confidence=min(b.score / 10, 1.0),
+                        reasons=json.dumps([f"bound by {b.bound_by.value}"], ensure_ascii=False),
+                        status=SignalStatus.ORDERED,
+                    )
+                    for b in plan.buys
+                ]
+                s.add_all(signals)
+                s.flush()  # the signals' ids, for their intents
+                s.add_all(
                     OrderIntentRow(
                         key=intent_key(day, ref.user_id, ref.account_no, b.code, BUY_PURPOSE),
                         trading_day=day, user_id=ref.user_id, account_no=ref.account_no, code=b.code,
                         side=Side.BUY, purpose=BUY_PURPOSE, quantity=b.quantity, price=b.price,
                         trade_type=trade_type, signal_id=sig.id,
                     )
-                )  # fmt: skip
-            for k in plan.skipped:
-                s.add(
+                    for b, sig in zip(plan.buys, signals, strict=True)
+                )
+                s.add_all(
                     TradingSignal(
                         user_id=ref.user_id, account_no=ref.account_no, scan_batch_id=scan_batch_id,
                         trading_day=day, code=k.code, name=k.name, score=k.score, current_price=k.price,
                         target_quantity=0, status=SignalStatus.SKIPPED, skip_reason=k.reason,
                         skip_detail=k.detail[:255],
                     )
-                )  # fmt: skip
+                    for k in plan.skipped
+                )
+        except IntegrityError:
+            if not self._existing_intents(ref, day):
+                raise
+            log.info("%s/%s was planned by another run at the same time; its plan stands",
+                     ref.user_id, ref.account_no)  # fmt: skip
+
+    def _existing_intents(self, ref: AccountRef, day: date) -> bool:
+        return bool(self._buy_intents(ref, day))
 
     def _buy_intents(self, ref: AccountRef, day: date) -> list[tuple[int, str, int, int]]:
         with self.db.unit_of_work() as s:

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
+from autotrade.domain.models import Side
 from autotrade.domain.orders import (
     FINAL_STATUSES,
     NEEDS_RECONCILIATION,
@@ -52,6 +53,27 @@ CLOCK_SKEW = timedelta(minutes=2)
 
 CrashHook = Callable[[str], None]
 CRASH_POINTS = ("before_submitting", "after_submitting", "after_broker_call", "after_ack")
+SUBMITTING = next_status(IntentStatus.NEW, IntentEvent.SEND)
+
+# The two writes around every broker call, built once.
+_CLAIM = (
+    sa.update(OrderIntentRow)
+    .where(OrderIntentRow.id == sa.bindparam("p_id"), OrderIntentRow.status == IntentStatus.NEW)
+    .values(status=SUBMITTING, attempts=OrderIntentRow.attempts + 1, submitted_at=sa.bindparam("p_now"))
+    .returning(
+        OrderIntentRow.side, OrderIntentRow.code, OrderIntentRow.quantity, OrderIntentRow.price,
+        OrderIntentRow.trade_type,
+    )
+)
+_SETTLE = (
+    sa.update(OrderIntentRow)
+    .where(OrderIntentRow.id == sa.bindparam("p_id"), OrderIntentRow.status == SUBMITTING)
+    .values(
+        status=sa.bindparam("p_status"),
+        order_no=sa.func.coalesce(sa.bindparam("p_order_no", type_=sa.String), OrderIntentRow.order_no),
+        last_error=sa.func.coalesce(sa.bindparam("p_error", type_=sa.String), OrderIntentRow.last_error),
+    )
+)
 
 
 def _no_crash(point: str) -> None:
@@ -83,35 +105,36 @@ class OrderService:
         self.settle = settle
 
     async def execute(self, intent_id: int, broker: AccountBroker) -> IntentStatus:
-        """Drive one intent to the broker exactly once; safe to call again after any failure or crash."""
-        status = self._status(intent_id)
-        if status in NEEDS_RECONCILIATION:
-            status = await self.reconcile(intent_id, broker)
-        if status is not IntentStatus.NEW:
-            return status
+        """Drive one intent to the broker exactly once; safe to call again after any failure or crash, and
+        from several workers at once: only the one whose ``NEW -> SUBMITTING`` lands sends it."""
         self.crash("before_submitting")
-        with self.db.unit_of_work() as s:
-            row = s.get_one(OrderIntentRow, intent_id)
-            row.status = next_status(row.status, IntentEvent.SEND)
-            row.attempts += 1
-            row.submitted_at = self.clock()
-            side, code, qty, price, trade_type = row.side, row.code, row.quantity, row.price, row.trade_type
+        claimed = await self.db.run(self._claim, intent_id)
+        if claimed is None:  # not NEW: done already, or its outcome must be found at the broker first
+            status = self._status(intent_id)
+            if status in NEEDS_RECONCILIATION:
+                status = await self.reconcile(intent_id, broker)
+            if status is not IntentStatus.NEW:
+                return status
+            claimed = await self.db.run(self._claim, intent_id)
+            if claimed is None:
+                return self._status(intent_id)
+        side, code, qty, price, trade_type = claimed
         self.crash("after_submitting")
         try:
             order_no = await broker.place(side, code, qty, price, OrderType(trade_type))
         except OrderRejected as exc:
-            return self._settle(intent_id, IntentEvent.REJECT, error=str(exc))
+            return await self.db.run(self._settle, intent_id, IntentEvent.REJECT, error=str(exc))
         except NotProcessed as exc:
-            self._settle(intent_id, IntentEvent.NOT_FOUND, error=str(exc))
+            await self.db.run(self._settle, intent_id, IntentEvent.NOT_FOUND, error=str(exc))
             raise
         except OutcomeUnknown as exc:
-            self._settle(intent_id, IntentEvent.FAIL_UNKNOWN, error=str(exc))
+            await self.db.run(self._settle, intent_id, IntentEvent.FAIL_UNKNOWN, error=str(exc))
             raise
         except BaseException as exc:  # cancelled task, unexpected error: the order may be out there
-            self._settle(intent_id, IntentEvent.FAIL_UNKNOWN, error=f"{type(exc).__name__}")
+            self._settle(intent_id, IntentEvent.FAIL_UNKNOWN, error=f"{type(exc).__name__}")  # before leaving
             raise
         self.crash("after_broker_call")
-        status = self._settle(intent_id, IntentEvent.ACK, order_no=order_no)
+        status = await self.db.run(self._settle, intent_id, IntentEvent.ACK, order_no=order_no)
         self.crash("after_ack")
         return status
 
@@ -148,9 +171,24 @@ class OrderService:
         with self.db.unit_of_work() as s:
             return s.get_one(OrderIntentRow, intent_id).status
 
+    def _claim(self, intent_id: int) -> tuple[Side, str, int, int | None, str] | None:
+        """``NEW -> SUBMITTING`` as one conditional write (committed before the broker call); returns what
+        to send, or None when the intent was not NEW."""
+        with self.db.transaction() as conn:
+            row = conn.execute(_CLAIM, {"p_id": intent_id, "p_now": self.clock()}).first()
+        return None if row is None else (row[0], row[1], row[2], row[3], row[4])
+
     def _settle(
         self, intent_id: int, event: IntentEvent, *, order_no: str | None = None, error: str | None = None
     ) -> IntentStatus:
+        """Record the broker's answer to the call this process made (the intent is SUBMITTING): one
+        conditional write; should the intent have moved meanwhile, the state machine decides."""
+        target = next_status(SUBMITTING, event)
+        params = {"p_id": intent_id, "p_status": target, "p_order_no": order_no,
+                  "p_error": None if error is None else error[:500]}  # fmt: skip
+        with self.db.transaction() as conn:
+            if conn.execute(_SETTLE, params).rowcount == 1:
+                return target
         with self.db.unit_of_work() as s:
             row = s.get_one(OrderIntentRow, intent_id)
             row.status = next_status(row.status, event)

@@ -21,7 +21,9 @@ from autotrade.domain.krx import KST
 from autotrade.domain.models import Side, Tier
 from autotrade.domain.orders import NEEDS_RECONCILIATION, IntentStatus
 from autotrade.sim.server import RunningSimulator, running_simulator
-from autotrade.store.models import OrderIntentRow
+from autotrade.runtime import Runtime
+from autotrade.store.db import Database
+from autotrade.store.models import OrderIntentRow, TradingSignal
 from autotrade.trading.orders import CRASH_POINTS
 from autotrade.trading.ports import BrokerUnavailable
 from tests.trading import checks
@@ -247,3 +249,30 @@ async def test_a_timed_out_order_is_not_resent_before_the_settle_window(
     finally:
         sim.admin.clear_faults()
         await w.access.aclose()
+
+
+async def test_two_runs_of_the_same_account_at_once_place_each_buy_once(
+    sim: RunningSimulator, db_url: str, tmp_path: Path
+) -> None:
+    """A retried batch overlapping the run it retries (or two workers given the same accounts): both plan,
+    one plan stands; both walk the intents, and each intent goes to the broker once — the one whose
+    ``NEW -> SUBMITTING`` lands sends it."""
+    w = world(sim, db_url, tmp_path)
+    try:
+        w.at(D1, time(15, 40))
+        scan = w.scan_for(CODES, [9.5, 9.0, 8.5, 8.0])
+        t = TRADERS[0]
+        other = Runtime(w.settings, Database(w.db.url), w.now, w.access)  # a second worker process
+        broker = await w.access.for_account(t.ref, frozenset())
+        outcomes = await asyncio.gather(
+            w.rt.buys.run_account(t.ref, broker, scan, D1), other.buys.run_account(t.ref, broker, scan, D1)
+        )
+        other.db.dispose()
+        assert_exactly_once(w, Side.BUY, len(CODES))
+        for o in outcomes:  # both runs report the account as it stands: every buy placed
+            assert sorted(c for c, _, _ in o.placed) == sorted(CODES), o
+        with w.db.unit_of_work() as s:
+            signals = s.scalar(sa.select(sa.func.count()).select_from(TradingSignal))
+        assert signals == len(CODES)  # the losing plan left nothing behind
+    finally:
+        await w.aclose()

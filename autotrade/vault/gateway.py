@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.engine import Connection
 
 from autotrade.broker.client import KiwoomClient
+from autotrade.broker.errors import BrokerError
 from autotrade.broker.messages import (
     Deposit,
     FilledOrder,
@@ -59,7 +61,8 @@ _SPENT_SINCE = (
     sa.select(sa.func.coalesce(sa.func.sum(AccessLog.amount), 0))
     .where(
         AccessLog.account_no == sa.bindparam("p_account"), AccessLog.action == "order:buy",
-        AccessLog.allowed.is_(True), AccessLog.at >= sa.bindparam("p_since", type_=AccessLog.at.type),
+        AccessLog.allowed.is_(True), AccessLog.reason.is_(None),
+        AccessLog.at >= sa.bindparam("p_since", type_=AccessLog.at.type),
     )
     .scalar_subquery()
 )
@@ -74,12 +77,29 @@ def _admission(spent: sa.ColumnElement[int]) -> sa.Select[tuple[ApiStatus, int, 
 
 _ADMIT = _admission(sa.literal(0, sa.Integer))
 _ADMIT_BUY = _admission(_SPENT_SINCE)  # a buy also needs what the account bought today
-_LOG = sa.insert(AccessLog)
+_LOG = sa.insert(AccessLog).returning(AccessLog.id)
+# An allowed buy that provably did not reach the broker (refused by the limit check, refused or never
+# received by the broker) stops counting against the day's spending; its log entry says why.
+_NOT_PLACED = (
+    sa.update(AccessLog)
+    .where(AccessLog.id == sa.bindparam("p_id"), AccessLog.reason.is_(None))
+    .values(reason=sa.bindparam("p_reason"))
+)
 _TOUCH = sa.update(UserApiKey).where(*_KEY_OF_TOKEN).values(last_used_at=sa.bindparam("p_now"))
 
 
 def _day_start(now: datetime) -> datetime:
     return datetime.combine(now.astimezone(KST).date(), datetime.min.time(), tzinfo=KST)
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """What a buy's admission found: the key's daily limit, the account's buys today before this one, and
+    the access-log entry of this request."""
+
+    daily_limit: int | None
+    spent_today: int
+    log_id: int
 
 
 class AccessDenied(Exception):
@@ -242,7 +262,7 @@ class BrokerGateway:
         """Verify a temporary token and open a session limited to its user, account and actions."""
         now = self.clock()
         try:
-            claims = self.tokens.verify(temp_token, now=now)
+            claims = self.tokens.verify(temp_token, now=now, check_revoked=False)  # the admission checks it
         except TokenRejected as exc:
             self._log(None, "session", origin, None, False, str(exc))
             raise AccessDenied(str(exc)) from None
@@ -251,13 +271,13 @@ class BrokerGateway:
 
     async def _admit(
         self, claims: TokenClaims, action: str, origin: str, amount: int | None = None
-    ) -> tuple[int | None, int]:
+    ) -> Budget:
         """Every request: key still active, token not revoked, scope, anomaly rules; logged either way.
-        The checks and the log entry are one database transaction. Returns the key's daily limit and, for a
-        buy, what the account bought today before it (the buy check needs both)."""
+        The checks and the log entry are one database transaction. Returns the key's daily limit, for a
+        buy what the account bought today before it (the buy check needs both), and the log entry."""
         now = self.clock()
         kid = key_id(claims.user_id, claims.account_no)
-        status, limit, spent_today, refusal = await self.db.run(
+        status, limit, spent_today, refusal, log_id = await self.db.run(
             self._check_and_log, claims, action, origin, amount, now
         )
         findings = [] if status is not ApiStatus.ACTIVE else self.detector.on_request(kid, now, origin)
@@ -268,11 +288,11 @@ class BrokerGateway:
             raise AccessDenied(refusal)
         if findings:
             raise AccessDenied(f"blocked by security rule {findings[0].rule}")
-        return limit, spent_today
+        return Budget(limit, spent_today, log_id)
 
     def _check_and_log(
         self, claims: TokenClaims, action: str, origin: str, amount: int | None, now: datetime
-    ) -> tuple[ApiStatus | None, int | None, int, str | None]:
+    ) -> tuple[ApiStatus | None, int | None, int, str | None, int]:
         """The checks of a request and its access-log entry, in one transaction: (key status, daily limit,
         what the account bought today before this request, the refusal if any)."""
         with self.db.transaction() as conn:
@@ -296,8 +316,9 @@ class BrokerGateway:
                 refusal = "temporary token expired"
             elif action != "session" and action not in claims.actions:
                 refusal = f"token does not allow {action}"
-            self._add_log(conn, claims, action, origin, amount, refusal is None, refusal, last_used, now)
-        return status, limit, spent_today, refusal
+            allowed = refusal is None
+            log_id = self._add_log(conn, claims, action, origin, amount, allowed, refusal, last_used, now)
+        return status, limit, spent_today, refusal, log_id
 
     async def reference_price(self, session: GatedSession, code: str) -> int:
         """The price a market or at-close buy is checked against: a quote shared by every user for a few
@@ -328,21 +349,25 @@ class BrokerGateway:
         self._quotes[code] = (self.clock(), price)
         return price
 
-    async def _check_buy(
-        self, claims: TokenClaims, origin: str, amount: int, budget: tuple[int | None, int]
-    ) -> None:
+    async def _check_buy(self, claims: TokenClaims, origin: str, amount: int, budget: Budget) -> None:
         spent = self._spent.get(claims.jti, 0)
-        limit, today = budget  # from the admission of this very request, before it was logged
+        limit, today = budget.daily_limit, budget.spent_today  # from this request's admission
         breach = None
         if claims.spend_cap is not None and spent + amount > claims.spend_cap:
             breach = f"buy of {amount:,} KRW exceeds the token's cap {claims.spend_cap:,} (spent {spent:,})"
         elif limit is not None and today + amount > limit:
             breach = f"buy of {amount:,} KRW exceeds the daily limit {limit:,} (spent today {today:,})"
         if breach is not None:
+            self.not_placed(budget.log_id, "refused by the buy check")
             self._log(claims, "order:buy", origin, amount, False, breach)
             await self._act_on(claims.user_id, claims.account_no, [AnomalyDetector.limit_breach(breach)])
             raise AccessDenied(breach)
         self._spent[claims.jti] = spent + amount
+
+    def not_placed(self, log_id: int, why: str) -> None:
+        """An allowed buy that did not reach the broker stops counting against the day's spending."""
+        with self.db.transaction() as conn:
+            conn.execute(_NOT_PLACED, {"p_id": log_id, "p_reason": f"not placed: {why}"[:255]})
 
     async def _act_on(self, user_id: str, account_no: str, findings: list[Finding]) -> None:
         high = [f for f in findings if f.severity == "high"]
@@ -400,18 +425,19 @@ class BrokerGateway:
         reason: str | None,
         last_used: datetime | None = None,
         now: datetime | None = None,
-    ) -> None:
+    ) -> int:
         now = now or self.clock()
-        conn.execute(
+        log_id: int = conn.execute(
             _LOG,
             {"at": now, "user_id": claims.user_id if claims else None,
              "account_no": claims.account_no if claims else None, "token_id": claims.jti if claims else None,
              "action": action or "session", "origin": (origin or "")[:128], "allowed": allowed,
              "reason": (reason or "")[:255] or None, "amount": amount},
-        )  # fmt: skip
+        ).scalar_one()  # fmt: skip
         # The key's "last used" is kept to the minute: one write a minute, not one per request.
         if allowed and claims is not None and (last_used is None or now - last_used >= LAST_USED_STEP):
             conn.execute(_TOUCH, {"p_user": claims.user_id, "p_account": claims.account_no, "p_now": now})
+        return log_id
 
 
 class GatedSession:
@@ -428,9 +454,18 @@ class GatedSession:
 
     async def buy(self, code: str, quantity: int, price: int | None, trade_type: TradeType) -> OrderAck:
         reference = price if price is not None else await self._g.reference_price(self, code)
-        budget = await self._g._admit(self.claims, "order:buy", self.origin, reference * quantity)
-        await self._g._check_buy(self.claims, self.origin, reference * quantity, budget)
-        return await self._kiwoom.buy(code, quantity, price, trade_type)
+        amount = reference * quantity
+        budget = await self._g._admit(self.claims, "order:buy", self.origin, amount)
+        await self._g._check_buy(self.claims, self.origin, amount, budget)
+        try:
+            return await self._kiwoom.buy(code, quantity, price, trade_type)
+        except BrokerError as exc:
+            if exc.outcome_unknown:  # it may be out there: it keeps counting
+                raise
+            # Refused by the broker or never received: it is sent again or not at all, and counts once.
+            self._g._spent[self.claims.jti] -= amount
+            await self._g.db.run(self._g.not_placed, budget.log_id, type(exc).__name__)
+            raise
 
     async def sell(self, code: str, quantity: int, price: int | None, trade_type: TradeType) -> OrderAck:
         await self._g._admit(self.claims, "order:sell", self.origin)

@@ -157,6 +157,33 @@ async def test_a_buy_counts_once_against_the_daily_limit(vault: Vault) -> None:
     assert (await bob.buy("005930", 1, 50_000, TradeType.LIMIT)).order_no
 
 
+async def test_a_buy_that_did_not_reach_the_broker_does_not_count(vault: Vault) -> None:
+    """A buy the broker refused, or never received, is sent again or not at all: it must not count against
+    the day's limit (or the token's cap), else the re-send looks like a breach and the key is cut off."""
+    from autotrade.broker.errors import BrokerError
+
+    gw = vault.gateway
+    account = vault.acct["alice"]
+    session = await gw.session(gw.get_temporary_token("alice", account, TRADE, 1_300_000), origin="test")
+    vault.sim.admin.add_fault("http_429", path="/api/dostk/ordr", count=20)  # never received, every attempt
+    with pytest.raises(BrokerError):
+        await session.buy("005930", 12, 50_000, TradeType.LIMIT)  # 600,000 of the 1,000,000 limit
+    vault.sim.admin.clear_faults()
+    with pytest.raises(BrokerError):  # the broker refuses an unknown stock
+        await session.buy("999990", 12, 50_000, TradeType.LIMIT)
+    assert (await session.buy("005930", 12, 50_000, TradeType.LIMIT)).order_no  # the re-send: 600,000
+    assert vault.status("alice", account) is ApiStatus.ACTIVE and vault.alerts == []
+    with vault.db.unit_of_work() as s:
+        reasons = s.scalars(
+            sa.select(AccessLog.reason).where(AccessLog.action == "order:buy", AccessLog.account_no == account)
+            .order_by(AccessLog.id)
+        ).all()  # fmt: skip
+    assert [r.split(":")[0] if r else None for r in reasons] == ["not placed", "not placed", None]
+    # What did reach the broker still counts.
+    with pytest.raises(AccessDenied, match="daily limit"):
+        await session.buy("005930", 9, 50_000, TradeType.LIMIT)
+
+
 async def test_the_spending_cap_of_a_token(vault: Vault) -> None:
     gw = vault.gateway
     session = await gw.session(

@@ -96,7 +96,38 @@ class BuyService:
     ) -> BuyOutcome:
         """Plan (or re-use the plan of an earlier run today) and send this account's buys. ``caps`` (a run's
         own ``max_daily_investment``, ``max_stock_count``, ``max_per_stock``) can only tighten the limits."""
+        # The database work runs off the event loop: thousands of accounts share it in the evening run.
         out = BuyOutcome(ref.user_id, ref.account_no)
+        limits, planned = await self.db.run(self._limits_and_whether_planned, ref, day, caps)
+        if not planned:
+            view = await broker.account()
+            held = {h.code for h in view.holdings if h.quantity > 0}
+            state = await self.db.run(self._account_state, ref, day, view.cash, held)
+            plan = plan_buys(scan, limits, state, self.costs)
+            if dry_run:
+                out.placed = [(b.code, b.quantity, b.price) for b in plan.buys]
+                out.skipped = [(k.code, k.reason.value) for k in plan.skipped]
+                return out
+            await self.db.run(self._record_plan, ref, day, plan, scan_batch_id)
+        out.skipped, intents = await self.db.run(self._skips_and_intents, ref, day)
+        for intent_id, code, qty, price, status in intents:
+            if status is IntentStatus.NEW or status in NEEDS_RECONCILIATION:  # else sent already: as it is
+                try:
+                    status = await self.orders.execute(intent_id, broker)
+                except (NotProcessed, OutcomeUnknown) as exc:
+                    out.failed.append((code, type(exc).__name__))
+                    continue
+            if status is IntentStatus.REJECTED:
+                out.failed.append((code, "rejected"))
+            elif status in NEEDS_RECONCILIATION:
+                out.failed.append((code, "unresolved"))  # a later run adopts it or sends it again
+            else:
+                out.placed.append((code, qty, price))
+        return out
+
+    def _limits_and_whether_planned(
+        self, ref: AccountRef, day: date, caps: Mapping[str, int] | None
+    ) -> tuple[RiskLimits, bool]:
         with self.db.unit_of_work() as s:
             key = s.scalar(
                 sa.select(UserApiKey).where(
@@ -105,32 +136,12 @@ class BuyService:
             )
             if key is None:
                 raise LookupError("no registered key for this account")
-            limits = tightened(self.limits_for(key), caps)
-            planned = self._existing_buys(s, ref, day)
-        if not planned:
-            view = await broker.account()
-            held = {h.code for h in view.holdings if h.quantity > 0}
-            state = self._account_state(ref, day, view.cash, held)
-            plan = plan_buys(scan, limits, state, self.costs)
-            if dry_run:
-                out.placed = [(b.code, b.quantity, b.price) for b in plan.buys]
-                out.skipped = [(k.code, k.reason.value) for k in plan.skipped]
-                return out
-            self._record_plan(ref, day, plan, scan_batch_id)
-        out.skipped = self._skips(ref, day)
-        for intent_id, code, qty, price in self._buy_intents(ref, day):
-            try:
-                status = await self.orders.execute(intent_id, broker)
-            except (NotProcessed, OutcomeUnknown) as exc:
-                out.failed.append((code, type(exc).__name__))
-                continue
-            if status is IntentStatus.REJECTED:
-                out.failed.append((code, "rejected"))
-            elif status in NEEDS_RECONCILIATION:
-                out.failed.append((code, "unresolved"))  # a later run adopts it or sends it again
-            else:
-                out.placed.append((code, qty, price))
-        return out
+            return tightened(self.limits_for(key), caps), self._existing_buys(s, ref, day)
+
+    def _skips_and_intents(
+        self, ref: AccountRef, day: date
+    ) -> tuple[list[tuple[str, str]], list[tuple[int, str, int, int, IntentStatus]]]:
+        return self._skips(ref, day), self._buy_intents(ref, day)
 
     def _existing_buys(self, s: sa.orm.Session, ref: AccountRef, day: date) -> bool:
         return (
@@ -216,9 +227,12 @@ class BuyService:
     def _existing_intents(self, ref: AccountRef, day: date) -> bool:
         return bool(self._buy_intents(ref, day))
 
-    def _buy_intents(self, ref: AccountRef, day: date) -> list[tuple[int, str, int, int]]:
+    def _buy_intents(self, ref: AccountRef, day: date) -> list[tuple[int, str, int, int, IntentStatus]]:
         with self.db.unit_of_work() as s:
-            cols = (OrderIntentRow.id, OrderIntentRow.code, OrderIntentRow.quantity, OrderIntentRow.price)
+            cols = (
+                OrderIntentRow.id, OrderIntentRow.code, OrderIntentRow.quantity, OrderIntentRow.price,
+                OrderIntentRow.status,
+            )  # fmt: skip
             rows = s.execute(
                 sa.select(*cols)
                 .where(
@@ -228,7 +242,7 @@ class BuyService:
                 )
                 .order_by(OrderIntentRow.id)
             ).all()
-        return [(r.id, r.code, r.quantity, r.price or 0) for r in rows]
+        return [(r.id, r.code, r.quantity, r.price or 0, r.status) for r in rows]
 
     def _skips(self, ref: AccountRef, day: date) -> list[tuple[str, str]]:
         with self.db.unit_of_work() as s:

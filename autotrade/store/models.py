@@ -286,7 +286,7 @@ class AccessLog(Base):
     at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow, index=True)
     user_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
     account_no: Mapped[str | None] = mapped_column(sa.String(32))
-    token_id: Mapped[str | None] = mapped_column(sa.String(64))
+    token_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
     action: Mapped[str] = mapped_column(sa.String(64))
     origin: Mapped[str | None] = mapped_column(sa.String(128))
     allowed: Mapped[bool]

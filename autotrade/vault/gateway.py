@@ -57,26 +57,36 @@ _KEY_OF_TOKEN = (
     UserApiKey.user_id == sa.bindparam("p_user"),
     UserApiKey.account_no == sa.bindparam("p_account"),
 )
+_BUYS_COUNTED = (  # allowed buys that may have reached the broker
+    AccessLog.action == "order:buy", AccessLog.allowed.is_(True), AccessLog.reason.is_(None),
+)
 _SPENT_SINCE = (
     sa.select(sa.func.coalesce(sa.func.sum(AccessLog.amount), 0))
     .where(
-        AccessLog.account_no == sa.bindparam("p_account"), AccessLog.action == "order:buy",
-        AccessLog.allowed.is_(True), AccessLog.reason.is_(None),
+        AccessLog.account_no == sa.bindparam("p_account"), *_BUYS_COUNTED,
         AccessLog.at >= sa.bindparam("p_since", type_=AccessLog.at.type),
     )
     .scalar_subquery()
 )
+_SPENT_BY_TOKEN = (  # across every gateway process that saw the token
+    sa.select(sa.func.coalesce(sa.func.sum(AccessLog.amount), 0))
+    .where(AccessLog.token_id == sa.bindparam("p_jti"), *_BUYS_COUNTED)
+    .scalar_subquery()
+)
 
 
-def _admission(spent: sa.ColumnElement[int]) -> sa.Select[tuple[ApiStatus, int, datetime | None, bool, int]]:
+def _admission(
+    spent: sa.ColumnElement[int], by_token: sa.ColumnElement[int]
+) -> sa.Select[tuple[ApiStatus, int, datetime | None, bool, int, int, int]]:
     return sa.select(
         UserApiKey.api_status, UserApiKey.daily_limit, UserApiKey.last_used_at,
-        sa.exists().where(RevokedToken.jti == sa.bindparam("p_jti")), spent,
+        sa.exists().where(RevokedToken.jti == sa.bindparam("p_jti")), spent, by_token, UserApiKey.key_version,
     ).where(*_KEY_OF_TOKEN)  # fmt: skip
 
 
-_ADMIT = _admission(sa.literal(0, sa.Integer))
-_ADMIT_BUY = _admission(_SPENT_SINCE)  # a buy also needs what the account bought today
+_NOTHING = sa.literal(0, sa.Integer)
+_ADMIT = _admission(_NOTHING, _NOTHING)
+_ADMIT_BUY = _admission(_SPENT_SINCE, _SPENT_BY_TOKEN)  # a buy also needs what was bought before it
 _LOG = sa.insert(AccessLog).returning(AccessLog.id)
 # An allowed buy that provably did not reach the broker (refused by the limit check, refused or never
 # received by the broker) stops counting against the day's spending; its log entry says why.
@@ -99,6 +109,7 @@ class Budget:
 
     daily_limit: int | None
     spent_today: int
+    spent_by_token: int
     log_id: int
 
 
@@ -198,7 +209,6 @@ class BrokerGateway:
         self._cache = AESGCM(cache_key)
         self._providers: dict[str, CachedBrokerTokens] = {}
         self._sessions: dict[str, KiwoomSession] = {}
-        self._spent: dict[str, int] = {}
         self._quotes: dict[str, tuple[datetime, int]] = {}
         self._quote_fetches: dict[str, asyncio.Future[int]] = {}
         self.kill_times: list[float] = []
@@ -211,7 +221,17 @@ class BrokerGateway:
     def get_temporary_token(
         self, user_id: str, account_no: str, actions: frozenset[str], spend_cap: int | None = None
     ) -> str:
-        return self.tokens.issue(user_id, account_no, actions, spend_cap, now=self.clock())
+        """A short-lived token for one user's account, bound to the key as it is now: a rotation of the key
+        ends every token issued before it."""
+        with self.db.transaction() as conn:
+            version = conn.execute(
+                sa.select(UserApiKey.key_version).where(
+                    UserApiKey.user_id == user_id, UserApiKey.account_no == account_no
+                )
+            ).scalar()
+        return self.tokens.issue(
+            user_id, account_no, actions, spend_cap, now=self.clock(), key_version=version
+        )
 
     # --- broker token cache ---
 
@@ -277,7 +297,7 @@ class BrokerGateway:
         buy what the account bought today before it (the buy check needs both), and the log entry."""
         now = self.clock()
         kid = key_id(claims.user_id, claims.account_no)
-        status, limit, spent_today, refusal, log_id = await self.db.run(
+        status, limit, spent_today, by_token, refusal, log_id = await self.db.run(
             self._check_and_log, claims, action, origin, amount, now
         )
         findings = [] if status is not ApiStatus.ACTIVE else self.detector.on_request(kid, now, origin)
@@ -288,11 +308,11 @@ class BrokerGateway:
             raise AccessDenied(refusal)
         if findings:
             raise AccessDenied(f"blocked by security rule {findings[0].rule}")
-        return Budget(limit, spent_today, log_id)
+        return Budget(limit, spent_today, by_token, log_id)
 
     def _check_and_log(
         self, claims: TokenClaims, action: str, origin: str, amount: int | None, now: datetime
-    ) -> tuple[ApiStatus | None, int | None, int, str | None, int]:
+    ) -> tuple[ApiStatus | None, int | None, int, int, str | None, int]:
         """The checks of a request and its access-log entry, in one transaction: (key status, daily limit,
         what the account bought today before this request, the refusal if any)."""
         with self.db.transaction() as conn:
@@ -302,23 +322,27 @@ class BrokerGateway:
                 {"p_user": claims.user_id, "p_account": claims.account_no, "p_jti": claims.jti,
                  "p_since": _day_start(now)},
             ).first()  # fmt: skip
-            status, limit, last_used, revoked, spent_today = (
-                (found[0], found[1], found[2], bool(found[3]), int(found[4] or 0))
-                if found is not None
-                else (None, None, None, False, 0)
-            )
+            if found is None:
+                status, limit, last_used, revoked, spent_today, by_token, version = (
+                    None, None, None, False, 0, 0, None
+                )  # fmt: skip
+            else:
+                status, limit, last_used, version = found[0], found[1], found[2], found[6]
+                revoked, spent_today, by_token = bool(found[3]), int(found[4] or 0), int(found[5] or 0)
             refusal: str | None = None
             if status is not ApiStatus.ACTIVE:
                 refusal = f"key is {status.value if status else 'not registered'}"
             elif revoked:
                 refusal = "temporary token revoked"
+            elif claims.key_version != version:
+                refusal = "temporary token issued for an earlier key"
             elif now >= claims.expires_at:
                 refusal = "temporary token expired"
             elif action != "session" and action not in claims.actions:
                 refusal = f"token does not allow {action}"
             allowed = refusal is None
             log_id = self._add_log(conn, claims, action, origin, amount, allowed, refusal, last_used, now)
-        return status, limit, spent_today, refusal, log_id
+        return status, limit, spent_today, by_token, refusal, log_id
 
     async def reference_price(self, session: GatedSession, code: str) -> int:
         """The price a market or at-close buy is checked against: a quote shared by every user for a few
@@ -350,8 +374,7 @@ class BrokerGateway:
         return price
 
     async def _check_buy(self, claims: TokenClaims, origin: str, amount: int, budget: Budget) -> None:
-        spent = self._spent.get(claims.jti, 0)
-        limit, today = budget.daily_limit, budget.spent_today  # from this request's admission
+        spent, limit, today = budget.spent_by_token, budget.daily_limit, budget.spent_today  # before this buy
         breach = None
         if claims.spend_cap is not None and spent + amount > claims.spend_cap:
             breach = f"buy of {amount:,} KRW exceeds the token's cap {claims.spend_cap:,} (spent {spent:,})"
@@ -362,7 +385,6 @@ class BrokerGateway:
             self._log(claims, "order:buy", origin, amount, False, breach)
             await self._act_on(claims.user_id, claims.account_no, [AnomalyDetector.limit_breach(breach)])
             raise AccessDenied(breach)
-        self._spent[claims.jti] = spent + amount
 
     def not_placed(self, log_id: int, why: str) -> None:
         """An allowed buy that did not reach the broker stops counting against the day's spending."""
@@ -453,6 +475,10 @@ class GatedSession:
         return f"GatedSession(user={self.claims.user_id!r}, account={self.claims.account_no!r})"
 
     async def buy(self, code: str, quantity: int, price: int | None, trade_type: TradeType) -> OrderAck:
+        if quantity <= 0 or (price is not None and price <= 0):
+            why = "a buy needs a positive quantity and price"
+            self._g._log(self.claims, "order:buy", self.origin, None, False, why)
+            raise AccessDenied(why)
         reference = price if price is not None else await self._g.reference_price(self, code)
         amount = reference * quantity
         budget = await self._g._admit(self.claims, "order:buy", self.origin, amount)
@@ -463,7 +489,6 @@ class GatedSession:
             if exc.outcome_unknown:  # it may be out there: it keeps counting
                 raise
             # Refused by the broker or never received: it is sent again or not at all, and counts once.
-            self._g._spent[self.claims.jti] -= amount
             await self._g.db.run(self._g.not_placed, budget.log_id, type(exc).__name__)
             raise
 

@@ -33,6 +33,7 @@ class TokenClaims:
     actions: frozenset[str]
     spend_cap: int | None
     expires_at: datetime
+    key_version: int | None = None  # the user's key as it was when the token was issued
 
 
 class TemporaryTokens:
@@ -51,6 +52,7 @@ class TemporaryTokens:
         actions: frozenset[str] | set[str],
         spend_cap: int | None = None,
         now: datetime | None = None,
+        key_version: int | None = None,
     ) -> str:
         unknown = set(actions) - ACTIONS
         if unknown:
@@ -60,6 +62,8 @@ class TemporaryTokens:
             "iss": ISSUER, "aud": AUDIENCE, "sub": user_id, "acct": account_no, "act": sorted(actions),
             "cap": spend_cap, "jti": uuid.uuid4().hex, "iat": now, "exp": now + self.ttl,
         }  # fmt: skip
+        if key_version is not None:
+            claims["kv"] = key_version
         return jwt.encode(claims, self._key, algorithm="HS256")
 
     def verify(self, token: str, now: datetime | None = None, *, check_revoked: bool = True) -> TokenClaims:
@@ -88,7 +92,7 @@ class TemporaryTokens:
         return TokenClaims(
             jti=str(claims["jti"]), user_id=str(claims["sub"]), account_no=str(claims["acct"]),
             actions=frozenset(claims.get("act") or ()), spend_cap=int(cap) if cap is not None else None,
-            expires_at=expires_at,
+            expires_at=expires_at, key_version=int(claims["kv"]) if claims.get("kv") is not None else None,
         )  # fmt: skip
 
     def revoke(self, token_or_jti: str, reason: str = "") -> None:

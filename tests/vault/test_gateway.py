@@ -175,9 +175,10 @@ async def test_a_buy_that_did_not_reach_the_broker_does_not_count(vault: Vault) 
     assert vault.status("alice", account) is ApiStatus.ACTIVE and vault.alerts == []
     with vault.db.unit_of_work() as s:
         reasons = s.scalars(
-            sa.select(AccessLog.reason).where(AccessLog.action == "order:buy", AccessLog.account_no == account)
+            sa.select(AccessLog.reason)
+            .where(AccessLog.action == "order:buy", AccessLog.account_no == account)
             .order_by(AccessLog.id)
-        ).all()  # fmt: skip
+        ).all()
     assert [r.split(":")[0] if r else None for r in reasons] == ["not placed", "not placed", None]
     # What did reach the broker still counts.
     with pytest.raises(AccessDenied, match="daily limit"):
@@ -242,7 +243,8 @@ async def test_a_market_buy_is_checked_against_one_shared_quote(
     calls.clear()
     gw._quotes.clear()
     sessions = [
-        await gw.session(gw.get_temporary_token(u, vault.acct[u], TRADE), origin="test") for u in ("alice", "bob")
+        await gw.session(gw.get_temporary_token(u, vault.acct[u], TRADE), origin="test")
+        for u in ("alice", "bob")
     ]
     await asyncio.gather(*(s.buy("005930", 1, None, TradeType.MARKET) for s in sessions * 3))
     assert calls == ["005930"]

@@ -10,8 +10,9 @@ from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,9 +42,12 @@ class KmsProvider(StrEnum):
 
 
 class Settings(BaseSettings):
+    # Errors name the field, never its value: a database URL holds a password, a webhook URL is a secret.
+    # Infinite or NaN numbers are refused (an infinite timeout is a hang, not a setting).
     model_config = SettingsConfigDict(
-        env_prefix="AUTOTRADE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
+        env_prefix="AUTOTRADE_", env_file=".env", env_file_encoding="utf-8", extra="ignore",
+        hide_input_in_errors=True, allow_inf_nan=False,
+    )  # fmt: skip
 
     # storage
     database_url: str = "sqlite:///var/autotrade.db"
@@ -114,6 +118,63 @@ class Settings(BaseSettings):
         if not Decimal(0) <= v < Decimal(100):
             raise ValueError("a rate is a percentage between 0 and 100")
         return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, v: str) -> str:
+        from sqlalchemy.engine import make_url
+
+        try:
+            make_url(v)
+        except Exception:  # the parser's message may quote the URL, password included
+            raise ValueError("not a SQLAlchemy URL (dialect+driver://user:password@host/db)") from None
+        return v
+
+    @field_validator("broker_base_url", "kms_endpoint_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not _is_url(v, ("http", "https")):
+            raise ValueError("not an http(s) URL with a host")
+        return v
+
+    @field_validator("broker_ws_url")
+    @classmethod
+    def _ws_url(cls, v: str | None) -> str | None:
+        if v is not None and not _is_url(v, ("ws", "wss")):
+            raise ValueError("not a ws(s) URL with a host")
+        return v
+
+    @field_validator("slack_webhook_url")
+    @classmethod
+    def _webhook_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not _is_url(v.get_secret_value(), ("https",)):
+            raise ValueError("not an https URL with a host")
+        return v
+
+    @field_validator("jwt_signing_key")
+    @classmethod
+    def _signing_key(cls, v: SecretStr) -> SecretStr:
+        # HS256 with a key shorter than its 256-bit hash can be brute-forced (RFC 7518, section 3.2).
+        if v.get_secret_value() and len(v.get_secret_value().encode()) < 32:
+            raise ValueError("a signing key needs at least 32 bytes (leave it empty to use a generated key)")
+        return v
+
+    @field_validator("take_profit_rate")
+    @classmethod
+    def _tiers_in_order(cls, v: float, info: ValidationInfo) -> float:
+        preserve = info.data.get("preserve_rate")  # absent when it failed its own checks
+        if preserve is not None and preserve >= v:
+            raise ValueError("must be above preserve_rate (the preserve tier fires first)")
+        return v
+
+
+def _is_url(value: str, schemes: tuple[str, ...]) -> bool:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in schemes and bool(parts.hostname) and not any(c.isspace() for c in value)
 
 
 @lru_cache(maxsize=1)

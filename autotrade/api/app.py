@@ -13,6 +13,9 @@ from typing import Annotated, Any, Protocol
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
@@ -105,6 +108,20 @@ def create_app(deps: ApiDeps) -> FastAPI:
 
     app.state.deps = deps
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 naming each wrong field and why, without echoing the input: it can hold a password or an app
+        secret, or text that cannot even be encoded in the answer."""
+        errors = [
+            {
+                "type": str(e.get("type", "")),
+                "loc": [p if isinstance(p, int) else _printable(p) for p in e.get("loc", ())],
+                "msg": _printable(e.get("msg", "")),
+            }
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
     def limited(limiter: RateLimiter, request: Request, name: str) -> None:
         client = request.client.host if request.client else "?"
         if not limiter.allow(f"{client}|{name.lower()}"):
@@ -189,7 +206,9 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return sc.RegisterApiResponse(success=True, message="API 키 등록 완료", account_info=info)
 
     @app.get("/api/user/api-status", response_model=sc.ApiStatusResponse, tags=["user"])
-    def api_status(me: CurrentUser, account_no: str | None = None) -> sc.ApiStatusResponse:
+    def api_status(
+        me: CurrentUser, account_no: Annotated[str | None, Query(pattern=sc.ACCOUNT_NO)] = None
+    ) -> sc.ApiStatusResponse:
         """Status of your key (your first account unless ``account_no`` is given)."""
         with deps.db.unit_of_work() as s:
             k = own_key(s, me.user_id, account_no)
@@ -245,7 +264,9 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return sc.MessageResponse(message="API 키 교체 완료")
 
     @app.delete("/api/user/api-key/{account_no}", response_model=sc.MessageResponse, tags=["user"])
-    async def delete_key(account_no: str, me: CurrentUser) -> sc.MessageResponse:
+    async def delete_key(
+        account_no: Annotated[str, PathParam(pattern=sc.ACCOUNT_NO)], me: CurrentUser
+    ) -> sc.MessageResponse:
         """Delete the key of one of your accounts; its data key is destroyed (crypto-shredding)."""
         with deps.db.unit_of_work() as s:
             own_key(s, me.user_id, account_no)
@@ -328,6 +349,10 @@ def create_app(deps: ApiDeps) -> FastAPI:
             ]
 
     return app
+
+
+def _printable(value: object) -> str:
+    return str(value)[:200].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def now_kst() -> datetime:

@@ -5,13 +5,43 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 ACCOUNT_NO = r"^[0-9]{8,11}(-[0-9]{2})?$"
 CREDENTIALS_EXAMPLE = {"email": "hong@example.com", "password": "correct horse battery"}
 
 
-class SignupRequest(BaseModel):
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL: for text that goes into a query as it is
+
+
+def _not_unicode(value: Any) -> bool:
+    """An unpaired surrogate (JSON's \\ud800 escape): not Unicode text, it cannot be encoded as UTF-8 for a
+    database, a password hash or a Prefect parameter."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, list):
+        return any(_not_unicode(v) for v in value)
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+class RequestBody(BaseModel):
+    """Every request body: its text must be Unicode (checked after each field's own rules)."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _unicode_text(cls, value: Any) -> Any:
+        if _not_unicode(value):
+            raise ValueError("text must be valid Unicode (no unpaired surrogates)")
+        return value
+
+
+class SignupRequest(RequestBody):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"email": "hong@example.com", "password": "correct horse battery"}]}
     )
@@ -24,11 +54,11 @@ class SignupResponse(BaseModel):
     user_id: str
 
 
-class LoginRequest(BaseModel):
+class LoginRequest(RequestBody):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"email": "hong@example.com", "password": "correct horse battery"}]}
     )
-    email: str = Field(min_length=3, max_length=255)
+    email: str = Field(min_length=3, max_length=255, pattern=NO_NUL)
     password: SecretStr = Field(min_length=1, max_length=256)
 
 
@@ -38,7 +68,7 @@ class TokenResponse(BaseModel):
     expires_in: int
 
 
-class RegisterApiRequest(BaseModel):
+class RegisterApiRequest(RequestBody):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -99,7 +129,7 @@ class AccountSummary(BaseModel):
     daily_limit: int
 
 
-class AutoTradingToggle(BaseModel):
+class AutoTradingToggle(RequestBody):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"account_no": "12345678901", "enabled": True}]}
     )
@@ -107,7 +137,7 @@ class AutoTradingToggle(BaseModel):
     enabled: bool
 
 
-class RotateKeyRequest(BaseModel):
+class RotateKeyRequest(RequestBody):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [{"account_no": "12345678901", "app_key": "NEW_KIWOOM_APP_KEY",
@@ -119,7 +149,7 @@ class RotateKeyRequest(BaseModel):
     app_secret: SecretStr = Field(min_length=8, max_length=512)
 
 
-class ScanResultIn(BaseModel):
+class ScanResultIn(RequestBody):
     code: str = Field(pattern=r"^[0-9A-Z]{6}$")
     name: str = Field(min_length=1, max_length=100)
     score: float = Field(ge=0, le=10)
@@ -127,13 +157,13 @@ class ScanResultIn(BaseModel):
     reasons: list[str] = Field(default_factory=list, max_length=20)
 
 
-class ExecuteConfig(BaseModel):
+class ExecuteConfig(RequestBody):
     max_investment: int = Field(10_000_000, gt=0)
     max_stocks: int = Field(10, gt=0, le=100)
     max_per_stock: int = Field(1_000_000, gt=0)
 
 
-class ExecuteRequest(BaseModel):
+class ExecuteRequest(RequestBody):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [

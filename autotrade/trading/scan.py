@@ -14,8 +14,9 @@ import io
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,10 @@ def parse_scan_bytes(content: bytes, source: str) -> RawScan:
     """JSON (a list of rows, or an object with ``scan_results``) or CSV, detected from the content."""
     if len(content) > MAX_BYTES:
         raise ScanFormatError(f"scan is {len(content):,} bytes; the limit is {MAX_BYTES:,}")
-    text = content.decode("utf-8-sig", errors="strict").strip()
+    try:
+        text = content.decode("utf-8-sig", errors="strict").strip()
+    except UnicodeDecodeError as exc:
+        raise ScanFormatError(f"scan is not UTF-8 text (byte {exc.start})") from None
     if not text:
         raise ScanFormatError("scan is empty")
     if text[0] in "[{":
@@ -106,8 +110,13 @@ def parse_scan_bytes(content: bytes, source: str) -> RawScan:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ScanFormatError(f"scan is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+        except (ValueError, RecursionError) as exc:  # a number of thousands of digits, absurd nesting
+            raise ScanFormatError(f"scan is not readable JSON ({type(exc).__name__})") from None
         return _from_json(data, source, content)
-    return _from_csv(text, source, content)
+    try:
+        return _from_csv(text, source, content)
+    except csv.Error as exc:  # a field over the csv module's size limit, a NUL byte
+        raise ScanFormatError(f"scan is not readable CSV: {exc}") from None
 
 
 def parse_scan_payload(payload: dict[str, Any] | list[Any], source: str = "api") -> RawScan:
@@ -130,7 +139,8 @@ def read_scan(location: str | Path, trading_day: date | None = None) -> RawScan:
         raise ScanFormatError(f"no scan file at {path}")
     if path.stat().st_size > MAX_BYTES:
         raise ScanFormatError(f"scan is {path.stat().st_size:,} bytes; the limit is {MAX_BYTES:,}")
-    return parse_scan_bytes(path.read_bytes(), str(path))
+    with path.open("rb") as f:  # bounded: the file may still be growing, or lie about its size
+        return parse_scan_bytes(f.read(MAX_BYTES + 1), str(path))
 
 
 def _newest_in_folder(folder: Path, trading_day: date | None) -> Path:
@@ -213,7 +223,7 @@ def _parse_day(value: Any) -> date | None:
         s = str(value)
         return date.fromisoformat(s) if "-" in s else datetime.strptime(s, "%Y%m%d").date()
     except ValueError:
-        raise ScanFormatError(f"scan date {value!r} is not a date") from None
+        raise ScanFormatError(f"scan date {str(value)[:40]!r} is not a date") from None
 
 
 def _parse_moment(value: Any) -> datetime | None:
@@ -221,9 +231,11 @@ def _parse_moment(value: Any) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        raise ScanFormatError(f"generated_at {value!r} is not an ISO timestamp") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=KST)
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=KST)
+        moment.astimezone(UTC)  # the first or last day of the calendar with an offset falls off it
+    except (ValueError, OverflowError):
+        raise ScanFormatError(f"generated_at {str(value)[:40]!r} is not an ISO timestamp in range") from None
+    return moment
 
 
 # --- validation ------------------------------------------------------------------------------------------
@@ -257,6 +269,8 @@ def validate_scan(
     issues.extend(_freshness_issues(raw, trading_day, now, max_age))
     frame_rows, type_issues = _typed_rows(raw.rows) if not missing and n else ([], [])
     issues.extend(type_issues)
+    if frame_rows:
+        issues.extend(_content_issues(raw.rows, frame_rows))
     if frame_rows and not type_issues:
         issues.extend(_suite_issues(frame_rows))
     if issues:
@@ -317,7 +331,10 @@ def _typed_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[
         if price is None:
             fail("price", i, price_raw)
         out["score"], out["price"] = score, price
-        out["reasons"] = _reasons(r.get("reasons"))
+        reasons = r.get("reasons")
+        if not (reasons is None or isinstance(reasons, str) or _texts(reasons)):
+            fail("reasons", i, reasons)
+        out["reasons"] = _reasons(reasons)
         typed.append(out)
     issues = [
         Issue(f"type_{f}", f"{f} must be {_EXPECTED_TYPE[f]}", tuple(rows_), tuple(vals[f]))
@@ -326,7 +343,49 @@ def _typed_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[
     return typed, issues
 
 
-_EXPECTED_TYPE = {"code": "text", "name": "text", "score": "a number", "price": "a whole number of won"}
+_EXPECTED_TYPE = {
+    "code": "text", "name": "text", "score": "a number", "price": "a whole number of won",
+    "reasons": "a list of texts",
+}  # fmt: skip
+
+# Text that a spreadsheet would run as a formula (= or @ first, + or - first but not a plain number, or a
+# DDE call "cmd|...!" after a sign), markup tags, control and bidirectional-override characters: names and
+# reasons end up in reports, notifications and exported tables. "+5% 상승" and "- 거래량 증가" are fine.
+_FORMULA = re.compile(r"^\s*(?:[=@]|[+\-](?![\d\s.%]))")
+_SIGNED_DDE = re.compile(r"^\s*[+\-].*\|.*!", re.DOTALL)
+_MARKUP = re.compile(r"<\s*[A-Za-z/!?]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _unsafe_text(text: str) -> bool:
+    return any(rule.search(text) for rule in (_FORMULA, _SIGNED_DDE, _MARKUP, _CONTROL))
+
+
+def _texts(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _content_issues(rows: list[dict[str, Any]], typed: list[dict[str, Any]]) -> list[Issue]:
+    """Rows whose text is unsafe to show, or that give two different prices."""
+    unsafe: dict[int, str] = {}
+    conflicting: dict[int, str] = {}
+    for i, (r, t) in enumerate(zip(rows, typed, strict=True)):
+        texts = [r["name"]] if isinstance(r.get("name"), str) else []
+        texts += list(t["reasons"])
+        bad = next((x for x in texts if _unsafe_text(x)), None)
+        if bad is not None:
+            unsafe[i] = repr(bad)[:40]
+        both = "price" in r and "current_price" in r
+        if both and _as_int_price(r["price"]) != _as_int_price(r["current_price"]):
+            conflicting[i] = f"{r['price']!r} / {r['current_price']!r}"[:40]
+    issues = []
+    if unsafe:
+        detail = "name or reason looks like a formula, markup or holds control characters"
+        issues.append(Issue("unsafe_text", detail, tuple(unsafe), tuple(unsafe.values())))
+    if conflicting:
+        detail = "price and current_price differ"
+        issues.append(Issue("price_conflict", detail, tuple(conflicting), tuple(conflicting.values())))
+    return issues
 
 
 def _as_float(v: Any) -> float | None:

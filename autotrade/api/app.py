@@ -21,6 +21,7 @@ from pydantic import SecretStr
 
 from autotrade.api import schemas as sc
 from autotrade.api.auth import Principal, RateLimiter, SessionTokens, hash_password, verify_password
+from autotrade.api.limits import BodyLimit
 from autotrade.domain.krx import KST
 from autotrade.domain.models import ApiStatus
 from autotrade.store.db import Database
@@ -86,6 +87,10 @@ CurrentUser = Annotated[Principal, Depends(_principal)]
 CurrentOperator = Annotated[Principal, Depends(_operator)]
 
 
+# The largest body: a scan of 5,000 rows with a few reasons each is about 1 MB.
+MAX_BODY_BYTES = 2 * 1024 * 1024
+
+
 def create_app(deps: ApiDeps) -> FastAPI:
     def refusal(description: str) -> dict[str, Any]:
         return {"model": sc.ErrorResponse, "description": description}
@@ -97,6 +102,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
             403: refusal("operator role required"),
             404: refusal("no such key or account of yours"),
             409: refusal("conflict: the email or account cannot be used"),
+            413: refusal("request body too large"),
             429: refusal("too many attempts; try again later"),
         },
         title="autotrade API",
@@ -107,6 +113,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     )
 
     app.state.deps = deps
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

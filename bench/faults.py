@@ -1,13 +1,18 @@
 """A simulated month of broker faults and process crashes with nothing lost or doubled.
 
     python bench/faults.py [--users 10] [--days 20] [--fault-rate 0.05] [--crash-rate 0.03] [--seed 1]
+                           [--access gateway|direct]
 
 Runs ``tests/reliability/scenario.py`` (the short version of it is in the test suite) against the simulator
-on SQLite: every broker fault kind (500, 429, latency, dropped answers after accept, token expiry) at the
-given rate, crashes drawn at every point of the order protocol, each failed step re-run by a fresh process.
-Prints JSON: faults injected by kind, crash points covered, orders intended/placed/duplicated/lost,
-mismatches (traceability, limits, broker agreement, tiers against prices), leaks of app keys, secrets and
-broker tokens in the database. Stays on 127.0.0.1 and stops by itself.
+on SQLite: every broker fault kind (500, 429, latency, dropped answers after accept, token expiry, WebSocket
+disconnects) at the given rate, crashes drawn at every point of the order protocol, each failed step re-run
+by a fresh process. Accounts are reached through the vault's gateway (``--access direct``: a token manager
+per account instead); each trading session also reads the WebSocket price feed.
+Prints JSON: faults injected by kind, crash points covered, the feed's reconnects and ticks, orders
+intended/placed/duplicated/lost, mismatches (traceability, limits, broker agreement, tiers against prices),
+the gateway's access log (rows, refusals, security events), leaks of app keys, secrets and broker tokens in
+the database or in the run's log records. Exits 1 when anything was duplicated, lost, mismatched, refused
+by the gateway or leaked. Stays on 127.0.0.1 and stops by itself.
 """
 
 from __future__ import annotations
@@ -30,15 +35,20 @@ def main() -> None:
     ap.add_argument("--fault-rate", type=float, default=0.05)
     ap.add_argument("--crash-rate", type=float, default=0.03)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--access", choices=("gateway", "direct"), default="gateway")
     args = ap.parse_args()
     if args.users < 1 or args.days < 1 or not (0 <= args.fault_rate < 1 and 0 <= args.crash_rate < 1):
         ap.error("--users and --days must be positive, the rates between 0 and 1")
     result = asyncio.run(
         run(users=args.users, days=args.days, fault_rate=args.fault_rate, crash_rate=args.crash_rate,
-            seed=args.seed, progress=lambda m: print(f"[faults bench] {m}", file=sys.stderr, flush=True))
+            seed=args.seed, access=args.access,
+            progress=lambda m: print(f"[faults bench] {m}", file=sys.stderr, flush=True))
     )  # fmt: skip
     print(json.dumps(result, ensure_ascii=False))
-    bad = result["orders_duplicated"] or result["orders_lost"] or result["mismatches"] or result["leaks"]
+    bad = (
+        result["orders_duplicated"] or result["orders_lost"] or result["mismatches"] or result["leaks"]
+        or result["access_refused"] or result["keys_not_active"]
+    )  # fmt: skip
     sys.exit(1 if bad else 0)
 
 

@@ -1,11 +1,18 @@
 """A seeded run of many trading days for several users against the simulator with broker faults drawn at
 a set rate and process crashes injected at every step of the order protocol; each failed step is re-run
-as Prefect would (a fresh process: the services rebuilt over the same database). Afterwards: every intended
-order placed exactly once, exits against the price path, broker and database agreeing to the won, limits,
-and no secret in the database. ``run`` returns the figures ``bench/faults.py`` prints."""
+as Prefect would (a fresh process: the services rebuilt over the same database). Accounts are reached
+through the vault's gateway by default (keys registered through the vault, temporary tokens, the access
+log, the sealed broker-token cache); ``access="direct"`` uses a token manager per account instead. Each
+session step also reads the WebSocket price feed, which the simulator drops at the same rate.
+
+Afterwards: every intended order placed exactly once, exits against the price path, broker and database
+agreeing to the won, limits, the feed reconnected and kept delivering, and no app key, secret or broker
+token in the database (the access log and security events included) or in any log record of the run.
+``run`` returns the figures ``bench/faults.py`` prints."""
 
 from __future__ import annotations
 
+import logging
 import random
 import tempfile
 import time as walltime
@@ -17,19 +24,71 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from autotrade.domain.calendar import hours_of, next_trading_day
+from autotrade.domain.calendar import hours_of, is_trading_day, next_trading_day
 from autotrade.domain.krx import KST
-from autotrade.domain.models import Side
+from autotrade.domain.models import ApiStatus, Side
+from autotrade.runtime import PriceSource
 from autotrade.sim.server import running_simulator
-from autotrade.store.models import OrderIntentRow, TradingSignal
+from autotrade.store.models import AccessLog, OrderIntentRow, SecurityEvent, TradingSignal, UserApiKey
 from tests.trading import checks
-from tests.trading.harness import Trader, World, make_world
+from tests.trading.harness import AccessKind, Trader, World, make_world
 
-FAULT_KINDS = ("http_500", "http_429", "latency", "drop_after_accept", "token_expiry")
+REST_FAULTS = ("http_500", "http_429", "latency", "drop_after_accept", "token_expiry")
+FAULT_KINDS = (*REST_FAULTS, "ws_disconnect")
+# A rule on "*" also rolls (and counts) on WebSocket messages, where a REST fault does nothing: REST faults
+# get the REST paths, the disconnect gets the socket's, so every count is of faults that took effect.
+REST_PATHS = ("/oauth2/token", "/api/dostk/ordr", "/api/dostk/acnt", "/api/dostk/stkinfo")
+WS_PATH = "/api/dostk/websocket"
+FEED_LOGGER = "autotrade.broker.feed"
 
 
 class Crash(Exception):
     """The worker died at this point of the order protocol."""
+
+
+class RunLog(logging.Handler):
+    """Every log record of the run, formatted (scanned for secrets afterwards), and the price feed's logins
+    counted from its log (the first login of a feed, then one per reconnect)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+        self.lines: list[str] = []
+        self.feed_logins = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record))
+            if record.name == FEED_LOGGER and record.getMessage().startswith("price feed connected"):
+                self.feed_logins += 1
+        except Exception:
+            self.handleError(record)
+
+
+class FeedStats:
+    """What the session steps read from the price feed."""
+
+    def __init__(self, log: RunLog) -> None:
+        self.log = log
+        self.opened = 0
+        self.ticks = 0
+        self.ticks_after_reconnect = 0
+        self.reconnects = 0
+        self._logins_at_open = 0
+
+    def open(self) -> None:
+        self.opened += 1
+        self._logins_at_open = self.log.feed_logins
+
+    def close(self) -> None:
+        self.reconnects += max(0, self.log.feed_logins - self._logins_at_open - 1)
+
+    async def drain(self, prices: PriceSource, wait_seconds: float = 0.03) -> None:
+        """Take the ticks pushed so far, until none comes for ``wait_seconds``."""
+        while await prices.next_tick(wait_seconds) is not None:
+            self.ticks += 1
+            if self.log.feed_logins - self._logins_at_open > 1:
+                self.ticks_after_reconnect += 1
 
 
 def _codes(n: int) -> list[str]:
@@ -46,7 +105,38 @@ async def run(
     db_url: str | None = None,
     first_day: date = date(2026, 10, 5),
     work: Path | None = None,
+    access: AccessKind = "gateway",
+    ws_ping_seconds: float = 0.02,
     progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """``ws_ping_seconds``: the simulator pings an idle socket this often (wall time) and the feed echoes
+    each ping; every message the feed sends rolls the disconnect fault."""
+    log = RunLog()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(log)
+    root.setLevel(logging.DEBUG)
+    try:
+        return await _run(users, days, fault_rate, crash_rate, seed, db_url, first_day, work, access,
+                          ws_ping_seconds, progress, log)  # fmt: skip
+    finally:
+        root.removeHandler(log)
+        root.setLevel(level)
+
+
+async def _run(
+    users: int,
+    days: int,
+    fault_rate: float,
+    crash_rate: float,
+    seed: int,
+    db_url: str | None,
+    first_day: date,
+    work: Path | None,
+    access: AccessKind,
+    ws_ping_seconds: float,
+    progress: Callable[[str], None],
+    log: RunLog,
 ) -> dict[str, Any]:
     work = work or Path(tempfile.mkdtemp(prefix="autotrade-faults-"))
     rng = random.Random(seed)
@@ -54,8 +144,13 @@ async def run(
     crashes: Counter[str] = Counter()
     reruns = 0
     started = walltime.monotonic()
+    if not is_trading_day(first_day):  # the evening flow runs on trading days only
+        first_day = next_trading_day(first_day)
     start = datetime.combine(first_day, time(15, 0), tzinfo=KST)
-    with running_simulator(seed=seed, start=start, volatility=0.006, after_hours_fill_rate=0.85) as sim:
+    feed = FeedStats(log)
+    tokens: set[str] = set()
+    with running_simulator(seed=seed, start=start, volatility=0.006, after_hours_fill_rate=0.85,
+                           ping_seconds=ws_ping_seconds) as sim:  # fmt: skip
         sim.admin.add_stocks([
             {"code": c, "name": f"종목{i}", "prev_close": p}
             for i, (c, p) in enumerate(zip(codes, [4_150, 8_900, 12_350, 23_400, 48_750, 61_200, 98_500,
@@ -64,8 +159,8 @@ async def run(
         traders = [
             Trader(f"u{i:03d}", f"{5_300_000_000 + i:010d}", 30_000_000, 4_000_000) for i in range(users)
         ]
-        w = make_world(sim, db_url or f"sqlite:///{work / 'faults.db'}", work, traders, max_stock_count=5,
-                       max_per_stock=1_000_000, order_settle_seconds=1)  # fmt: skip
+        w = make_world(sim, db_url or f"sqlite:///{work / 'faults.db'}", work, traders, access=access,
+                       max_stock_count=5, max_per_stock=1_000_000, order_settle_seconds=1)  # fmt: skip
 
         def crash_hook(point: str) -> None:
             if rng.random() < crash_rate:
@@ -74,9 +169,11 @@ async def run(
 
         w.crash_hook = crash_hook
         w.restart()
-        for i, kind in enumerate(FAULT_KINDS):
+        sim.admin.add_fault("ws_disconnect", path=WS_PATH, probability=fault_rate, seed=seed * 100)
+        for kind in REST_FAULTS:
             extra = {"latency_ms": 30} if kind == "latency" else {}
-            sim.admin.add_fault(kind, probability=fault_rate, seed=seed * 100 + i, **extra)
+            for path in REST_PATHS:
+                sim.admin.add_fault(kind, path=path, probability=fault_rate, **extra)
 
         async def step(name: str, work_fn: Callable[[], Awaitable[object]]) -> None:
             nonlocal reruns
@@ -88,53 +185,75 @@ async def run(
                     progress(f"  {name}: {type(exc).__name__} ({exc}); re-run {attempt + 1}")
                     reruns += 1
                     w.restart()
+                finally:
+                    tokens.update(sim.engine.tokens.copy())  # revoked tokens leave the broker's table
             raise RuntimeError(f"{name} did not complete in 20 attempts")
 
-        day = first_day
-        for n in range(days):
-            scan = w.scan_for(rng.sample(codes, 6), [round(rng.uniform(7.2, 9.8), 2) for _ in range(6)])
-            await step(f"{day} evening", lambda day=day, scan=scan: w.evening(day, scan))
-            day = next_trading_day(day)
-            await step(f"{day} morning", lambda day=day: _morning(w, day))
-            await step(f"{day} session", lambda day=day: _session(w, day))
-            await step(f"{day} close", lambda day=day: w.close_day(day))
-            progress(f"day {n + 1}/{days} {day} done")
-        # The run is over: no more faults or crashes, one last reconciliation as the next process would.
-        injected = dict(sim.admin.faults()["counts"])
-        sim.admin.clear_faults()
-        w.crash_hook = None
-        w.restart()
-        w.at(day, time(16, 30))
-        for _ in range(3):
-            await w.reconcile_all(day)
+        try:
+            day = first_day
+            for n in range(days):
+                w.at(day, time(15, 36))  # the scan is published after the close, at the closing prices
+                scan = w.scan_for(rng.sample(codes, 6), [round(rng.uniform(7.2, 9.8), 2) for _ in range(6)])
+                await step(f"{day} evening", lambda day=day, scan=scan: w.evening(day, scan))
+                day = next_trading_day(day)
+                await step(f"{day} morning", lambda day=day: _morning(w, day))
+                await step(f"{day} session", lambda day=day: _session(w, day, feed))
+                await step(f"{day} close", lambda day=day: w.close_day(day))
+                progress(f"day {n + 1}/{days} {day} done")
+            # The run is over: no more faults or crashes, one last reconciliation as the next process would.
+            injected = dict(sim.admin.faults()["counts"])
+            sim.admin.clear_faults()
+            w.crash_hook = None
+            w.restart()
+            w.at(day, time(16, 30))
+            for _ in range(3):
+                await w.reconcile_all(day)
+        finally:
+            await w.aclose()  # the last process's connections, and those of any left behind
+        tokens.update(sim.engine.tokens.copy())
         secrets = [k for key in sim.engine.appkeys.values() for k in (key.appkey, key.secretkey)]
-        secrets += [t.value for t in sim.engine.tokens.values()]
-        result = _figures(w, secrets)
+        result = _figures(w, secrets + sorted(tokens), log)
+        w.db.dispose()
     return {
         "users": users, "days": days, "fault_rate": fault_rate, "crash_rate": crash_rate, "seed": seed,
-        "faults_injected": injected, "crashes": dict(crashes), "crash_points_covered": sorted(crashes),
-        "steps_rerun": reruns, **result, "seconds": round(walltime.monotonic() - started, 1),
+        "access": access, "faults_injected": injected, "crashes": dict(crashes),
+        "crash_points_covered": sorted(crashes), "steps_rerun": reruns, "feed_opened": feed.opened,
+        "feed_reconnects": feed.reconnects, "feed_ticks": feed.ticks,
+        "feed_ticks_after_reconnect": feed.ticks_after_reconnect, **result,
+        "seconds": round(walltime.monotonic() - started, 1),
     }  # fmt: skip
 
 
-async def _session(w: World, day: date, step_minutes: int = 10, reconcile_every: int = 3) -> None:
+async def _session(
+    w: World, day: date, feed: FeedStats, step_minutes: int = 10, reconcile_every: int = 3
+) -> None:
     """The intraday flow: on (re)start it reconciles first, resuming sells a crash left unsent; then it
-    watches prices and reconciles every half hour, until the close."""
+    watches prices and reconciles every half hour, until the close. The watched codes are subscribed on
+    the price feed, whose ticks are counted; exits are decided on the simulator's prices, which the checks
+    compare the tiers with."""
     hours = hours_of(day)
     if w.now() >= datetime.combine(day, hours.open, tzinfo=KST):
         await w.reconcile_all(day)
     w.at(day, hours.open)
     w.rt.engine.load()
     end = datetime.combine(day, hours.close, tzinfo=KST)
-    n = 0
-    while True:
-        await w.watch_once(day)
-        n += 1
-        if n % reconcile_every == 0:
-            await w.reconcile_all(day)
-        if w.now() >= end:
-            break
-        w.sim.admin.set_clock(min(end, w.now() + timedelta(minutes=step_minutes)))
+    prices = await w.access.price_feed()
+    feed.open()
+    try:
+        n = 0
+        while True:
+            await prices.subscribe(sorted(w.watched()))
+            await w.watch_once(day)
+            n += 1
+            if n % reconcile_every == 0:
+                await w.reconcile_all(day)
+            if w.now() >= end:
+                break
+            w.sim.admin.set_clock(min(end, w.now() + timedelta(minutes=step_minutes)))
+            await feed.drain(prices)
+    finally:
+        await prices.aclose()  # the process ends (or dies) with its feed
+        feed.close()
     await w.reconcile_all(day)
 
 
@@ -143,12 +262,18 @@ async def _morning(w: World, day: date) -> None:
     await w.reconcile_all(day)
 
 
-def _figures(w: World, secrets: list[str]) -> dict[str, Any]:
+def _figures(w: World, secrets: list[str], log: RunLog) -> dict[str, Any]:
     with w.db.unit_of_work() as s:
         intents = s.scalars(sa.select(OrderIntentRow)).all()
         signals = s.scalars(sa.select(TradingSignal)).all()
         buys_intended = len([i for i in intents if i.side is Side.BUY])
         placed = len([i for i in intents if i.order_no])
+        access_rows = s.scalar(sa.select(sa.func.count()).select_from(AccessLog)) or 0
+        refused = s.scalars(sa.select(AccessLog.reason).where(AccessLog.allowed.is_(False))).all()
+        events = s.scalars(sa.select(SecurityEvent.rule)).all()
+        keys_not_active = s.scalar(
+            sa.select(sa.func.count()).where(UserApiKey.api_status != ApiStatus.ACTIVE)
+        ) or 0  # fmt: skip
     broker = checks.broker_orders(w)
     originals = [o for orders in broker.values() for o in orders if not o["orig_order_no"]]
     claimed = Counter((i.account_no, i.order_no) for i in intents if i.order_no)
@@ -170,7 +295,9 @@ def _figures(w: World, secrets: list[str]) -> dict[str, Any]:
             for row in conn.execute(sa.text(f'SELECT * FROM "{table}"')):
                 dump += [v.hex() if isinstance(v, bytes) else str(v) for v in row]
     text = "\n".join(dump)
-    leaks = sum(1 for secret in secrets if secret in text)
+    logged = "\n".join(log.lines)
+    in_db = sum(1 for secret in secrets if secret in text)
+    in_logs = sum(1 for secret in secrets if secret in logged)
     return {
         "signals": len(signals), "orders_intended": len(intents), "buys_intended": buys_intended,
         "orders_placed": placed, "broker_orders": len(originals), "orders_duplicated": duplicated,
@@ -178,5 +305,9 @@ def _figures(w: World, secrets: list[str]) -> dict[str, Any]:
         "outcome_unknown_at_day_end": len(unresolved),
         "mismatches": sum(len(v) for v in problems.values()),
         "problems": {k: v[:5] for k, v in problems.items()},
-        "leaks": leaks, "secrets_checked": len(secrets),
+        "access_log_rows": access_rows, "access_refused": len(refused),
+        "access_refusals": dict(Counter(r or "" for r in refused).most_common(5)),
+        "security_events": dict(Counter(events)), "keys_not_active": keys_not_active,
+        "leaks": in_db + in_logs, "leaks_in_database": in_db, "leaks_in_logs": in_logs,
+        "secrets_checked": len(secrets), "log_records_scanned": len(log.lines),
     }  # fmt: skip

@@ -1,29 +1,33 @@
 """Drives the trading services through simulated KRX days against the simulator over real HTTP.
 
-The services are the production ones (:class:`~autotrade.runtime.Runtime`); only the way a task reaches a
-broker account is simplified: a token manager per account reading the sealed key through the key store
-(the vault's gateway has its own tests). The virtual clock is the simulator's: prices move and orders match
-as the test advances it through the admin API.
+The services are the production ones (:class:`~autotrade.runtime.Runtime`). How a task reaches a broker
+account is chosen per world: ``"direct"`` (the default) is a token manager per account reading the sealed
+key through the key store; ``"gateway"`` is the production :class:`~autotrade.access.GatewayAccess`
+(users registered through the vault, temporary tokens, the gateway's checks and access log, the sealed
+broker-token cache). The virtual clock is the simulator's: prices move and orders match as the test
+advances it through the admin API.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from pydantic import SecretStr
 
-from autotrade.broker import Credentials, KiwoomClient, KiwoomSession, TokenManager
+from autotrade.access import GatewayAccess, WebSocketPrices
+from autotrade.broker import Credentials, KiwoomClient, KiwoomSession, TokenManager, WebSocketPriceFeed
 from autotrade.config import Settings
 from autotrade.domain.calendar import hours_of, next_trading_day
 from autotrade.domain.krx import KST
 from autotrade.domain.models import ScanRow
-from autotrade.runtime import Runtime
+from autotrade.runtime import SELL, TRADE, Runtime
 from autotrade.sim.server import RunningSimulator
 from autotrade.store.db import Database
 from autotrade.store.migrate import upgrade
@@ -34,17 +38,30 @@ from autotrade.trading.kiwoom_port import KiwoomAccount
 from autotrade.trading.orders import CrashHook
 from autotrade.trading.ports import AccountBroker, NotProcessed, OutcomeUnknown
 from autotrade.trading.reconcile import ReconcileReport
+from autotrade.vault.gateway import BrokerGateway
 from autotrade.vault.keys import KeyStore
 from autotrade.vault.kms import LocalKms
+from autotrade.vault.registration import register_user_api
+
+AccessKind = Literal["direct", "gateway"]
 
 
 class DirectAccess:
-    """BrokerAccess for engine tests: one Kiwoom session per account, keys opened through the key store."""
+    """BrokerAccess for engine tests: one Kiwoom session per account, keys opened through the key store; the
+    price feed logs in with ``price_account``'s key."""
 
-    def __init__(self, sim: RunningSimulator, keys: KeyStore, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        sim: RunningSimulator,
+        keys: KeyStore,
+        timeout: float = 10.0,
+        *,
+        price_account: AccountRef | None = None,
+    ) -> None:
         self.sim = sim
         self.keys = keys
         self.timeout = timeout
+        self.price_account = price_account
         self._clients: dict[int, KiwoomClient] = {}
         self._sessions: dict[tuple[int, str], KiwoomSession] = {}
 
@@ -76,13 +93,31 @@ class DirectAccess:
             self._sessions[(loop, ref.account_no)] = session
         return KiwoomAccount(session, clock=self.sim.engine.now)
 
-    async def price_feed(self) -> Any:
-        raise NotImplementedError("engine tests drive prices from the simulator's admin API")
+    async def price_feed(self) -> WebSocketPrices:
+        ref = self.price_account
+        if ref is None:
+            raise LookupError("no account to open the price feed with")
+
+        async def creds() -> Credentials:
+            return self.keys.credentials(ref.user_id, ref.account_no)
+
+        tokens = TokenManager(self._client(), f"feed:{ref.account_no}", creds, clock=self.sim.engine.now)
+        return WebSocketPrices(WebSocketPriceFeed(self.sim.ws_url, tokens, clock=self.sim.engine.now))
 
     async def aclose(self) -> None:
         clients, self._clients, self._sessions = list(self._clients.values()), {}, {}
         for c in clients:
             await c.aclose()
+
+
+class SimGatewayAccess(GatewayAccess):
+    """The production access with the broker client's retry pause shortened to the direct access's: the
+    virtual clock stands still while a retry waits, so a longer pause only costs wall time."""
+
+    def gateway(self) -> BrokerGateway:
+        gw = super().gateway()
+        gw.client.retry_base_delay = 0.01
+        return gw
 
 
 @dataclass
@@ -107,24 +142,56 @@ class World:
     keys: KeyStore
     traders: list[Trader]
     crash_hook: CrashHook | None = None
+    access_kind: AccessKind = "direct"
     rt: Runtime = field(init=False)
-    access: DirectAccess = field(init=False)
+    access: DirectAccess | GatewayAccess = field(init=False)
     ticks: dict[str, list[tuple[datetime, int]]] = field(default_factory=dict)  # code -> path seen
     buy_outcomes: list[BuyOutcome] = field(default_factory=list)
     reports: list[ReconcileReport] = field(default_factory=list)
     send_errors: list[str] = field(default_factory=list)
+    _retired: list[DirectAccess | GatewayAccess] = field(default_factory=list, init=False, repr=False)
+    _closing: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.access = DirectAccess(self.sim, self.keys, self.settings.broker_timeout_seconds)
+        if self.access_kind == "direct":
+            first = self.traders[0].ref if self.traders else None
+            self.access = DirectAccess(
+                self.sim, self.keys, self.settings.broker_timeout_seconds, price_account=first
+            )
         self.restart()
 
     def restart(self) -> None:
         """A new process: fresh services over the same database and broker; the book is rebuilt from the
-        database as the intraday flow does when it starts."""
+        database as the intraday flow does when it starts. Through the gateway the access is rebuilt too (its
+        temporary tokens, memory caches and anomaly windows die with the process; the sealed broker-token
+        cache in the database survives)."""
+        if self.access_kind == "gateway":
+            if "access" in self.__dict__:
+                self._retire(self.access)
+            self.access = SimGatewayAccess(self.settings, self.db, clock=self.sim.engine.now)
         self.rt = Runtime(self.settings, self.db, self.sim.engine.now, self.access)
         if self.crash_hook is not None:
             self.rt.orders.crash = self.crash_hook
         self.rt.engine.load()
+
+    def _retire(self, access: DirectAccess | GatewayAccess) -> None:
+        """The old process's connections close: in the background when a loop runs, else at :meth:`aclose`."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._retired.append(access)
+            return
+        task = loop.create_task(access.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        """Close the access and whatever earlier processes left open."""
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+        retired, self._retired = self._retired, []
+        for access in [*retired, self.access]:
+            await access.aclose()
 
     # --- clock ---
 
@@ -153,7 +220,7 @@ class World:
         self.at(day, time(15, 40))
         outs = []
         for t in self.traders:
-            broker = await self.access.for_account(t.ref, frozenset())
+            broker = await self.access.for_account(t.ref, TRADE, spend_cap=self.settings.max_daily_investment)
             outs.append(await self.rt.buys.run_account(t.ref, broker, scan, day))
         self.buy_outcomes.extend(outs)
         self.at(day, time(16, 1))
@@ -163,7 +230,7 @@ class World:
     async def reconcile_all(self, day: date) -> list[ReconcileReport]:
         out = []
         for t in self.traders:
-            broker = await self.access.for_account(t.ref, frozenset())
+            broker = await self.access.for_account(t.ref, SELL)
             report = await self.rt.reconciler.reconcile_account(t.ref, broker, day)
             for sell in report.pending_sells:
                 await self.send_sell(sell, day)
@@ -172,7 +239,7 @@ class World:
         return out
 
     async def send_sell(self, sell: PendingSell, day: date) -> None:
-        broker = await self.access.for_account(AccountRef(sell.user_id, sell.account_no), frozenset())
+        broker = await self.access.for_account(AccountRef(sell.user_id, sell.account_no), SELL)
         try:
             await self.rt.orders.execute(sell.intent_id, broker)
         except (NotProcessed, OutcomeUnknown) as exc:
@@ -195,8 +262,12 @@ class World:
             self.sim.admin.set_clock(min(end, self.now() + timedelta(seconds=step_seconds)))
         await self.reconcile_all(day)
 
+    def watched(self) -> set[str]:
+        """The codes the exit book watches."""
+        return {st.code for _, st in self.rt.engine.book}
+
     async def watch_once(self, day: date) -> None:
-        watched = {st.code for _, st in self.rt.engine.book}
+        watched = self.watched()
         if not watched:
             return
         px = self.prices()
@@ -219,21 +290,56 @@ def make_world(
     db_url: str,
     tmp: Path,
     traders: Sequence[Trader],
+    *,
+    access: AccessKind = "direct",
     **settings: Any,
 ) -> World:
+    """Accounts at the simulator with their keys sealed in the database, auto-trading on. ``access="gateway"``
+    registers the keys through the vault (validated with the broker, sealed by the KMS provider) and reaches
+    the accounts through the gateway."""
     upgrade(db_url)
+    if access == "gateway":
+        settings = {"broker_base_url": sim.base_url, "broker_rate_per_second": 1000.0, "broker_burst": 1000,
+                    **settings}  # fmt: skip
     cfg = Settings(database_url=db_url, data_dir=tmp, local_master_key_path=tmp / "master.key", **settings)
     db = Database(db_url)
     keys = KeyStore(db, LocalKms(cfg.local_master_key_path))
+    issued = []
     for t in traders:
         sim.admin.create_account(t.account_no, t.user_id, t.cash)
-        k = sim.admin.create_appkey(t.account_no)
-        keys.store(t.user_id, t.account_no, SecretStr(k["appkey"]), SecretStr(k["secretkey"]),
-                   account_name=t.user_id, daily_limit=t.daily_limit)  # fmt: skip
-        with db.unit_of_work() as s:
-            s.execute(
-                sa.update(UserApiKey)
-                .where(UserApiKey.account_no == t.account_no)
-                .values(is_auto_trading_enabled=True)
-            )
-    return World(sim, cfg, db, keys, list(traders))
+        issued.append(sim.admin.create_appkey(t.account_no))
+    if access == "gateway":
+        _run_apart(_register(cfg, db, sim, list(zip(traders, issued, strict=True))))
+    else:
+        for t, k in zip(traders, issued, strict=True):
+            keys.store(t.user_id, t.account_no, SecretStr(k["appkey"]), SecretStr(k["secretkey"]),
+                       account_name=t.user_id, daily_limit=t.daily_limit)  # fmt: skip
+    with db.unit_of_work() as s:
+        s.execute(
+            sa.update(UserApiKey)
+            .where(UserApiKey.account_no.in_([t.account_no for t in traders]))
+            .values(is_auto_trading_enabled=True)
+        )
+    return World(sim, cfg, db, keys, list(traders), access_kind=access)
+
+
+async def _register(
+    cfg: Settings, db: Database, sim: RunningSimulator, keys: list[tuple[Trader, dict[str, Any]]]
+) -> None:
+    """Each key through the vault's registration, as a user would add it."""
+    access = GatewayAccess(cfg, db, clock=sim.engine.now)
+    try:
+        gw = access.gateway()
+        for t, k in keys:
+            await register_user_api(
+                gw, t.user_id, SecretStr(k["appkey"]), SecretStr(k["secretkey"]), t.account_no,
+                daily_limit=t.daily_limit, account_name=t.user_id,
+            )  # fmt: skip
+    finally:
+        await access.aclose()
+
+
+def _run_apart(work: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine to the end on its own loop, in a worker thread (the caller may be inside a loop)."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, work).result()

@@ -12,7 +12,12 @@ Prints JSON: faults injected by kind, crash points covered, the feed's reconnect
 intended/placed/duplicated/lost, mismatches (traceability, limits, broker agreement, tiers against prices),
 the gateway's access log (rows, refusals, security events), leaks of app keys, secrets and broker tokens in
 the database or in the run's log records. Exits 1 when anything was duplicated, lost, mismatched, refused
-by the gateway or leaked. Stays on 127.0.0.1 and stops by itself.
+by the gateway or leaked.
+
+Then the attacks of ``tests/reliability/attacks.py`` (also in the suite): stolen, expired, tampered and
+replayed tokens, cross-user requests, limits, malformed and oversized input on the API, scans and settings,
+every kill-switch rule. Adds attacks tried/succeeded by kind and the kill-switch seconds; exits 1 when one
+got through or the kill switch took a minute. Stays on 127.0.0.1 and stops by itself.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ import argparse
 import asyncio
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests/ holds the harness
 
+from tests.reliability.attacks import run_attacks
 from tests.reliability.scenario import run
 
 
@@ -44,10 +51,23 @@ def main() -> None:
             seed=args.seed, access=args.access,
             progress=lambda m: print(f"[faults bench] {m}", file=sys.stderr, flush=True))
     )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="autotrade-attacks-") as work:
+        attacks = asyncio.run(
+            run_attacks(db_url=f"sqlite:///{work}/attacks.db", work=Path(work), seed=args.seed,
+                        progress=lambda m: print(f"[faults bench] attacks: {m}", file=sys.stderr, flush=True))
+        )  # fmt: skip
+    result |= {
+        "attacks_tried": attacks["attacks_tried"], "attacks_succeeded": attacks["attacks_succeeded"],
+        "attacks_total_tried": attacks["attacks_total_tried"],
+        "attacks_total_succeeded": attacks["attacks_total_succeeded"],
+        "attack_details": attacks["details"], "kill_switch_seconds": attacks["kill_switch_seconds"],
+        "attack_seconds": attacks.get("seconds"),
+    }  # fmt: skip
     print(json.dumps(result, ensure_ascii=False))
     bad = (
         result["orders_duplicated"] or result["orders_lost"] or result["mismatches"] or result["leaks"]
-        or result["access_refused"] or result["keys_not_active"]
+        or result["access_refused"] or result["keys_not_active"] or result["attacks_total_succeeded"]
+        or not result["kill_switch_seconds"] < 60
     )  # fmt: skip
     sys.exit(1 if bad else 0)
 

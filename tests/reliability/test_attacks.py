@@ -31,6 +31,7 @@ async def test_every_attack_is_refused(db_url: str, tmp_path: Path) -> None:
     assert refused_with("gateway_spend_limits", "exceeds the daily limit")
     assert refused_with("gateway_replay", "temporary token revoked")
     assert refused_with("gateway_replay", "key is DELETED")
+    assert refused_with("gateway_replay", "temporary token issued for an earlier key")
     for rule in ("burst", "unknown_origin", "off_hours"):
         assert refused_with("gateway_kill_switch", f"blocked by security rule {rule}")
     assert set(reasons["api_bad_session_token"]) <= {"HTTP 401", "HTTP 400", "HTTP 431"}

@@ -95,6 +95,9 @@ class GatewayAccess:
         refs = _first_active(self.db)
         if refs is None:
             raise LookupError("no active account to open the price feed with")
+        # The feed logs in with that user's broker token: the gateway checks and logs it like any request.
+        token = gw.get_temporary_token(*refs, frozenset({"account:read"}))
+        await gw.session(token, origin=self.settings.origin)
         from autotrade.broker.feed import WebSocketPriceFeed
 
         feed = WebSocketPriceFeed(self.ws_url, gw.provider(*refs), clock=self.clock)

@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from autotrade.domain.krx import KST
 from autotrade.domain.models import Side, Tier
 from autotrade.domain.orders import NEEDS_RECONCILIATION, IntentStatus
-from autotrade.sim.server import RunningSimulator, running_simulator
 from autotrade.runtime import Runtime
+from autotrade.sim.server import RunningSimulator, running_simulator
 from autotrade.store.db import Database
 from autotrade.store.models import OrderIntentRow, TradingSignal
 from autotrade.trading.orders import CRASH_POINTS

@@ -126,6 +126,7 @@ async def raw_loop(
     from pydantic import SecretStr
 
     from autotrade.broker import Credentials, KiwoomClient, KiwoomSession, TokenManager, TradeType
+    from autotrade.broker.errors import BrokerError
 
     client = KiwoomClient(
         base_url, timeout=settings.broker_timeout_seconds, rate_per_second=settings.broker_rate_per_second,
@@ -146,7 +147,14 @@ async def raw_loop(
     async def account(s: KiwoomSession) -> int:
         async with sem:
             for c in codes:
-                await s.buy(c, 1, None, TradeType.AFTER_HOURS_CLOSE)
+                # An order never sent (no connection in time) is sent again, as the flow's retries would.
+                for attempt in range(5):
+                    try:
+                        await s.buy(c, 1, None, TradeType.AFTER_HOURS_CLOSE)
+                        break
+                    except BrokerError as exc:
+                        if not exc.retry_safe or exc.outcome_unknown or attempt == 4:
+                            raise
             return len(codes)
 
     t0 = time.perf_counter()
@@ -231,6 +239,7 @@ def main() -> None:
         orders = int(result["orders"])
         if sent != orders:
             raise SystemExit(f"the flow reported {orders} orders but {sent} reached the broker")
+        log(f"flow: {orders} orders in {seconds:.1f} s ({orders / seconds:.1f}/s)")
         raw_keys = keys[: args.raw_accounts or len(keys)]
         codes = [r["code"] for r in payload["scan_results"]]
         log(f"raw client loop: {len(raw_keys)} accounts x {len(codes)} orders")

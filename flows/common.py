@@ -44,3 +44,20 @@ def notify_operator(flow: Any, flow_run: Any, state: Any) -> None:
 async def wait_until(moment: datetime) -> None:
     """Wait until ``moment`` on the runtime's clock (the simulator's virtual clock in the demo)."""
     await get_runtime().time.wait_until(moment)
+
+
+ARTIFACT_ROWS = 1_000  # a table artifact is one event on the Prefect server; 100,000 rows would not fit
+
+
+async def table_artifact(key: str, rows: list[dict[str, Any]], empty: str, description: str) -> None:
+    """A table artifact of at most ``ARTIFACT_ROWS`` rows; a longer table says how many rows it leaves out
+    (they are all in the database and in the day's report)."""
+    from prefect.artifacts import acreate_table_artifact
+
+    table = rows[:ARTIFACT_ROWS] or [{"result": empty}]
+    if len(rows) > ARTIFACT_ROWS:
+        left_out = len(rows) - ARTIFACT_ROWS
+        note = f"... and {left_out:,} more rows (in the database and the report)"
+        table = [*table, {next(iter(rows[0])): note}]
+        description = f"{description} (first {ARTIFACT_ROWS:,} of {len(rows):,})"
+    await acreate_table_artifact(key=key, table=table, description=description)

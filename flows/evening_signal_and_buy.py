@@ -7,13 +7,12 @@ from datetime import date, datetime
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import acreate_table_artifact
 
 from autotrade.domain.calendar import hours_of
 from autotrade.domain.krx import KST
 from autotrade.runtime import get_runtime
 from autotrade.trading.scan import warm_up_in_background
-from flows.common import notify_operator, resolve_day, skip_if_closed, wait_until
+from flows.common import notify_operator, resolve_day, skip_if_closed, table_artifact, wait_until
 from tasks.notifications import notify_buys, notify_fills
 from tasks.trading import chunks, confirm_fills, list_accounts, place_buy_orders, validate_scan_task
 
@@ -59,8 +58,8 @@ async def evening_signal_and_buy(
         for o in outcomes
         for c, q, p in o.get("placed", [])
     ]
-    await acreate_table_artifact(key="orders-placed", table=placed or [{"result": "no orders"}],
-                          description=f"buy orders {day}{' (dry run)' if dry_run else ''}")  # fmt: skip
+    what = f"buy orders {day}{' (dry run)' if dry_run else ''}"
+    await table_artifact("orders-placed", placed, "no orders", what)
     errors = [o for o in outcomes if o.get("error") or o.get("failed")]
     if not dry_run:
         notify_buys(outcomes, day)

@@ -7,11 +7,10 @@ from datetime import date
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import acreate_table_artifact
 
 from autotrade.domain.calendar import previous_trading_day
 from autotrade.runtime import get_runtime
-from flows.common import notify_operator, resolve_day, skip_if_closed
+from flows.common import notify_operator, resolve_day, skip_if_closed, table_artifact
 from tasks.notifications import notify_exits_armed
 from tasks.trading import chunks, confirm_fills, list_accounts
 
@@ -44,7 +43,6 @@ async def morning_fill_and_arm(
         }
         for k, st in rt.engine.book
     ]  # fmt: skip
-    await acreate_table_artifact(key="exits-armed", table=table or [{"result": "no open positions"}],
-                          description=f"three-tier exits armed {day}")  # fmt: skip
+    await table_artifact("exits-armed", table, "no open positions", f"three-tier exits armed {day}")
     told = 0 if dry_run else notify_exits_armed(users)
     return {"trading_day": day.isoformat(), "accounts": len(accounts), "armed": armed, "users_notified": told}

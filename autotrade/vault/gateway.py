@@ -314,7 +314,7 @@ class BrokerGateway:
         self, claims: TokenClaims, action: str, origin: str, amount: int | None, now: datetime
     ) -> tuple[ApiStatus | None, int | None, int, int, str | None, int]:
         """The checks of a request and its access-log entry, in one transaction: (key status, daily limit,
-        what the account bought today before this request, the refusal if any)."""
+        what the account and what the token bought before this request, the refusal if any, the entry)."""
         with self.db.transaction() as conn:
             # One read for every check: the key, its limit, the token's revocation, today's buys.
             found = conn.execute(

@@ -287,6 +287,7 @@ class AccessLog(Base):
     user_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
     account_no: Mapped[str | None] = mapped_column(sa.String(32))
     token_id: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    order_ref: Mapped[str | None] = mapped_column(sa.String(128), index=True)  # the order intent's key
     action: Mapped[str] = mapped_column(sa.String(64))
     origin: Mapped[str | None] = mapped_column(sa.String(128))
     allowed: Mapped[bool]

@@ -37,6 +37,7 @@ from autotrade.domain.orders import (
 from autotrade.store.db import Database
 from autotrade.store.models import OrderIntentRow
 from autotrade.trading.ports import (
+    ORDER_REF,
     AccountBroker,
     BrokerOrder,
     BrokerOrderState,
@@ -62,7 +63,7 @@ _CLAIM = (
     .values(status=SUBMITTING, attempts=OrderIntentRow.attempts + 1, submitted_at=sa.bindparam("p_now"))
     .returning(
         OrderIntentRow.side, OrderIntentRow.code, OrderIntentRow.quantity, OrderIntentRow.price,
-        OrderIntentRow.trade_type,
+        OrderIntentRow.trade_type, OrderIntentRow.key,
     )
 )
 _SETTLE = (
@@ -118,8 +119,9 @@ class OrderService:
             claimed = await self.db.run(self._claim, intent_id)
             if claimed is None:
                 return self._status(intent_id)
-        side, code, qty, price, trade_type = claimed
+        side, code, qty, price, trade_type, key = claimed
         self.crash("after_submitting")
+        ref = ORDER_REF.set(key)
         try:
             order_no = await broker.place(side, code, qty, price, OrderType(trade_type))
         except OrderRejected as exc:
@@ -133,6 +135,8 @@ class OrderService:
         except BaseException as exc:  # cancelled task, unexpected error: the order may be out there
             self._settle(intent_id, IntentEvent.FAIL_UNKNOWN, error=f"{type(exc).__name__}")  # before leaving
             raise
+        finally:
+            ORDER_REF.reset(ref)
         self.crash("after_broker_call")
         status = await self.db.run(self._settle, intent_id, IntentEvent.ACK, order_no=order_no)
         self.crash("after_ack")
@@ -171,12 +175,12 @@ class OrderService:
         with self.db.unit_of_work() as s:
             return s.get_one(OrderIntentRow, intent_id).status
 
-    def _claim(self, intent_id: int) -> tuple[Side, str, int, int | None, str] | None:
+    def _claim(self, intent_id: int) -> tuple[Side, str, int, int | None, str, str] | None:
         """``NEW -> SUBMITTING`` as one conditional write (committed before the broker call); returns what
         to send, or None when the intent was not NEW."""
         with self.db.transaction() as conn:
             row = conn.execute(_CLAIM, {"p_id": intent_id, "p_now": self.clock()}).first()
-        return None if row is None else (row[0], row[1], row[2], row[3], row[4])
+        return None if row is None else (row[0], row[1], row[2], row[3], row[4], row[5])
 
     def _settle(
         self, intent_id: int, event: IntentEvent, *, order_no: str | None = None, error: str | None = None

@@ -6,12 +6,18 @@ The Kiwoom client (directly, or through the vault's gateway) is adapted to this 
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
 from autotrade.domain.models import Holding, Side
+
+# The intent an order call is made for (its unique key), set by the order protocol around the call. The
+# vault's gateway records it with the request, so that a re-send of an order whose earlier call was proved
+# never received counts once against the day's limit.
+ORDER_REF: ContextVar[str | None] = ContextVar("order_ref", default=None)
 
 
 class OrderType(StrEnum):

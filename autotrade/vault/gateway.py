@@ -41,6 +41,7 @@ from autotrade.domain.krx import KST
 from autotrade.domain.models import ApiStatus
 from autotrade.store.db import Database
 from autotrade.store.models import AccessLog, BrokerTokenCache, RevokedToken, SecurityEvent, UserApiKey
+from autotrade.trading.ports import ORDER_REF
 from autotrade.vault.anomaly import AlertSink, AnomalyDetector, Finding
 from autotrade.vault.keys import KeyStore
 from autotrade.vault.tokens import TemporaryTokens, TokenClaims, TokenRejected
@@ -57,8 +58,10 @@ _KEY_OF_TOKEN = (
     UserApiKey.user_id == sa.bindparam("p_user"),
     UserApiKey.account_no == sa.bindparam("p_account"),
 )
-_BUYS_COUNTED = (  # allowed buys that may have reached the broker
-    AccessLog.action == "order:buy", AccessLog.allowed.is_(True), AccessLog.reason.is_(None),
+OUTCOME_UNKNOWN = "outcome unknown"
+_BUYS_COUNTED = (  # allowed buys that reached the broker, or may have
+    AccessLog.action == "order:buy", AccessLog.allowed.is_(True),
+    sa.or_(AccessLog.reason.is_(None), AccessLog.reason.startswith(OUTCOME_UNKNOWN)),
 )
 _SPENT_SINCE = (
     sa.select(sa.func.coalesce(sa.func.sum(AccessLog.amount), 0))
@@ -94,6 +97,17 @@ _NOT_PLACED = (
     sa.update(AccessLog)
     .where(AccessLog.id == sa.bindparam("p_id"), AccessLog.reason.is_(None))
     .values(reason=sa.bindparam("p_reason"))
+)
+# The order protocol sends an order again only once the broker's inquiries proved the earlier call of
+# unknown outcome never arrived: that earlier call stops counting when the re-send is admitted. A call that
+# succeeded is never superseded, whatever reference a caller gives.
+_SUPERSEDED = (
+    sa.update(AccessLog)
+    .where(
+        AccessLog.order_ref == sa.bindparam("p_ref"), AccessLog.action == "order:buy",
+        AccessLog.allowed.is_(True), AccessLog.reason.startswith(OUTCOME_UNKNOWN),
+    )
+    .values(reason="not placed: proved not received, sent again")
 )
 _TOUCH = sa.update(UserApiKey).where(*_KEY_OF_TOKEN).values(last_used_at=sa.bindparam("p_now"))
 
@@ -315,7 +329,10 @@ class BrokerGateway:
     ) -> tuple[ApiStatus | None, int | None, int, int, str | None, int]:
         """The checks of a request and its access-log entry, in one transaction: (key status, daily limit,
         what the account and what the token bought before this request, the refusal if any, the entry)."""
+        ref = ORDER_REF.get() if action == "order:buy" else None
         with self.db.transaction() as conn:
+            if ref is not None:
+                conn.execute(_SUPERSEDED, {"p_ref": ref})
             # One read for every check: the key, its limit, the token's revocation, today's buys.
             found = conn.execute(
                 _ADMIT_BUY if action == "order:buy" else _ADMIT,
@@ -341,7 +358,9 @@ class BrokerGateway:
             elif action != "session" and action not in claims.actions:
                 refusal = f"token does not allow {action}"
             allowed = refusal is None
-            log_id = self._add_log(conn, claims, action, origin, amount, allowed, refusal, last_used, now)
+            log_id = self._add_log(
+                conn, claims, action, origin, amount, allowed, refusal, last_used, now, order_ref=ref
+            )
         return status, limit, spent_today, by_token, refusal, log_id
 
     async def reference_price(self, session: GatedSession, code: str) -> int:
@@ -388,8 +407,11 @@ class BrokerGateway:
 
     def not_placed(self, log_id: int, why: str) -> None:
         """An allowed buy that did not reach the broker stops counting against the day's spending."""
+        self._outcome(log_id, f"not placed: {why}")
+
+    def _outcome(self, log_id: int, reason: str) -> None:
         with self.db.transaction() as conn:
-            conn.execute(_NOT_PLACED, {"p_id": log_id, "p_reason": f"not placed: {why}"[:255]})
+            conn.execute(_NOT_PLACED, {"p_id": log_id, "p_reason": reason[:255]})
 
     async def _act_on(self, user_id: str, account_no: str, findings: list[Finding]) -> None:
         high = [f for f in findings if f.severity == "high"]
@@ -447,6 +469,8 @@ class BrokerGateway:
         reason: str | None,
         last_used: datetime | None = None,
         now: datetime | None = None,
+        *,
+        order_ref: str | None = None,
     ) -> int:
         now = now or self.clock()
         log_id: int = conn.execute(
@@ -454,7 +478,7 @@ class BrokerGateway:
             {"at": now, "user_id": claims.user_id if claims else None,
              "account_no": claims.account_no if claims else None, "token_id": claims.jti if claims else None,
              "action": action or "session", "origin": (origin or "")[:128], "allowed": allowed,
-             "reason": (reason or "")[:255] or None, "amount": amount},
+             "reason": (reason or "")[:255] or None, "amount": amount, "order_ref": order_ref},
         ).scalar_one()  # fmt: skip
         # The key's "last used" is kept to the minute: one write a minute, not one per request.
         if allowed and claims is not None and (last_used is None or now - last_used >= LAST_USED_STEP):
@@ -486,10 +510,15 @@ class GatedSession:
         try:
             return await self._kiwoom.buy(code, quantity, price, trade_type)
         except BrokerError as exc:
-            if exc.outcome_unknown:  # it may be out there: it keeps counting
+            if exc.outcome_unknown:  # it may be out there: it keeps counting, until a proven re-send
+                why = f"{OUTCOME_UNKNOWN}: {type(exc).__name__}"
+                await self._g.db.run(self._g._outcome, budget.log_id, why)
                 raise
             # Refused by the broker or never received: it is sent again or not at all, and counts once.
             await self._g.db.run(self._g.not_placed, budget.log_id, type(exc).__name__)
+            raise
+        except BaseException as exc:  # cancelled mid-call: as unknown as a timeout
+            self._g._outcome(budget.log_id, f"{OUTCOME_UNKNOWN}: {type(exc).__name__}")
             raise
 
     async def sell(self, code: str, quantity: int, price: int | None, trade_type: TradeType) -> OrderAck:

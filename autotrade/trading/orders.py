@@ -42,6 +42,7 @@ from autotrade.trading.ports import (
     BrokerOrder,
     BrokerOrderState,
     NotProcessed,
+    OrderRef,
     OrderRejected,
     OrderType,
     OutcomeUnknown,
@@ -63,7 +64,7 @@ _CLAIM = (
     .values(status=SUBMITTING, attempts=OrderIntentRow.attempts + 1, submitted_at=sa.bindparam("p_now"))
     .returning(
         OrderIntentRow.side, OrderIntentRow.code, OrderIntentRow.quantity, OrderIntentRow.price,
-        OrderIntentRow.trade_type, OrderIntentRow.key,
+        OrderIntentRow.trade_type, OrderIntentRow.key, OrderIntentRow.attempts,
     )
 )
 _SETTLE = (
@@ -119,9 +120,9 @@ class OrderService:
             claimed = await self.db.run(self._claim, intent_id)
             if claimed is None:
                 return self._status(intent_id)
-        side, code, qty, price, trade_type, key = claimed
+        side, code, qty, price, trade_type, key, attempts = claimed
         self.crash("after_submitting")
-        ref = ORDER_REF.set(key)
+        ref = ORDER_REF.set(OrderRef(key, resend=attempts > 1))
         try:
             order_no = await broker.place(side, code, qty, price, OrderType(trade_type))
         except OrderRejected as exc:
@@ -175,12 +176,12 @@ class OrderService:
         with self.db.unit_of_work() as s:
             return s.get_one(OrderIntentRow, intent_id).status
 
-    def _claim(self, intent_id: int) -> tuple[Side, str, int, int | None, str, str] | None:
+    def _claim(self, intent_id: int) -> tuple[Side, str, int, int | None, str, str, int] | None:
         """``NEW -> SUBMITTING`` as one conditional write (committed before the broker call); returns what
         to send, or None when the intent was not NEW."""
         with self.db.transaction() as conn:
             row = conn.execute(_CLAIM, {"p_id": intent_id, "p_now": self.clock()}).first()
-        return None if row is None else (row[0], row[1], row[2], row[3], row[4], row[5])
+        return None if row is None else (row[0], row[1], row[2], row[3], row[4], row[5], row[6])
 
     def _settle(
         self, intent_id: int, event: IntentEvent, *, order_no: str | None = None, error: str | None = None

@@ -14,10 +14,18 @@ from typing import Protocol
 
 from autotrade.domain.models import Holding, Side
 
-# The intent an order call is made for (its unique key), set by the order protocol around the call. The
-# vault's gateway records it with the request, so that a re-send of an order whose earlier call was proved
-# never received counts once against the day's limit.
-ORDER_REF: ContextVar[str | None] = ContextVar("order_ref", default=None)
+
+@dataclass(frozen=True, slots=True)
+class OrderRef:
+    """The intent an order call is made for: its unique key, and whether an earlier call of it was made."""
+
+    key: str
+    resend: bool = False
+
+
+# Set by the order protocol around each call. The vault's gateway records the key with the request, so that a
+# re-send of an order whose earlier call was proved never received counts once against the day's limit.
+ORDER_REF: ContextVar[OrderRef | None] = ContextVar("order_ref", default=None)
 
 
 class OrderType(StrEnum):

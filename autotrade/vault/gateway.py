@@ -331,8 +331,8 @@ class BrokerGateway:
         what the account and what the token bought before this request, the refusal if any, the entry)."""
         ref = ORDER_REF.get() if action == "order:buy" else None
         with self.db.transaction() as conn:
-            if ref is not None:
-                conn.execute(_SUPERSEDED, {"p_ref": ref})
+            if ref is not None and ref.resend:
+                conn.execute(_SUPERSEDED, {"p_ref": ref.key})
             # One read for every check: the key, its limit, the token's revocation, today's buys.
             found = conn.execute(
                 _ADMIT_BUY if action == "order:buy" else _ADMIT,
@@ -359,7 +359,8 @@ class BrokerGateway:
                 refusal = f"token does not allow {action}"
             allowed = refusal is None
             log_id = self._add_log(
-                conn, claims, action, origin, amount, allowed, refusal, last_used, now, order_ref=ref
+                conn, claims, action, origin, amount, allowed, refusal, last_used, now,
+                order_ref=ref.key if ref else None,
             )
         return status, limit, spent_today, by_token, refusal, log_id
 

@@ -190,25 +190,25 @@ async def test_a_proven_re_send_counts_once(vault: Vault) -> None:
     protocol has proved it never arrived and sends the intent again, the earlier call stops counting; a call
     that succeeded is never superseded, whatever reference is given."""
     from autotrade.broker.errors import BrokerError
-    from autotrade.trading.ports import ORDER_REF
+    from autotrade.trading.ports import ORDER_REF, OrderRef
 
     gw = vault.gateway
     account = vault.acct["alice"]
     session = await gw.session(gw.get_temporary_token("alice", account, TRADE), origin="test")
-    ORDER_REF.set("2026-11-24|alice|005930|BUY")
+    ORDER_REF.set(OrderRef("2026-11-24|alice|005930|BUY"))
     vault.sim.admin.add_fault("http_500", path="/api/dostk/ordr", count=1)
     with pytest.raises(BrokerError, match="UNKNOWN"):
         await session.buy("005930", 12, 50_000, TradeType.LIMIT)  # 600,000 of the 1,000,000 limit
-    ORDER_REF.set("2026-11-24|alice|000660|BUY")
+    ORDER_REF.set(OrderRef("2026-11-24|alice|000660|BUY"))
     with pytest.raises(AccessDenied, match="daily limit"):  # counted: it may have reached the broker
         await session.buy("000660", 5, 100_000, TradeType.LIMIT)
     gw.keys.set_status("alice", account, ApiStatus.ACTIVE)  # the breach above cut the key off; restore it
     session = await gw.session(gw.get_temporary_token("alice", account, TRADE), origin="test")
-    ORDER_REF.set("2026-11-24|alice|005930|BUY")
+    ORDER_REF.set(OrderRef("2026-11-24|alice|005930|BUY", resend=True))
     assert (await session.buy("005930", 12, 50_000, TradeType.LIMIT)).order_no  # the proven re-send
-    ORDER_REF.set("2026-11-24|alice|000660|BUY")
+    ORDER_REF.set(OrderRef("2026-11-24|alice|000660|BUY", resend=True))
     assert (await session.buy("000660", 3, 100_000, TradeType.LIMIT)).order_no  # 900,000 in all
-    with pytest.raises(AccessDenied, match="daily limit"):  # the same reference again: the success counts
+    with pytest.raises(AccessDenied, match="daily limit"):  # the same intent again: the success counts
         await session.buy("000660", 3, 100_000, TradeType.LIMIT)
 
 

@@ -198,3 +198,25 @@ def _secrets(stack: Stack) -> list[str]:
     out = [k.appkey for k in keys] + [k.secretkey for k in keys] + [t.value for t in engine.tokens.values()]
     assert len(out) >= 5  # two keys, two secrets, at least one broker token
     return out
+
+
+async def test_a_long_table_artifact_keeps_its_first_rows_and_says_how_many_more(prefect_server: None) -> None:
+    """10,000 users' orders would be one event too large for the Prefect server: the table is cut."""
+    import json
+
+    from prefect import flow
+
+    from flows.common import ARTIFACT_ROWS, table_artifact
+
+    @flow(name="long_table")
+    async def long_table() -> None:
+        rows = [{"code": f"{i:06d}", "quantity": i} for i in range(ARTIFACT_ROWS + 500)]
+        await table_artifact("long-table", rows, "nothing", "orders")
+
+    state, _, run_id = await run(long_table)
+    assert state.is_completed()
+    [artifact] = [a for a in await artifacts_of([run_id]) if a.key == "long-table"]
+    table = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    assert len(table) == ARTIFACT_ROWS + 1 and table[0] == {"code": "000000", "quantity": 0}
+    assert table[-1]["code"] == "... and 500 more rows (in the database and the report)"
+    assert artifact.description == f"orders (first {ARTIFACT_ROWS:,} of {ARTIFACT_ROWS + 500:,})"

@@ -200,7 +200,7 @@ def _secrets(stack: Stack) -> list[str]:
     return out
 
 
-async def test_a_long_table_artifact_keeps_its_first_rows_and_says_how_many_more(prefect_server: None) -> None:
+async def test_a_long_table_artifact_keeps_its_first_rows_and_counts_the_rest(prefect_server: None) -> None:
     """10,000 users' orders would be one event too large for the Prefect server: the table is cut."""
     import json
 

@@ -12,8 +12,11 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from autotrade.domain.krx import CostRates
+from autotrade.domain.risk import RiskLimits
 
 
 class BrokerEnv(StrEnum):
@@ -41,7 +44,51 @@ class KmsProvider(StrEnum):
     AWS = "aws"
 
 
-class Settings(BaseSettings):
+class TradingRules(BaseModel):
+    """The rules an account trades under: risk limits, the three-tier exit and costs. Live settings and the
+    backtester's config both are these rules (plus their own options), so the two cannot drift apart."""
+
+    # risk (KRW, integers) -- specification section 3.4
+    min_ai_score: float = Field(7.0, ge=0, le=10)
+    max_daily_investment: int = Field(10_000_000, gt=0)
+    max_stock_count: int = Field(10, gt=0)
+    max_per_stock: int = Field(1_000_000, gt=0)
+    allow_rebuy_same_day: bool = True
+
+    # three-tier exit (percent), passed to autotrade.domain.exits.ExitStrategy.arm
+    stop_loss_rate: float = Field(5.0, gt=0, lt=100)
+    preserve_rate: float = Field(4.0, gt=0, lt=100)
+    take_profit_rate: float = Field(8.0, gt=0, lt=1000)
+
+    # costs (percent). Kiwoom online brokerage fee 0.015% (키움증권 수수료 안내, 영웅문/REST 온라인
+    # 매매); securities transaction tax on KRX sells 0.20% from 2026-01-01 (증권거래세법 시행령 개정,
+    # 2025 세법개정: KOSPI 0.05% + 농어촌특별세 0.15%, KOSDAQ 0.20%).
+    fee_rate: Decimal = Decimal("0.015")
+    sell_tax_rate: Decimal = Decimal("0.20")
+
+    @field_validator("fee_rate", "sell_tax_rate")
+    @classmethod
+    def _rate_in_range(cls, v: Decimal) -> Decimal:
+        if not Decimal(0) <= v < Decimal(100):
+            raise ValueError("a rate is a percentage between 0 and 100")
+        return v
+
+    def risk_limits(self, daily_limit: int) -> RiskLimits:
+        """The limits :func:`autotrade.domain.risk.plan_buys` applies, with the user's own daily limit."""
+        return RiskLimits(
+            min_ai_score=self.min_ai_score,
+            max_daily_investment=self.max_daily_investment,
+            daily_limit=daily_limit,
+            max_stock_count=self.max_stock_count,
+            max_per_stock=self.max_per_stock,
+            allow_rebuy_same_day=self.allow_rebuy_same_day,
+        )
+
+    def costs(self) -> CostRates:
+        return CostRates(fee_rate=self.fee_rate, sell_tax_rate=self.sell_tax_rate)
+
+
+class Settings(BaseSettings, TradingRules):
     # Errors name the field, never its value: a database URL holds a password, a webhook URL is a secret.
     # Infinite or NaN numbers are refused (an infinite timeout is a hang, not a setting).
     model_config = SettingsConfigDict(
@@ -53,18 +100,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///var/autotrade.db"
     data_dir: Path = Path("var")
 
-    # risk (KRW, integers) -- specification section 3.4
-    min_ai_score: float = Field(7.0, ge=0, le=10)
-    max_daily_investment: int = Field(10_000_000, gt=0)
-    max_stock_count: int = Field(10, gt=0)
-    max_per_stock: int = Field(1_000_000, gt=0)
+    # the daily limit of a key registered without one (the rules' other risk fields: TradingRules)
     default_daily_limit: int = Field(10_000_000, gt=0)
-    allow_rebuy_same_day: bool = True
-
-    # three-tier exit (percent)
-    stop_loss_rate: float = Field(5.0, gt=0, lt=100)
-    preserve_rate: float = Field(4.0, gt=0, lt=100)
-    take_profit_rate: float = Field(8.0, gt=0, lt=1000)
 
     buy_session: BuySession = BuySession.AFTER_HOURS_CLOSE
 
@@ -76,12 +113,6 @@ class Settings(BaseSettings):
     batch_size: int = Field(500, gt=0, description="accounts per Prefect task run")
     account_concurrency: int = Field(200, gt=0, description="accounts worked on at once in a batch")
     reconcile_every_minutes: float = Field(5.0, gt=0)
-
-    # costs (percent). Kiwoom online brokerage fee 0.015% (키움증권 수수료 안내, 영웅문/REST 온라인
-    # 매매); securities transaction tax on KRX sells 0.20% from 2026-01-01 (증권거래세법 시행령 개정,
-    # 2025 세법개정: KOSPI 0.05% + 농어촌특별세 0.15%, KOSDAQ 0.20%).
-    fee_rate: Decimal = Decimal("0.015")
-    sell_tax_rate: Decimal = Decimal("0.20")
 
     # broker
     broker_env: BrokerEnv = BrokerEnv.SIMULATOR
@@ -111,13 +142,6 @@ class Settings(BaseSettings):
     slack_token: SecretStr | None = None
     slack_webhook_url: SecretStr | None = None
     slack_operator_channel: str = "#autotrade-ops"
-
-    @field_validator("fee_rate", "sell_tax_rate")
-    @classmethod
-    def _rate_in_range(cls, v: Decimal) -> Decimal:
-        if not Decimal(0) <= v < Decimal(100):
-            raise ValueError("a rate is a percentage between 0 and 100")
-        return v
 
     @field_validator("database_url")
     @classmethod

@@ -116,7 +116,7 @@ class Runtime:
 
     def __post_init__(self, time_control: ClockControl | None) -> None:
         self.time = time_control or PassingTime(self.clock)
-        self.costs = CostRates(self.settings.fee_rate, self.settings.sell_tax_rate)
+        self.costs = self.settings.costs()
         settle = timedelta(seconds=self.settings.order_settle_seconds)
         self.orders = OrderService(self.db, self.clock, settle=settle)
         self.buys = BuyService(self.db, self.orders, self.settings, self.clock)

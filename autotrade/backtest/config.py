@@ -12,33 +12,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from autotrade.domain.krx import CostRates
+from autotrade.config import TradingRules
 from autotrade.domain.risk import RiskLimits
 
 
-class BacktestConfig(BaseModel):
+class BacktestConfig(TradingRules):
+    """The live trading rules (:class:`~autotrade.config.TradingRules`) plus the backtester's options."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     initial_capital: int = Field(10_000_000, gt=0, description="cash at the start, KRW")
-
-    # risk (DESIGN section 2), passed to autotrade.domain.risk.plan_buys
-    min_ai_score: float = Field(7.0, ge=0, le=10)
-    max_daily_investment: int = Field(10_000_000, gt=0)
     daily_limit: int = Field(10_000_000, gt=0, description="the user's own daily limit")
-    max_stock_count: int = Field(10, gt=0)
-    max_per_stock: int = Field(1_000_000, gt=0)
-    allow_rebuy_same_day: bool = True
-
-    # three-tier exit, percent, passed to autotrade.domain.exits.ExitStrategy.arm
-    stop_loss_rate: float = Field(5.0, gt=0, lt=100)
-    preserve_rate: float = Field(4.0, gt=0, lt=100)
-    take_profit_rate: float = Field(8.0, gt=0, lt=1000)
-
-    # costs, percent, passed to autotrade.domain.krx.CostRates
-    fee_rate: Decimal = Decimal("0.015")
-    sell_tax_rate: Decimal = Decimal("0.20")
 
     max_holding_days: int | None = Field(
         None,
@@ -58,13 +44,6 @@ class BacktestConfig(BaseModel):
         # A TOML/JSON float such as 0.015 must become Decimal("0.015"), not its binary expansion.
         return Decimal(str(v)) if isinstance(v, float) else v
 
-    @field_validator("fee_rate", "sell_tax_rate")
-    @classmethod
-    def _rate_in_range(cls, v: Decimal) -> Decimal:
-        if not Decimal(0) <= v < Decimal(100):
-            raise ValueError("a rate is a percentage between 0 and 100")
-        return v
-
     @model_validator(mode="after")
     def _tiers_ordered(self) -> BacktestConfig:
         if self.take_profit_rate < self.preserve_rate:
@@ -72,17 +51,7 @@ class BacktestConfig(BaseModel):
         return self
 
     def limits(self) -> RiskLimits:
-        return RiskLimits(
-            min_ai_score=self.min_ai_score,
-            max_daily_investment=self.max_daily_investment,
-            daily_limit=self.daily_limit,
-            max_stock_count=self.max_stock_count,
-            max_per_stock=self.max_per_stock,
-            allow_rebuy_same_day=self.allow_rebuy_same_day,
-        )
-
-    def costs(self) -> CostRates:
-        return CostRates(fee_rate=self.fee_rate, sell_tax_rate=self.sell_tax_rate)
+        return self.risk_limits(self.daily_limit)
 
     def as_record(self) -> dict[str, Any]:
         """Plain JSON-ready values (rates as strings, so they read back exactly)."""

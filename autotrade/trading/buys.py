@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from autotrade.config import BuySession, Settings
-from autotrade.domain.krx import KST, CostRates
+from autotrade.domain.krx import KST
 from autotrade.domain.models import ScanRow, Side, SignalStatus
 from autotrade.domain.orders import NEEDS_RECONCILIATION, IntentStatus, intent_key
 from autotrade.domain.risk import AccountState, BuyPlan, RiskLimits, plan_buys
@@ -71,18 +71,10 @@ class BuyService:
         self.orders = orders
         self.settings = settings
         self.clock = clock
-        self.costs = CostRates(settings.fee_rate, settings.sell_tax_rate)
+        self.costs = settings.costs()
 
     def limits_for(self, key: UserApiKey) -> RiskLimits:
-        s = self.settings
-        return RiskLimits(
-            min_ai_score=s.min_ai_score,
-            max_daily_investment=s.max_daily_investment,
-            daily_limit=key.daily_limit,
-            max_stock_count=s.max_stock_count,
-            max_per_stock=s.max_per_stock,
-            allow_rebuy_same_day=s.allow_rebuy_same_day,
-        )
+        return self.settings.risk_limits(key.daily_limit)
 
     async def run_account(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -37,7 +38,38 @@ def create_db_engine(url: str, **kw: object) -> Engine:
             cur.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, **kw)
+    engine = sa.create_engine(url, **kw)
+    _ping_when_idle(engine)
+    return engine
+
+
+IDLE_BEFORE_PING = 10.0  # seconds a pooled connection may rest before it is tested on checkout
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Test a pooled connection on checkout when it has rested a while (a server restart or a dropped link
+    shows there), not when it was in use a moment ago: a busy process checks connections out several times
+    per order, and a test on each would double its round trips. A connection that fails the test is
+    replaced (the pool retries the checkout); one that dies in use fails its statement, which is retried."""
+
+    @event.listens_for(engine, "checkin")
+    def _rested_from(_dbapi_conn, record):  # type: ignore[no-untyped-def]
+        record.info["checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _test_if_rested(dbapi_conn, record, _proxy):  # type: ignore[no-untyped-def]
+        since = record.info.get("checked_in")
+        if since is None or time.monotonic() - since < IDLE_BEFORE_PING:
+            return
+        try:
+            cur = dbapi_conn.cursor()
+            try:
+                cur.execute("SELECT 1")
+            finally:
+                cur.close()
+        except engine.dialect.loaded_dbapi.Error as exc:
+            failed = type(exc).__name__
+            raise sa.exc.DisconnectionError(f"pooled connection failed its test: {failed}") from None
 
 
 class Database:
@@ -64,6 +96,13 @@ class Database:
         """A plain connection in one transaction (committed on success): for the hot paths that run a few
         prepared statements per order and need none of the ORM's bookkeeping."""
         with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def statement(self) -> Iterator[Connection]:
+        """A plain connection for one statement that commits by itself (no BEGIN and COMMIT round trips):
+        for the conditional writes of the order protocol, each atomic on its own."""
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             yield conn
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -179,7 +179,7 @@ class OrderService:
     def _claim(self, intent_id: int) -> tuple[Side, str, int, int | None, str, str, int] | None:
         """``NEW -> SUBMITTING`` as one conditional write (committed before the broker call); returns what
         to send, or None when the intent was not NEW."""
-        with self.db.transaction() as conn:
+        with self.db.statement() as conn:
             row = conn.execute(_CLAIM, {"p_id": intent_id, "p_now": self.clock()}).first()
         return None if row is None else (row[0], row[1], row[2], row[3], row[4], row[5], row[6])
 
@@ -191,7 +191,7 @@ class OrderService:
         target = next_status(SUBMITTING, event)
         params = {"p_id": intent_id, "p_status": target, "p_order_no": order_no,
                   "p_error": None if error is None else error[:500]}  # fmt: skip
-        with self.db.transaction() as conn:
+        with self.db.statement() as conn:
             if conn.execute(_SETTLE, params).rowcount == 1:
                 return target
         with self.db.unit_of_work() as s:

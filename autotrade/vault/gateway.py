@@ -411,7 +411,7 @@ class BrokerGateway:
         self._outcome(log_id, f"not placed: {why}")
 
     def _outcome(self, log_id: int, reason: str) -> None:
-        with self.db.transaction() as conn:
+        with self.db.statement() as conn:
             conn.execute(_NOT_PLACED, {"p_id": log_id, "p_reason": reason[:255]})
 
     async def _act_on(self, user_id: str, account_no: str, findings: list[Finding]) -> None:

@@ -133,3 +133,39 @@ def test_open_intents_and_unit_of_work_rollback(db: Database) -> None:
         assert [r.key for r in Intents(s).needing_reconciliation()] == ["k7"]
         assert [r.key for r in Intents(s).open_for("u1", "11111111")] == ["k7"]
         assert ApiKeys(s).tradable() == []
+
+
+def test_a_single_statement_commits_by_itself(db: Database) -> None:
+    with db.unit_of_work() as s:
+        s.add(intent("k-auto"))
+    with db.statement() as conn:
+        conn.execute(sa.update(OrderIntentRow).where(OrderIntentRow.key == "k-auto").values(attempts=7))
+        # Still inside the block, another connection already sees it: no transaction is left open.
+        with db.engine.connect() as other:
+            seen = other.scalar(sa.select(OrderIntentRow.attempts).where(OrderIntentRow.key == "k-auto"))
+    assert seen == 7
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_lost_while_resting_is_replaced(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import autotrade.store.db as store_db
+
+    db = Database(pg_url, pool_size=1, max_overflow=0)
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    try:
+        pid_of = sa.text("SELECT pg_backend_pid()")
+        with db.statement() as conn:
+            first = conn.scalar(pid_of)
+        with db.statement() as conn:  # in use a moment ago: the same connection, not tested again
+            assert conn.scalar(pid_of) == first
+        with admin.connect() as conn:  # the server drops it while it rests in the pool
+            assert conn.scalar(sa.text("SELECT pg_terminate_backend(:p)"), {"p": first})
+        monkeypatch.setattr(store_db, "IDLE_BEFORE_PING", 0.0)  # it has rested long enough to be tested
+        with db.statement() as conn:
+            second = conn.scalar(pid_of)
+        assert second != first
+    finally:
+        db.dispose()
+        admin.dispose()

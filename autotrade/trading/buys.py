@@ -48,6 +48,19 @@ class BuyOutcome:
         return sum(q * p for _, q, p in self.placed)
 
 
+# An account's plan: its signals and intents inserted in one statement each, ids back in the rows' order.
+_INSERT_SIGNALS = sa.insert(TradingSignal).returning(TradingSignal.id, sort_by_parameter_order=True)
+_INSERT_INTENTS = sa.insert(OrderIntentRow).returning(OrderIntentRow.id, sort_by_parameter_order=True)
+
+
+@dataclass(slots=True)
+class PreparedBuys:
+    """An account's buys planned and recorded, not yet sent: (intent id, code, quantity, price, status)."""
+
+    outcome: BuyOutcome
+    intents: list[tuple[int, str, int, int, IntentStatus]]
+
+
 def order_type_for(session: BuySession) -> OrderType:
     return OrderType.AFTER_HOURS_CLOSE if session is BuySession.AFTER_HOURS_CLOSE else OrderType.MARKET
 
@@ -88,6 +101,21 @@ class BuyService:
     ) -> BuyOutcome:
         """Plan (or re-use the plan of an earlier run today) and send this account's buys. ``caps`` (a run's
         own ``max_daily_investment``, ``max_stock_count``, ``max_per_stock``) can only tighten the limits."""
+        prepared = await self.prepare(ref, broker, scan, day, scan_batch_id, dry_run, caps)
+        return await self.send(prepared, broker)
+
+    async def prepare(
+        self,
+        ref: AccountRef,
+        broker: AccountBroker,
+        scan: Sequence[ScanRow],
+        day: date,
+        scan_batch_id: int | None = None,
+        dry_run: bool = False,
+        caps: Mapping[str, int] | None = None,
+    ) -> PreparedBuys:
+        """The first half of :meth:`run_account`: the plan recorded (or found) and the intents to send. An
+        evening run prepares the next accounts while others send, since sending is paced per key."""
         # The database work runs off the event loop: thousands of accounts share it in the evening run.
         out = BuyOutcome(ref.user_id, ref.account_no)
         limits, planned = await self.db.run(self._limits_and_whether_planned, ref, day, caps)
@@ -99,10 +127,18 @@ class BuyService:
             if dry_run:
                 out.placed = [(b.code, b.quantity, b.price) for b in plan.buys]
                 out.skipped = [(k.code, k.reason.value) for k in plan.skipped]
-                return out
-            await self.db.run(self._record_plan, ref, day, plan, scan_batch_id)
+                return PreparedBuys(out, [])
+            recorded = await self.db.run(self._record_plan, ref, day, plan, scan_batch_id)
+            if recorded is not None:
+                out.skipped, intents = recorded
+                return PreparedBuys(out, intents)
         out.skipped, intents = await self.db.run(self._skips_and_intents, ref, day)
-        for intent_id, code, qty, price, status in intents:
+        return PreparedBuys(out, intents)
+
+    async def send(self, prepared: PreparedBuys, broker: AccountBroker) -> BuyOutcome:
+        """The second half of :meth:`run_account`: each intent sent exactly once, the outcome collected."""
+        out = prepared.outcome
+        for intent_id, code, qty, price, status in prepared.intents:
             if status is IntentStatus.NEW or status in NEEDS_RECONCILIATION:  # else sent already: as it is
                 try:
                     status = await self.orders.execute(intent_id, broker)
@@ -173,48 +209,52 @@ class BuyService:
             spent_today=sum((b.price or 0) * b.quantity for b in buys),
         )
 
-    def _record_plan(self, ref: AccountRef, day: date, plan: BuyPlan, scan_batch_id: int | None) -> None:
-        """The account's signals and buy intents of the day, all or nothing, in one transaction (a few
-        statements whatever the plan's size). Should another run have planned the account at the same
-        moment, the intents' unique keys refuse this plan and the other one stands."""
+    def _record_plan(
+        self, ref: AccountRef, day: date, plan: BuyPlan, scan_batch_id: int | None
+    ) -> tuple[list[tuple[str, str]], list[tuple[int, str, int, int, IntentStatus]]] | None:
+        """The account's signals and buy intents of the day, all or nothing, in one transaction of three
+        statements whatever the plan's size; returns (skips, intents) as :meth:`_skips_and_intents` would
+        read them. Should another run have planned the account at the same moment, the intents' unique
+        keys refuse this plan and the other one stands (None: read it)."""
+        mine = {"user_id": ref.user_id, "account_no": ref.account_no, "trading_day": day}
+        signal = {**mine, "scan_batch_id": scan_batch_id}
         trade_type = order_type_for(self.settings.buy_session).value
+        intent_ids: list[int] = []
         try:
-            with self.db.unit_of_work() as s:
-                signals = [
-                    TradingSignal(
-                        user_id=ref.user_id, account_no=ref.account_no, scan_batch_id=scan_batch_id,
-                        trading_day=day, code=b.code, name=b.name, score=b.score, current_price=b.price,
-                        target_quantity=b.quantity, confidence=min(b.score / 10, 1.0),
-                        reasons=json.dumps([f"bound by {b.bound_by.value}"], ensure_ascii=False),
-                        status=SignalStatus.ORDERED,
-                    )
-                    for b in plan.buys
-                ]
-                s.add_all(signals)
-                s.flush()  # the signals' ids, for their intents
-                s.add_all(
-                    OrderIntentRow(
-                        key=intent_key(day, ref.user_id, ref.account_no, b.code, BUY_PURPOSE),
-                        trading_day=day, user_id=ref.user_id, account_no=ref.account_no, code=b.code,
-                        side=Side.BUY, purpose=BUY_PURPOSE, quantity=b.quantity, price=b.price,
-                        trade_type=trade_type, signal_id=sig.id,
-                    )
-                    for b, sig in zip(plan.buys, signals, strict=True)
-                )
-                s.add_all(
-                    TradingSignal(
-                        user_id=ref.user_id, account_no=ref.account_no, scan_batch_id=scan_batch_id,
-                        trading_day=day, code=k.code, name=k.name, score=k.score, current_price=k.price,
-                        target_quantity=0, status=SignalStatus.SKIPPED, skip_reason=k.reason,
-                        skip_detail=k.detail[:255],
-                    )
-                    for k in plan.skipped
-                )
+            with self.db.transaction() as conn:
+                if plan.buys:
+                    ordered = [
+                        {**signal, "code": b.code, "name": b.name, "score": b.score, "current_price": b.price,
+                         "target_quantity": b.quantity, "confidence": min(b.score / 10, 1.0),
+                         "status": SignalStatus.ORDERED,
+                         "reasons": json.dumps([f"bound by {b.bound_by.value}"], ensure_ascii=False)}
+                        for b in plan.buys
+                    ]  # fmt: skip
+                    signal_ids = conn.scalars(_INSERT_SIGNALS, ordered).all()
+                    intents = [
+                        {**mine, "key": intent_key(day, ref.user_id, ref.account_no, b.code, BUY_PURPOSE),
+                         "code": b.code, "side": Side.BUY, "purpose": BUY_PURPOSE, "quantity": b.quantity,
+                         "price": b.price, "trade_type": trade_type, "signal_id": sig}
+                        for b, sig in zip(plan.buys, signal_ids, strict=True)
+                    ]  # fmt: skip
+                    intent_ids = list(conn.scalars(_INSERT_INTENTS, intents).all())
+                if plan.skipped:
+                    skipped = [
+                        {**signal, "code": k.code, "name": k.name, "score": k.score, "current_price": k.price,
+                         "target_quantity": 0, "status": SignalStatus.SKIPPED, "skip_reason": k.reason,
+                         "skip_detail": k.detail[:255]}
+                        for k in plan.skipped
+                    ]  # fmt: skip
+                    conn.execute(sa.insert(TradingSignal), skipped)
         except IntegrityError:
             if not self._existing_intents(ref, day):
                 raise
             log.info("%s/%s was planned by another run at the same time; its plan stands",
                      ref.user_id, ref.account_no)  # fmt: skip
+            return None
+        new = IntentStatus.NEW
+        to_send = [(i, b.code, b.quantity, b.price, new) for i, b in zip(intent_ids, plan.buys, strict=True)]
+        return [(k.code, k.reason.value) for k in plan.skipped], to_send
 
     def _existing_intents(self, ref: AccountRef, day: date) -> bool:
         return bool(self._buy_intents(ref, day))

@@ -98,6 +98,8 @@ class Settings(BaseSettings, TradingRules):
 
     # storage
     database_url: str = "sqlite:///var/autotrade.db"
+    # connections per process (a server database; SQLite writes one transaction at a time)
+    database_pool_size: int = Field(10, ge=1, le=200)
     data_dir: Path = Path("var")
 
     # the daily limit of a key registered without one (the rules' other risk fields: TradingRules)
@@ -112,6 +114,9 @@ class Settings(BaseSettings, TradingRules):
     # orchestration
     batch_size: int = Field(500, gt=0, description="accounts per Prefect task run")
     account_concurrency: int = Field(200, gt=0, description="accounts worked on at once in a batch")
+    # The evening buys of many users are CPU-bound in one process: with more than one, the accounts are
+    # shared out among that many worker processes (a server database only).
+    worker_processes: int = Field(1, ge=1, le=64)
     reconcile_every_minutes: float = Field(5.0, gt=0)
 
     # broker
@@ -181,6 +186,14 @@ class Settings(BaseSettings, TradingRules):
         # HS256 with a key shorter than its 256-bit hash can be brute-forced (RFC 7518, section 3.2).
         if v.get_secret_value() and len(v.get_secret_value().encode()) < 32:
             raise ValueError("a signing key needs at least 32 bytes (leave it empty to use a generated key)")
+        return v
+
+    @field_validator("worker_processes")
+    @classmethod
+    def _processes_need_a_server(cls, v: int, info: ValidationInfo) -> int:
+        url = info.data.get("database_url")
+        if v > 1 and url is not None and url.startswith("sqlite"):
+            raise ValueError("more than one worker process needs a server database (PostgreSQL), not SQLite")
         return v
 
     @field_validator("take_profit_rate")

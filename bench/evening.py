@@ -1,14 +1,15 @@
 """The evening flow end to end at scale: Prefect (a temporary server), the simulator (its own process,
 over real HTTP), PostgreSQL, the vault gateway; and, in the same run, the raw client loop for comparison.
 
-    python bench/evening.py --users 1000 [--signals 10] [--raw-accounts 500]
+    python bench/evening.py --users 1000 [--signals 10] [--raw-accounts 500] [--processes 2]
 
 Every user registers a simulated Kiwoom account through the vault (setup, not timed). The timed part is
 one run of ``evening_signal_and_buy`` at 15:40 on a 10-row scan (after-hours-at-close buys; the 16:00 fill
-collection is not part of it). Then the raw loop: the bare ``KiwoomSession`` placing the same number of
-orders per account for ``--raw-accounts`` accounts with the same concurrency and per-key rate limits,
-nothing else (no database, no gateway, no Prefect). Prints one JSON object:
-users, orders, seconds, orders_per_second, raw_orders, raw_seconds, raw_orders_per_second, ratio.
+collection is not part of it), its accounts shared among ``--processes`` worker processes. Then the raw
+loop: the bare ``KiwoomSession`` placing the same number of orders per account for ``--raw-accounts``
+accounts with the same concurrency and per-key rate limits, nothing else (no database, no gateway, no
+Prefect). Prints one JSON object: users, orders, seconds, orders_per_second, raw_orders, raw_seconds,
+raw_orders_per_second, ratio.
 
 Needs PostgreSQL on 127.0.0.1:5432 (database ``test`` to create a scratch database in;
 AUTOTRADE_BENCH_PG_ADMIN_URL overrides). Everything stays on 127.0.0.1 and stops by itself.
@@ -26,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -170,16 +171,19 @@ def main() -> None:
     ap.add_argument("--signals", type=int, default=10)
     ap.add_argument("--raw-accounts", type=int, default=None, help="accounts in the raw loop (default all)")
     ap.add_argument("--stocks", type=int, default=60)
+    ap.add_argument("--processes", type=int, default=1, help="worker processes (1: the flow's own)")
     args = ap.parse_args()
     if args.users < 1 or not 1 <= args.signals <= 30:
         ap.error("--users must be positive and --signals between 1 and 30")
+    if not 1 <= args.processes <= 64:
+        ap.error("--processes must be between 1 and 64")
 
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from autotrade.access import GatewayAccess
     from autotrade.config import Settings
-    from autotrade.runtime import Runtime, set_runtime
+    from autotrade.runtime import Runtime, ShiftedClock, set_runtime
     from autotrade.store.db import Database
     from autotrade.store.migrate import upgrade
     from autotrade.store.models import OrderIntentRow
@@ -198,15 +202,11 @@ def main() -> None:
         admin = Admin(base)
         settings = Settings(
             database_url=url, data_dir=work, broker_base_url=base, local_master_key_path=work / "master.key",
-            scan_location=str(work / "scans"), temp_token_ttl_seconds=3600,
+            scan_location=str(work / "scans"), temp_token_ttl_seconds=3600, worker_processes=args.processes,
         )  # fmt: skip
-        db = Database(url, pool_size=10, max_overflow=10)
+        db = Database(url, pool_size=settings.database_pool_size, max_overflow=10)
         # The simulator's clock stands at 15:40; ours moves on from there with the wall clock.
-        t0 = time.monotonic()
-
-        def clock() -> datetime:
-            return at + timedelta(seconds=time.monotonic() - t0)
-
+        clock = ShiftedClock.starting_at(at)
         access = GatewayAccess(settings, db, clock=clock)
         set_runtime(Runtime(settings, db, clock, access))
         keys = asyncio.run(register(access, admin, args.users, cash=100_000_000, limit=20_000_000))
@@ -255,6 +255,7 @@ def main() -> None:
             "database": "postgresql", "broker": "simulator (separate process, HTTP)",
             "per_key_rate": settings.broker_rate_per_second, "per_key_burst": settings.broker_burst,
             "batch_size": settings.batch_size, "account_concurrency": settings.account_concurrency,
+            "processes": args.processes,
         }))  # fmt: skip
     finally:
         set_runtime(None)

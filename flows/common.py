@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
 from autotrade.domain.calendar import is_trading_day
 from autotrade.domain.krx import KST
-from autotrade.runtime import get_runtime
+from autotrade.runtime import get_runtime, start_worker_process
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +63,21 @@ async def table_artifact(key: str, rows: list[dict[str, Any]], empty: str, descr
         table = [*table, {next(iter(rows[0])): note}]
         description = f"{description} (first {ARTIFACT_ROWS:,} of {len(rows):,})"
     await acreate_table_artifact(key=key, table=table, description=description)
+
+
+async def in_worker_processes(task: Any, parameter_sets: Sequence[dict[str, Any]]) -> list[Any]:
+    """Run ``task`` once per parameter set, each in a worker process of the settings' ``worker_processes``
+    (Prefect's process pool: the task runs, retries and logs of each show under this flow run). A worker
+    builds its runtime from this process's settings and clock. The results come back in order; a task that
+    failed for good raises here, as it would when awaited in this process."""
+    from prefect.task_runners import ProcessPoolTaskRunner
+
+    rt = get_runtime()
+    runner = ProcessPoolTaskRunner(
+        max_workers=min(rt.settings.worker_processes, len(parameter_sets)),
+        initializer=start_worker_process,
+        initargs=(rt.settings, rt.clock),
+    )
+    with runner:
+        futures = [runner.submit(task, dict(params)) for params in parameter_sets]
+        return [await asyncio.to_thread(f.result) for f in futures]

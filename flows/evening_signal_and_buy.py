@@ -12,7 +12,14 @@ from autotrade.domain.calendar import hours_of
 from autotrade.domain.krx import KST
 from autotrade.runtime import get_runtime
 from autotrade.trading.scan import warm_up_in_background
-from flows.common import notify_operator, resolve_day, skip_if_closed, table_artifact, wait_until
+from flows.common import (
+    in_worker_processes,
+    notify_operator,
+    resolve_day,
+    skip_if_closed,
+    table_artifact,
+    wait_until,
+)
 from tasks.notifications import notify_buys, notify_fills
 from tasks.trading import chunks, confirm_fills, list_accounts, place_buy_orders, validate_scan_task
 
@@ -45,13 +52,25 @@ async def evening_signal_and_buy(
             raise ValueError(f"limits: only positive {', '.join(CAPPABLE)}; got {sorted(limits)}")
     batch_id = validate_scan_task(day, scan, scan_payload)
     accounts = list_accounts(users)
-    # One task run per batch, all in this flow's event loop (the broker clients belong to it).
-    batches = await asyncio.gather(
-        *(
-            place_buy_orders(batch_id, chunk, day, dry_run, limits)
-            for chunk in chunks(accounts, rt.settings.batch_size)
+    processes = min(rt.settings.worker_processes, -(-len(accounts) // rt.settings.batch_size))
+    if processes > 1:
+        # Each worker process takes an equal share of the accounts, as many batches' worth at once.
+        share = -(-len(accounts) // processes)
+        batches = await in_worker_processes(
+            place_buy_orders,
+            [
+                {"batch_id": batch_id, "accounts": part, "day": day, "dry_run": dry_run, "caps": limits}
+                for part in chunks(accounts, share)
+            ],
         )
-    )
+    else:
+        # One task run per batch, all in this flow's event loop (the broker clients belong to it).
+        batches = await asyncio.gather(
+            *(
+                place_buy_orders(batch_id, chunk, day, dry_run, limits)
+                for chunk in chunks(accounts, rt.settings.batch_size)
+            )
+        )
     outcomes = [o for b in batches for o in b]
     placed = [
         {"user": o["user_id"], "account": o["account_no"], "code": c, "quantity": q, "price": p}

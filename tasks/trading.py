@@ -17,7 +17,7 @@ from prefect import get_run_logger, task
 
 from autotrade.domain.calendar import is_trading_day
 from autotrade.domain.models import ScanRow
-from autotrade.runtime import SELL, TRADE, get_runtime
+from autotrade.runtime import SELL, TRADE, get_runtime, old_objects_set_aside
 from autotrade.store.models import ScanBatch
 from autotrade.trading.buys import AccountRef
 from autotrade.trading.scan import RawScan, parse_scan_payload, read_scan, validate_scan
@@ -95,15 +95,24 @@ def list_accounts(users: list[str] | None = None, trading_only: bool = True) -> 
     return [(a.user_id, a.account_no) for a in get_runtime().accounts(users, trading_only=trading_only)]
 
 
+def account_slots(accounts: int) -> int:
+    """Accounts worked on at once: ``account_concurrency`` per batch. A task given several batches' worth
+    of accounts (a worker process's share) works on as many at once as that many batches would."""
+    settings = get_runtime().settings
+    return settings.account_concurrency * max(1, -(-accounts // settings.batch_size))
+
+
 async def for_each_account(
     accounts: Sequence[tuple[str, str]],
     work: Callable[[AccountRef], Awaitable[T]],
     *,
     retry_transient: bool = False,
+    at_once: int | None = None,
 ) -> list[T | BaseException]:
-    """Run ``work`` for every account with bounded concurrency; an account's failure is its outcome.
-    With ``retry_transient`` (tasks with retries, idempotent work) a transient failure retries the batch."""
-    sem = asyncio.Semaphore(get_runtime().settings.account_concurrency)
+    """Run ``work`` for every account, ``at_once`` (default :func:`account_slots`) at a time; an account's
+    failure is its outcome. With ``retry_transient`` (tasks with retries, idempotent work) a transient
+    failure retries the batch."""
+    sem = asyncio.Semaphore(at_once or account_slots(len(accounts)))
 
     async def one(ref: AccountRef) -> T | BaseException:
         async with sem:
@@ -151,12 +160,23 @@ async def place_buy_orders(
     """Plan and send a batch of accounts' buys: exactly once per intent, so a re-run places nothing twice."""
     rt = get_runtime()
     rows = scan_rows(batch_id)
+    # Sending is paced per key (about one order a second), so as many accounts send at once as a batch works
+    # on, and as many again are planned meanwhile: the next account is ready when a sending slot frees.
+    slots = account_slots(len(accounts))
+    sending = asyncio.Semaphore(slots)
 
     async def work(ref: AccountRef) -> object:
         broker = await rt.brokers.for_account(ref, TRADE, spend_cap=rt.settings.max_daily_investment)
-        return await rt.buys.run_account(ref, broker, rows, day, batch_id, dry_run, caps)
+        prepared = await rt.buys.prepare(ref, broker, rows, day, batch_id, dry_run, caps)
+        async with sending:
+            return await rt.buys.send(prepared, broker)
 
-    results = await for_each_account(accounts, work, retry_transient=True)
+    try:
+        with old_objects_set_aside():
+            results = await for_each_account(accounts, work, retry_transient=True, at_once=2 * slots)
+    finally:
+        if rt.worker_process:  # this task's event loop ends with it, and the broker client with the loop
+            await rt.brokers.aclose()
     return [_outcome(a, r) for a, r in zip(accounts, results, strict=True)]
 
 

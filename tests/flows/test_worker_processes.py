@@ -1,0 +1,146 @@
+"""The evening buys shared among worker processes (``worker_processes``), as a production evening runs them
+for many users: PostgreSQL, the simulator in its own process over HTTP, the vault gateway, Prefect's test
+harness. Every intended order reaches the broker once, the flow's own process sends none, and a re-run of
+the same day sends nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter
+from prefect.client.schemas.sorting import TaskRunSort
+from pydantic import SecretStr
+
+from autotrade.access import GatewayAccess
+from autotrade.config import Settings
+from autotrade.demo.stack import enable_auto_trading
+from autotrade.domain.krx import KST
+from autotrade.domain.models import Side
+from autotrade.runtime import Runtime, ShiftedClock, set_runtime
+from autotrade.sim.server import Admin, simulator_process
+from autotrade.store.db import Database
+from autotrade.store.migrate import upgrade
+from autotrade.store.models import OrderIntentRow
+from autotrade.vault.registration import register_user_api
+from flows.evening_signal_and_buy import evening_signal_and_buy
+from tests.flows.conftest import DAY1
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
+
+USERS = 5
+
+
+@pytest.fixture
+def schema_url(pg_url: str) -> Iterator[str]:
+    """A schema of its own on the session's PostgreSQL database, reachable from other processes."""
+    schema = f"w_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = sa.engine.make_url(pg_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+async def _register(access: GatewayAccess, admin: Admin, db: Database) -> list[str]:
+    accounts = []
+    for i in range(USERS):
+        user, account = f"worker{i}", f"{6_100_000_000 + i:010d}"
+        admin.create_account(account, user, 50_000_000)
+        key = admin.create_appkey(account)
+        await register_user_api(
+            access.gateway(), user, SecretStr(key["appkey"]), SecretStr(key["secretkey"]), account,
+            daily_limit=5_000_000,
+        )  # fmt: skip
+        accounts.append(account)
+    await access.aclose()  # its client belongs to this loop; the flow's runs in another
+    enable_auto_trading(db, [f"worker{i}" for i in range(USERS)])
+    return accounts
+
+
+def _scan(admin: Admin, at: datetime) -> dict[str, Any]:
+    stocks = admin.stocks()
+    codes = sorted((c for c, s in stocks.items() if 5_000 <= s["price"] <= 200_000), key=str)[:3]
+    return {
+        "trading_day": at.date().isoformat(),
+        "generated_at": at.replace(minute=36).isoformat(),
+        "scan_results": [
+            {"code": c, "name": stocks[c]["name"], "score": 9.0 - i / 10, "current_price": stocks[c]["price"],
+             "reasons": ["거래량 급증"]}
+            for i, c in enumerate(codes)
+        ],
+    }  # fmt: skip
+
+
+def _broker_orders(base: str, accounts: list[str]) -> list[tuple[str, str]]:
+    with httpx.Client(base_url=base, timeout=10) as http:
+        return sorted(
+            (a, o["order_no"]) for a in accounts for o in http.get(f"/_sim/accounts/{a}").json()["orders"]
+        )
+
+
+async def test_worker_processes_place_each_buy_once(
+    prefect_server: None, schema_url: str, tmp_path: Path
+) -> None:
+    at = datetime.combine(DAY1, time(15, 40), tzinfo=KST)
+    with simulator_process(start=at, stocks=12, log_path=tmp_path / "simulator.log") as base:
+        upgrade(schema_url)
+        settings = Settings(
+            database_url=schema_url, data_dir=tmp_path, broker_base_url=base,
+            local_master_key_path=tmp_path / "master.key", scan_location=str(tmp_path / "scans"),
+            temp_token_ttl_seconds=3600, worker_processes=2, batch_size=2,
+        )  # fmt: skip
+        clock = ShiftedClock.starting_at(at)
+        db = Database(schema_url)
+        access = GatewayAccess(settings, db, clock=clock)
+        set_runtime(Runtime(settings, db, clock, access))
+        try:
+            admin = Admin(base)
+            accounts = await _register(access, admin, db)
+            payload = _scan(admin, at)
+
+            state = await evening_signal_and_buy(
+                trading_day=DAY1, scan_payload=payload, collect_fills=False, return_state=True
+            )
+            result = await state.result()
+            assert state.is_completed(), state.message
+            assert access._gateways == {}, "the flow's own process sent orders"
+            with db.unit_of_work() as s:
+                sent = s.execute(
+                    sa.select(OrderIntentRow.account_no, OrderIntentRow.order_no).where(
+                        OrderIntentRow.trading_day == DAY1, OrderIntentRow.side == Side.BUY
+                    )
+                ).all()
+            at_broker = _broker_orders(base, accounts)
+            assert result["orders"] == len(sent) == len(at_broker) >= USERS
+            assert sorted((a, n) for a, n in sent) == at_broker
+            assert {a for a, _ in at_broker} == set(accounts) and result["accounts_with_errors"] == 0
+
+            # Five accounts on two processes: shares of three and two, one task run each.
+            async with get_client() as client:
+                runs = await client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])),
+                    task_run_filter=TaskRunFilter(), sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=50,
+                )  # fmt: skip
+            place = [r for r in runs if r.name.startswith("place_buy_orders")]
+            assert len(place) == 2 and all(r.state and r.state.is_completed() for r in place)
+
+            again = await evening_signal_and_buy(trading_day=DAY1, scan_payload=payload, collect_fills=False)
+            assert again["orders"] == len(sent)  # reported as they stand
+            assert _broker_orders(base, accounts) == at_broker
+        finally:
+            set_runtime(None)
+            await asyncio.to_thread(db.dispose)

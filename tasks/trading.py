@@ -17,7 +17,7 @@ from prefect import get_run_logger, task
 
 from autotrade.domain.calendar import is_trading_day
 from autotrade.domain.models import ScanRow
-from autotrade.runtime import SELL, TRADE, get_runtime, old_objects_set_aside
+from autotrade.runtime import SELL, TRADE, get_runtime, many_accounts_at_once
 from autotrade.store.models import ScanBatch
 from autotrade.trading.buys import AccountRef
 from autotrade.trading.scan import RawScan, parse_scan_payload, read_scan, validate_scan
@@ -172,7 +172,7 @@ async def place_buy_orders(
             return await rt.buys.send(prepared, broker)
 
     try:
-        with old_objects_set_aside():
+        with many_accounts_at_once():
             results = await for_each_account(accounts, work, retry_transient=True, at_once=2 * slots)
     finally:
         if rt.worker_process:  # this task's event loop ends with it, and the broker client with the loop

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
@@ -73,6 +74,13 @@ async def in_worker_processes(task: Any, parameter_sets: Sequence[dict[str, Any]
     from prefect.task_runners import ProcessPoolTaskRunner
 
     rt = get_runtime()
+    try:
+        pickle.dumps(rt.clock)
+    except Exception:
+        raise TypeError(
+            f"worker processes cannot share this runtime's clock ({rt.clock!r}); use a module-level function "
+            "or autotrade.runtime.ShiftedClock, or AUTOTRADE_WORKER_PROCESSES=1"
+        ) from None
     runner = ProcessPoolTaskRunner(
         max_workers=min(rt.settings.worker_processes, len(parameter_sets)),
         initializer=start_worker_process,

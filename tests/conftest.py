@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -61,13 +62,10 @@ def pg_url() -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database URL on each backend. PostgreSQL tests get a fresh schema each."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'test.db'}"
-        return
-    base = request.getfixturevalue("pg_url")
+@contextmanager
+def fresh_schema(base: str) -> Iterator[str]:
+    """A URL for a new schema of the PostgreSQL database ``base`` (reachable from other processes too),
+    dropped afterwards."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     engine = sa.create_engine(base, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
@@ -79,6 +77,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         with engine.connect() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database URL on each backend. PostgreSQL tests get a fresh schema each."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    with fresh_schema(request.getfixturevalue("pg_url")) as url:
+        yield url
 
 
 _pg_counts = {"passed": 0, "failed": 0, "skipped": 0}

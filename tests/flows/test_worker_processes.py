@@ -1,12 +1,11 @@
 """The evening buys shared among worker processes (``worker_processes``), as a production evening runs them
 for many users: PostgreSQL, the simulator in its own process over HTTP, the vault gateway, Prefect's test
 harness. Every intended order reaches the broker once, the flow's own process sends none, and a re-run of
-the same day sends nothing more."""
+the same day sends nothing more. A runtime whose clock cannot reach another process is refused up front."""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, time
 from pathlib import Path
@@ -32,27 +31,18 @@ from autotrade.store.migrate import upgrade
 from autotrade.store.models import OrderIntentRow
 from autotrade.vault.registration import register_user_api
 from flows.evening_signal_and_buy import evening_signal_and_buy
+from tests.conftest import fresh_schema
 from tests.flows.conftest import DAY1
 
-pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
+pytestmark = pytest.mark.timeout(300)
 
 USERS = 5
 
 
 @pytest.fixture
 def schema_url(pg_url: str) -> Iterator[str]:
-    """A schema of its own on the session's PostgreSQL database, reachable from other processes."""
-    schema = f"w_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = sa.engine.make_url(pg_url).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with fresh_schema(pg_url) as url:
+        yield url
 
 
 async def _register(access: GatewayAccess, admin: Admin, db: Database) -> list[str]:
@@ -92,6 +82,7 @@ def _broker_orders(base: str, accounts: list[str]) -> list[tuple[str, str]]:
         )
 
 
+@pytest.mark.postgres
 async def test_worker_processes_place_each_buy_once(
     prefect_server: None, schema_url: str, tmp_path: Path
 ) -> None:
@@ -144,3 +135,21 @@ async def test_worker_processes_place_each_buy_once(
         finally:
             set_runtime(None)
             await asyncio.to_thread(db.dispose)
+
+
+async def test_a_clock_worker_processes_cannot_share_is_refused_up_front(tmp_path: Path) -> None:
+    from flows.common import in_worker_processes
+    from tasks.trading import place_buy_orders
+
+    settings = Settings(
+        database_url="postgresql+psycopg2://nobody@127.0.0.1:5432/none", data_dir=tmp_path,
+        local_master_key_path=tmp_path / "master.key", worker_processes=2,
+    )  # fmt: skip
+    db = Database(settings.database_url)  # never connected: the refusal comes first
+    set_runtime(Runtime(settings, db, lambda: datetime.now(KST), GatewayAccess(settings, db)))
+    try:
+        with pytest.raises(TypeError, match="cannot share this runtime's clock"):
+            await in_worker_processes(place_buy_orders, [{"batch_id": 1}, {"batch_id": 2}])
+    finally:
+        set_runtime(None)
+        db.dispose()

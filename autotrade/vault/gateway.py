@@ -159,27 +159,31 @@ class CachedBrokerTokens:
             now = self._g.clock()
             if self._token is not None and self._refresh_at is not None and now < self._refresh_at:
                 return self._token
-            cached = self._g.load_cached_token(self.key_id, now)
+            # The database and the KMS are reached off the event loop: thousands of keys open at once.
+            db = self._g.db
+            cached = await db.run(self._g.load_cached_token, self.key_id, now)
             if cached is not None:
                 self._token, self._refresh_at = cached
                 return cached[0]
-            credentials = self._g.keys.credentials(self.user_id, self.account_no)
+            credentials = await db.run(self._g.keys.credentials, self.user_id, self.account_no)
             issued = await self._g.client.issue_token(credentials.app_key, credentials.app_secret)
             del credentials
             self.issued += 1
-            self._remember(issued, now)
-            return issued.token.get_secret_value()
+            token, refresh_at = self._keep(issued, now)
+            await db.run(self._g.store_cached_token, self.key_id, token, refresh_at)
+            return token
 
     def adopt(self, issued: IssuedToken) -> None:
         """Use a token issued elsewhere (registration) so the first use needs no decrypt."""
-        self._remember(issued, self._g.clock())
+        token, refresh_at = self._keep(issued, self._g.clock())
+        self._g.store_cached_token(self.key_id, token, refresh_at)
 
-    def _remember(self, issued: IssuedToken, now: datetime) -> None:
+    def _keep(self, issued: IssuedToken, now: datetime) -> tuple[str, datetime]:
         lifetime = issued.expires_at - now
         margin = min(timedelta(minutes=10), lifetime / 2)
-        self._token = issued.token.get_secret_value()
-        self._refresh_at = issued.expires_at - margin
-        self._g.store_cached_token(self.key_id, self._token, self._refresh_at)
+        self._token = token = issued.token.get_secret_value()
+        self._refresh_at = refresh_at = issued.expires_at - margin
+        return token, refresh_at
 
     async def invalidate(self, token: str) -> None:
         if self._token == token:
@@ -237,7 +241,7 @@ class BrokerGateway:
     ) -> str:
         """A short-lived token for one user's account, bound to the key as it is now: a rotation of the key
         ends every token issued before it."""
-        with self.db.transaction() as conn:
+        with self.db.statement() as conn:
             version = conn.execute(
                 sa.select(UserApiKey.key_version).where(
                     UserApiKey.user_id == user_id, UserApiKey.account_no == account_no
@@ -327,10 +331,13 @@ class BrokerGateway:
     def _check_and_log(
         self, claims: TokenClaims, action: str, origin: str, amount: int | None, now: datetime
     ) -> tuple[ApiStatus | None, int | None, int, int, str | None, int]:
-        """The checks of a request and its access-log entry, in one transaction: (key status, daily limit,
-        what the account and what the token bought before this request, the refusal if any, the entry)."""
+        """The checks of a request and its access-log entry: (key status, daily limit, what the account and
+        what the token bought before this request, the refusal if any, the entry). One read and one insert,
+        each committing by itself (a transaction around them would add two round trips and no guarantee);
+        a re-send's entry and the superseding of the earlier calls it proves lost are one transaction."""
         ref = ORDER_REF.get() if action == "order:buy" else None
-        with self.db.transaction() as conn:
+        resend = ref is not None and ref.resend
+        with self.db.transaction() if resend else self.db.statement() as conn:
             if ref is not None and ref.resend:
                 conn.execute(_SUPERSEDED, {"p_ref": ref.key})
             # One read for every check: the key, its limit, the token's revocation, today's buys.

@@ -21,6 +21,7 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 	@touch $@
 
 install: $(VENV)/.synced
+	@mkdir -p "$(PREFECT_HOME)"
 
 test: install
 	$(VENV)/bin/pytest

@@ -235,7 +235,8 @@ def build_runtime(
 
 def start_worker_process(settings: Settings, clock: Clock) -> None:
     """Runs first in each worker process of the evening buys: the runtime of the process that started it,
-    rebuilt from the same settings and clock (secrets travel over the process pipe, never the environment)."""
+    rebuilt from the same settings and clock. They travel over the pool's pipe: no secret is added to the
+    environment, and none reaches Prefect (the tasks' parameters carry account numbers only)."""
     set_runtime(build_runtime(settings, clock, worker_process=True))
 
 

@@ -100,8 +100,9 @@ class Database:
 
     @contextmanager
     def statement(self) -> Iterator[Connection]:
-        """A plain connection for one statement that commits by itself (no BEGIN and COMMIT round trips):
-        for the conditional writes of the order protocol, each atomic on its own."""
+        """A plain connection whose statements commit by themselves (no BEGIN and COMMIT round trips): for
+        work where each statement is atomic on its own, as the order protocol's conditional writes and the
+        gateway's checks and log entries are."""
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             yield conn
 

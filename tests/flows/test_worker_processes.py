@@ -1,7 +1,8 @@
 """The evening buys shared among worker processes (``worker_processes``), as a production evening runs them
 for many users: PostgreSQL, the simulator in its own process over HTTP, the vault gateway, Prefect's test
-harness. Every intended order reaches the broker once, the flow's own process sends none, and a re-run of
-the same day sends nothing more. A runtime whose clock cannot reach another process is refused up front."""
+harness. Every intended order reaches the broker once, the flow's own process sends none, a re-run of the
+same day sends nothing more, and no app key or secret reaches the run's logs. A runtime whose clock cannot
+reach another process is refused up front."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from autotrade.vault.registration import register_user_api
 from flows.evening_signal_and_buy import evening_signal_and_buy
 from tests.conftest import fresh_schema
 from tests.flows.conftest import DAY1
+from tests.flows.test_flows import logs_of
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -45,12 +47,15 @@ def schema_url(pg_url: str) -> Iterator[str]:
         yield url
 
 
-async def _register(access: GatewayAccess, admin: Admin, db: Database) -> list[str]:
+async def _register(
+    access: GatewayAccess, admin: Admin, db: Database, secrets: list[str]
+) -> list[str]:
     accounts = []
     for i in range(USERS):
         user, account = f"worker{i}", f"{6_100_000_000 + i:010d}"
         admin.create_account(account, user, 50_000_000)
         key = admin.create_appkey(account)
+        secrets += [key["appkey"], key["secretkey"]]
         await register_user_api(
             access.gateway(), user, SecretStr(key["appkey"]), SecretStr(key["secretkey"]), account,
             daily_limit=5_000_000,
@@ -100,7 +105,8 @@ async def test_worker_processes_place_each_buy_once(
         set_runtime(Runtime(settings, db, clock, access))
         try:
             admin = Admin(base)
-            accounts = await _register(access, admin, db)
+            secrets: list[str] = []
+            accounts = await _register(access, admin, db, secrets)
             payload = _scan(admin, at)
 
             state = await evening_signal_and_buy(
@@ -128,6 +134,10 @@ async def test_worker_processes_place_each_buy_once(
                 )  # fmt: skip
             place = [r for r in runs if r.name.startswith("place_buy_orders")]
             assert len(place) == 2 and all(r.state and r.state.is_completed() for r in place)
+            # The run's logs hold no app key or secret.
+            logs = await logs_of([state.state_details.flow_run_id])
+            assert logs
+            assert not [line for line in logs if any(secret in line for secret in secrets)]
 
             again = await evening_signal_and_buy(trading_day=DAY1, scan_payload=payload, collect_fills=False)
             assert again["orders"] == len(sent)  # reported as they stand

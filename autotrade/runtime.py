@@ -227,7 +227,7 @@ def build_runtime(
         settings=settings,
         db=db,
         clock=clock,
-        brokers=build_broker_access(settings, db, clock=None if clock is system_clock else clock),
+        brokers=build_broker_access(settings, db, clock=clock),
         notifier=build_notifier(settings, db),
         worker_process=worker_process,
     )

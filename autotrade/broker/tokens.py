@@ -42,6 +42,23 @@ class TokenProvider(Protocol):
         ...
 
 
+class FixedToken:
+    """A :class:`TokenProvider` offering exactly one token and nothing else: for a single check made with a
+    token just issued (a registration's validation) or one under test."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def token(self) -> str:
+        return self._token
+
+    async def invalidate(self, token: str) -> None:
+        return None
+
+    async def revoke(self) -> None:
+        return None
+
+
 class TokenIssuer(Protocol):
     """The token TRs of :class:`~autotrade.broker.client.KiwoomClient`."""
 

@@ -110,6 +110,7 @@ _SUPERSEDED = (
     .values(reason="not placed: proved not received, sent again")
 )
 _TOUCH = sa.update(UserApiKey).where(*_KEY_OF_TOKEN).values(last_used_at=sa.bindparam("p_now"))
+_KEY_VERSION = sa.select(UserApiKey.key_version).where(*_KEY_OF_TOKEN)
 
 
 def _day_start(now: datetime) -> datetime:
@@ -242,11 +243,7 @@ class BrokerGateway:
         """A short-lived token for one user's account, bound to the key as it is now: a rotation of the key
         ends every token issued before it."""
         with self.db.statement() as conn:
-            version = conn.execute(
-                sa.select(UserApiKey.key_version).where(
-                    UserApiKey.user_id == user_id, UserApiKey.account_no == account_no
-                )
-            ).scalar()
+            version = conn.execute(_KEY_VERSION, {"p_user": user_id, "p_account": account_no}).scalar()
         return self.tokens.issue(
             user_id, account_no, actions, spend_cap, now=self.clock(), key_version=version
         )
@@ -311,8 +308,9 @@ class BrokerGateway:
         self, claims: TokenClaims, action: str, origin: str, amount: int | None = None
     ) -> Budget:
         """Every request: key still active, token not revoked, scope, anomaly rules; logged either way.
-        The checks and the log entry are one database transaction. Returns the key's daily limit, for a
-        buy what the account bought today before it (the buy check needs both), and the log entry."""
+        The checks are one read and the log entry one insert (:meth:`_check_and_log`). Returns the key's
+        daily limit, for a buy what the account bought today before it (the buy check needs both), and
+        the log entry."""
         now = self.clock()
         kid = key_id(claims.user_id, claims.account_no)
         status, limit, spent_today, by_token, refusal, log_id = await self.db.run(

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 
 from autotrade.broker.errors import AuthError, BrokerError
-from autotrade.broker.messages import IssuedToken
 from autotrade.broker.session import KiwoomSession
+from autotrade.broker.tokens import FixedToken
 from autotrade.vault.gateway import BrokerGateway, key_id
 from autotrade.vault.kms import KmsError
 
@@ -27,22 +27,6 @@ class AccountInfo:
     balance: int
 
 
-class _FixedToken:
-    """The token just issued for validation; nothing else is ever asked of it."""
-
-    def __init__(self, issued: IssuedToken) -> None:
-        self._token = issued.token.get_secret_value()
-
-    async def token(self) -> str:
-        return self._token
-
-    async def invalidate(self, token: str) -> None:
-        return None
-
-    async def revoke(self) -> None:
-        return None
-
-
 async def register_user_api(
     gateway: BrokerGateway,
     user_id: str,
@@ -58,7 +42,8 @@ async def register_user_api(
         raise RegistrationRefused("daily_limit must be positive")
     try:
         issued = await gateway.client.issue_token(app_key, app_secret)
-        probe = KiwoomSession(gateway.client, key_id(user_id, account_no), _FixedToken(issued))
+        just_issued = FixedToken(issued.token.get_secret_value())
+        probe = KiwoomSession(gateway.client, key_id(user_id, account_no), just_issued)
         deposit = await probe.deposit()
         await probe.holdings()
     except AuthError:

@@ -60,6 +60,7 @@ from autotrade.api.service import build_deps
 from autotrade.broker import KiwoomClient, TradeType
 from autotrade.broker.errors import BrokerError
 from autotrade.broker.session import KiwoomSession
+from autotrade.broker.tokens import FixedToken
 from autotrade.config import Settings
 from autotrade.domain.exits import StrategyStatus
 from autotrade.domain.krx import KST
@@ -204,22 +205,6 @@ class Victim:
     account: str
 
 
-class _FixedToken:
-    """A broker-token provider offering exactly one token: asks the simulator whether it still works."""
-
-    def __init__(self, token: str) -> None:
-        self._token = token
-
-    async def token(self) -> str:
-        return self._token
-
-    async def invalidate(self, token: str) -> None:
-        return None
-
-    async def revoke(self) -> None:
-        return None
-
-
 class GatewayWorld:
     """The vault's gateway over the simulator, with fresh users to attack (a key killed stays killed)."""
 
@@ -297,7 +282,7 @@ class GatewayWorld:
 
     async def broker_token_works(self, token: str) -> bool:
         try:
-            await KiwoomSession(self.client, "attack-probe", _FixedToken(token)).deposit()
+            await KiwoomSession(self.client, "attack-probe", FixedToken(token)).deposit()
         except BrokerError:
             return False
         return True

@@ -1,4 +1,4 @@
-"""resting stop-limit orders at the broker, owned by the exit state machine
+"""the price watcher's lease: a supervising run takes over a watch whose holder went silent
 
 Revision ID: 0009
 Revises: 0008

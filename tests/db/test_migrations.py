@@ -36,8 +36,14 @@ MONEY_COLUMNS = {
     "trading_signals": ["current_price"],
     "three_tier_strategies": ["entry_price", "stop_loss_price", "preserve_price", "take_profit_price"],
     "conditional_orders": ["trigger_price"],
-    "trade_records": ["price", "amount", "profit_loss"],
+    "trade_records": ["price", "amount", "fee", "tax", "profit_loss"],
+    "order_intents": ["price", "filled_amount"],
+    "fills": ["price", "fee", "tax"],
+    "access_log": ["amount"],
+    "equity_snapshots": ["cash", "holdings_value", "equity", "realized_pnl", "unrealized_pnl"],
 }
+"""Every KRW column: a 64-bit integer (a 32-bit INTEGER overflows at 2,147,483,647 won, about 2.1 billion,
+which one account's equity or a day's traded amount can pass)."""
 
 
 def test_upgrade_downgrade_and_spec_tables(db_url: str) -> None:
@@ -51,9 +57,10 @@ def test_upgrade_downgrade_and_spec_tables(db_url: str) -> None:
             have = {c["name"] for c in insp.get_columns(table)}
             assert cols <= have, f"{table} lacks {cols - have}"
             assert {"user_id", "account_no"} <= have, f"{table}: user and account on every trading row"
+        for table, money_columns in MONEY_COLUMNS.items():
             types = {c["name"]: c["type"] for c in insp.get_columns(table)}
-            for money in MONEY_COLUMNS[table]:
-                assert isinstance(types[money], sa.BigInteger | sa.Integer), (table, money, types[money])
+            for money in money_columns:
+                assert isinstance(types[money], sa.BigInteger), (table, money, types[money])
         assert {"users", "accounts", "order_intents", "fills", "access_log", "security_events",
                 "scan_batches"} <= tables  # fmt: skip
         # The migration and the models agree exactly.

@@ -164,8 +164,22 @@ def test_execute_is_for_operators(api: tuple[TestClient, Database, Calls], role:
     if role == "user":
         assert r.status_code == 403 and calls.executed == []
     else:
-        assert r.status_code == 202 and r.json()["run_id"] == "run-1" and len(calls.executed) == 1
+        # The API hands the runner the posted scan as parsed (no defaults invented, no day chosen) and
+        # answers 202 because the run started without a summary.
+        assert r.status_code == 202 and len(calls.executed) == 1
+        (sent,) = calls.executed
+        (row,) = sent.scan_results
+        assert (row.code, row.name, row.score, row.current_price) == ("005930", "삼성전자", 8.5, 70000)
+        assert sent.trading_day is None
     bad = client.post(
         "/api/auto-trading/execute", json={"scan_results": [{"code": "5930"}]}, headers=auth(token)
     )
-    assert bad.status_code in (403, 422)
+    # A plain user learns nothing about the body's shape (the role is checked first); an operator is told
+    # what is wrong with it.
+    if role == "user":
+        assert bad.status_code == 403, bad.text
+    else:
+        assert bad.status_code == 422, bad.text
+        fields = {tuple(e["loc"]) for e in bad.json()["detail"]}
+        assert ("body", "scan_results", 0, "code") in fields, fields
+    assert len(calls.executed) == (0 if role == "user" else 1)

@@ -1,0 +1,93 @@
+"""The operator path with the real Prefect CLI against a real ``prefect server start``: the work pool,
+``prefect deploy --all`` from prefect.yaml, the list commands an operator uses, and every deployment on an
+Asia/Seoul cron. The Prefect test harness cannot see this: FastAPI 0.151-0.154 passed every harness test
+while the CLI's list and deploy routes answered HTTP 422 (a ``limit`` of None) on a real server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+pytestmark = pytest.mark.prefect_cli
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1", "PREFECT_API_URL": "", "AUTOTRADE_HOME": str(ROOT),
+    }  # fmt: skip
+    log = (home / "server.log").open("wb")
+    server = subprocess.Popen(
+        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield {**env, "PREFECT_API_URL": api}
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def _prefect(env: dict[str, str], *args: str, timeout: float = 300) -> str:
+    done = subprocess.run(
+        [PREFECT, "--no-prompt", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    output = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, f"prefect {' '.join(args)} failed:\n{output}"
+    return done.stdout
+
+
+def test_deploy_all_then_list_with_the_real_cli(prefect_server: dict[str, str]) -> None:
+    env = prefect_server
+    _prefect(env, "work-pool", "create", "autotrade-process", "--type", "process")
+    _prefect(env, "deploy", "--all")
+    listed = _prefect(env, "deployment", "ls")
+    for command in (("flow-run", "ls"), ("work-pool", "ls"), ("block", "ls")):
+        _prefect(env, *command, timeout=60)
+
+    deployments = httpx.post(f"{env['PREFECT_API_URL']}/deployments/filter", json={}, timeout=30).json()
+    names = {d["name"] for d in deployments}
+    assert {"evening", "morning", "intraday", "daily-report"} <= names
+    for flow in ("evening_signal_and_buy", "morning_fill_and_arm", "intraday_reconcile", "daily_report"):
+        assert flow in listed
+    for d in deployments:
+        crons = [(s["schedule"].get("cron"), s["schedule"].get("timezone")) for s in d["schedules"]]
+        assert crons, f"{d['name']} has no schedule"
+        assert all(cron and tz == "Asia/Seoul" for cron, tz in crons), (d["name"], crons)
+        assert d["work_pool_name"] == "autotrade-process"
+    evening = next(d for d in deployments if d["name"] == "evening")
+    assert [s["schedule"]["cron"] for s in evening["schedules"]] == ["40 15 * * 1-5"]

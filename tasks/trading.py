@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 from prefect import get_run_logger, task
 
-from autotrade.domain.calendar import is_trading_day
 from autotrade.domain.models import ScanRow
 from autotrade.runtime import SELL, TRADE, get_runtime, many_accounts_at_once
 from autotrade.store.models import ScanBatch
@@ -36,12 +35,6 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return get_run_logger()
     except Exception:  # called outside a run (plain function tests)
         return log
-
-
-@task(name="check_trading_day")
-def check_trading_day(day: date) -> bool:
-    """Whether ``day`` is a KRX trading day."""
-    return is_trading_day(day)
 
 
 @task(name="validate_scan", persist_result=False)

@@ -103,13 +103,18 @@ class KiwoomSession:
     ) -> OrderAck:
         return await self._place("kt10001", code, quantity, price, trade_type, stop_price)
 
-    async def modify(self, orig_order_no: str, code: str, quantity: int, price: int) -> OrderAck:
+    async def modify(
+        self, orig_order_no: str, code: str, quantity: int, price: int, *, stop_price: int | None = None
+    ) -> OrderAck:
+        """kt10002: move ``quantity`` open shares (0: all that remain) to ``price`` under a new order number;
+        for a stop-limit order ``stop_price`` moves its trigger (``mdfy_cond_uv``)."""
         request = ModifyRequest(
             dmst_stex_tp=self.exchange,
             orig_ord_no=orig_order_no,
             stk_cd=_code(code),
             mdfy_qty=quantity,
             mdfy_uv=price,
+            mdfy_cond_uv=stop_price,
         )
         return await self._order("kt10002", request)
 

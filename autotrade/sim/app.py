@@ -224,6 +224,7 @@ class Simulator:
                 int(body["ord_qty"]),
                 int(price) if price else None,
                 str(body["trde_tp"]),
+                _optional_int(body.get("cond_uv")),
             )
             return {"ord_no": order.order_no, "dmst_stex_tp": body.get("dmst_stex_tp", "KRX")}
         if api_id == "kt10003":
@@ -238,7 +239,7 @@ class Simulator:
         if api_id == "kt10002":
             new = e.modify(
                 account, str(body["orig_ord_no"]), _code(body["stk_cd"]), int(body.get("mdfy_qty") or 0),
-                int(body["mdfy_uv"]),
+                int(body["mdfy_uv"]), _optional_int(body.get("mdfy_cond_uv")),
             )  # fmt: skip
             return {
                 "ord_no": new.order_no,
@@ -319,7 +320,7 @@ class Simulator:
             "cur_prc": signed(s.price, s.prev_close),
             "stex_tp": "1",
             "sor_yn": "N",
-            "stop_pric": "0",
+            "stop_pric": str(o.stop_price or 0),
         }
 
     def _cntr(self, o: Order) -> dict[str, Any]:
@@ -343,7 +344,7 @@ class Simulator:
             "ord_tm": o.placed_at.astimezone(KST).strftime("%H%M%S"),
             "stex_tp": "1",
             "sor_yn": "N",
-            "stop_pric": "0",
+            "stop_pric": str(o.stop_price or 0),
         }
 
     def _quote(self, s: Stock) -> dict[str, Any]:
@@ -597,6 +598,11 @@ def _shows_in_cntr(o: Order) -> bool:
     if o.is_record:
         return False
     return bool(o.fills) or o.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED)
+
+
+def _optional_int(raw: Any) -> int | None:
+    text = str(raw or "").strip()
+    return int(text) if text else None
 
 
 def _code(raw: Any) -> str:

@@ -48,6 +48,8 @@ class OrderStatus(StrEnum):
 
 MARKET_TYPES = frozenset({"3", "13", "23", "6", "16", "26", "7"})
 LIMIT_TYPES = frozenset({"0", "10", "20", "5"})
+STOP_LIMIT = "28"  # 스톱지정가: waits for its trigger (cond_uv), then works as a limit order at ord_uv
+PRICED_TYPES = LIMIT_TYPES | {STOP_LIMIT}
 AFTER_HOURS_CLOSE = "81"
 PRE_MARKET = "61"
 TRADE_TYPE_TEXT = {
@@ -55,6 +57,7 @@ TRADE_TYPE_TEXT = {
     "3": "시장가",
     "5": "조건부지정가",
     "6": "최유리지정가",
+    "28": "스톱지정가",
     "61": "장시작전시간외",
     "62": "시간외단일가",
     "81": "장마감후시간외",
@@ -121,6 +124,8 @@ class Order:
     orig_order_no: str = ""
     cancelled_quantity: int = 0
     is_record: bool = False  # a cancel's record (kt10003's own order number), never a live order
+    stop_price: int | None = None  # trde_tp 28: the trigger (cond_uv)
+    triggered: bool = False  # trde_tp 28: the trigger was reached; the order now works as a limit
 
     @property
     def filled_quantity(self) -> int:
@@ -447,7 +452,14 @@ class MarketEngine:
     # --- orders ---
 
     def place(
-        self, account: Account, side: str, code: str, quantity: int, price: int | None, trade_type: str
+        self,
+        account: Account,
+        side: str,
+        code: str,
+        quantity: int,
+        price: int | None,
+        trade_type: str,
+        stop_price: int | None = None,
     ) -> Order:
         now = self.now()
         stock = self._stock(code)
@@ -457,14 +469,12 @@ class MarketEngine:
         if not is_trading_day(day):
             raise SimError("휴장일에는 주문할 수 없습니다", 2000, 2)
         window = self._order_window(trade_type, now)
-        if trade_type in LIMIT_TYPES:
-            if price is None or not is_valid_tick(price):
-                raise SimError("주문가격이 호가단위에 맞지 않습니다", 2000, 2)
-            lower, upper = price_limits(stock.prev_close)
-            if not lower <= price <= upper:
-                raise SimError("주문가격이 가격제한폭을 벗어났습니다", 2000, 2)
+        if trade_type in PRICED_TYPES:
+            self._check_price(stock, price)
+        if trade_type == STOP_LIMIT:
+            self._check_price(stock, stop_price, what="감시가격")
         if side == "BUY":
-            reference = price if trade_type in LIMIT_TYPES and price else stock.price
+            reference = price if trade_type in PRICED_TYPES and price else stock.price
             needed = self.costs.buy_cost(reference * quantity)
             if needed > self.orderable_cash(account):
                 raise SimError("주문가능금액이 부족합니다", 2000, 2)
@@ -477,10 +487,11 @@ class MarketEngine:
             code=code,
             side=side,
             quantity=quantity,
-            price=price if trade_type in LIMIT_TYPES else None,
+            price=price if trade_type in PRICED_TYPES else None,
             trade_type=trade_type,
             placed_at=now,
             trading_day=day,
+            stop_price=stop_price if trade_type == STOP_LIMIT else None,
         )
         self._next_order += 1
         self.orders[order.order_no] = order
@@ -490,9 +501,17 @@ class MarketEngine:
         if window == "now":
             if trade_type in MARKET_TYPES:
                 self._fill(order, quantity, stock.price, now)
-            elif trade_type in LIMIT_TYPES:
+            elif trade_type in PRICED_TYPES:
                 self._match_limits(now)
         return order
+
+    @staticmethod
+    def _check_price(stock: Stock, price: int | None, what: str = "주문가격") -> None:
+        if price is None or not is_valid_tick(price):
+            raise SimError(f"{what}이 호가단위에 맞지 않습니다", 2000, 2)
+        lower, upper = price_limits(stock.prev_close)
+        if not lower <= price <= upper:
+            raise SimError(f"{what}이 가격제한폭을 벗어났습니다", 2000, 2)
 
     def _order_window(self, trade_type: str, now: datetime) -> str:
         local = now.astimezone(KST)
@@ -541,26 +560,35 @@ class MarketEngine:
         self._notify(orig, None)
         return record
 
-    def modify(self, account: Account, orig_order_no: str, code: str, quantity: int, price: int) -> Order:
+    def modify(
+        self,
+        account: Account,
+        orig_order_no: str,
+        code: str,
+        quantity: int,
+        price: int,
+        stop_price: int | None = None,
+    ) -> Order:
         """kt10002: move ``quantity`` open shares of a limit order (0: all that remain) to a new price under
-        a new order number; the original keeps the rest (it ends when nothing remains)."""
+        a new order number; the original keeps the rest (it ends when nothing remains). A stop-limit order
+        (28) may also move its trigger (``stop_price``; None keeps it); an untriggered one stays waiting."""
         orig = self.orders.get(orig_order_no)
         if orig is None or orig.is_record or orig.account_no != account.account_no or orig.code != code:
             raise SimError("원주문번호가 존재하지 않습니다", 2000, 2)
         if orig.status is not OrderStatus.OPEN:
             raise SimError("정정할 수 있는 주문이 아닙니다", 2000, 2)
-        if orig.trade_type not in LIMIT_TYPES:
+        if orig.trade_type not in PRICED_TYPES:
             raise SimError("지정가 주문만 정정할 수 있습니다", 2000, 2)
         remaining = orig.remaining
         qty = remaining if quantity == 0 else quantity
         if not 0 < qty <= remaining:
             raise SimError("정정가능수량을 초과하였습니다", 2000, 2)
         stock = self._stock(code)
-        if not is_valid_tick(price):
-            raise SimError("주문가격이 호가단위에 맞지 않습니다", 2000, 2)
-        lower, upper = price_limits(stock.prev_close)
-        if not lower <= price <= upper:
-            raise SimError("주문가격이 가격제한폭을 벗어났습니다", 2000, 2)
+        self._check_price(stock, price)
+        stop = None
+        if orig.trade_type == STOP_LIMIT:
+            stop = orig.stop_price if stop_price is None else stop_price
+            self._check_price(stock, stop, what="감시가격")
         now = self.now()
         window = self._order_window(orig.trade_type, now)
         if orig.side == "BUY":
@@ -573,7 +601,8 @@ class MarketEngine:
         order = Order(
             order_no=f"{self._next_order:07d}", account_no=account.account_no, code=code, side=orig.side,
             quantity=qty, price=price, trade_type=orig.trade_type, placed_at=now,
-            trading_day=orig.trading_day, orig_order_no=orig.order_no,
+            trading_day=orig.trading_day, orig_order_no=orig.order_no, stop_price=stop,
+            triggered=orig.triggered,
         )  # fmt: skip
         self._next_order += 1
         self.orders[order.order_no] = order
@@ -617,14 +646,26 @@ class MarketEngine:
         return found
 
     def _match_limits(self, now: datetime) -> None:
+        local = now.astimezone(KST)
+        h = hours_of(local.date())
+        in_session = h.open <= local.time() < h.close
         for order in self._open_orders():
-            if order.trade_type not in LIMIT_TYPES or order.price is None:
+            if order.trade_type not in PRICED_TYPES or order.price is None:
                 continue
             price = self.stocks[order.code].price
+            fill_at = order.price
+            if order.trade_type == STOP_LIMIT and not order.triggered:
+                stop = order.stop_price or 0
+                # A stop is watched on trades only (the continuous session); queued before the open, it is
+                # first checked against the opening price.
+                if not in_session or not (price >= stop if order.side == "BUY" else price <= stop):
+                    continue
+                order.triggered = True
+                fill_at = price  # on triggering, a marketable limit trades at the market, not at its limit
             crosses = price <= order.price if order.side == "BUY" else price >= order.price
             if crosses:
                 self._fill(
-                    order, order.quantity - order.filled_quantity - order.cancelled_quantity, order.price, now
+                    order, order.quantity - order.filled_quantity - order.cancelled_quantity, fill_at, now
                 )
 
     def _match_after_hours(self, now: datetime) -> None:

@@ -43,6 +43,7 @@ TRADE_TYPES = {
     OrderType.LIMIT: TradeType.LIMIT,
     OrderType.AFTER_HOURS_CLOSE: TradeType.AFTER_HOURS_CLOSE,
     OrderType.PRE_MARKET: TradeType.PRE_MARKET,
+    OrderType.STOP_LIMIT: TradeType.STOP_LIMIT,
 }
 ENDED_WORDS = ("취소", "거부", "만료", "cancel", "reject", "expire")
 
@@ -52,7 +53,15 @@ class KiwoomLike(Protocol):
 
     async def buy(self, code: str, quantity: int, price: int | None, trade_type: TradeType) -> OrderAck: ...
 
-    async def sell(self, code: str, quantity: int, price: int | None, trade_type: TradeType) -> OrderAck: ...
+    async def sell(
+        self,
+        code: str,
+        quantity: int,
+        price: int | None,
+        trade_type: TradeType,
+        *,
+        stop_price: int | None = None,
+    ) -> OrderAck: ...
 
     async def cancel(self, orig_order_no: str, code: str, quantity: int = 0) -> OrderAck: ...
 
@@ -75,20 +84,28 @@ class KiwoomAccount:
         self.clock = clock or (lambda: datetime.now(KST))
 
     async def place(
-        self, side: Side, code: str, quantity: int, price: int | None, order_type: OrderType
+        self,
+        side: Side,
+        code: str,
+        quantity: int,
+        price: int | None,
+        order_type: OrderType,
+        stop_price: int | None = None,
     ) -> str:
         trade_type = TRADE_TYPES[order_type]
         wire_price = price if trade_type.needs_price else None
-        send = self.session.buy if side is Side.BUY else self.session.sell
         try:
-            ack = await send(code, quantity, wire_price, trade_type)
+            if side is Side.BUY:
+                ack = await self.session.buy(code, quantity, wire_price, trade_type)
+            else:
+                ack = await self.session.sell(code, quantity, wire_price, trade_type, stop_price=stop_price)
         except BrokerError as exc:
             raise _order_error(exc) from None
         return ack.order_no
 
-    async def cancel(self, order_no: str, code: str) -> str:
+    async def cancel(self, order_no: str, code: str, quantity: int = 0) -> str:
         try:
-            return (await self.session.cancel(order_no, code, 0)).order_no
+            return (await self.session.cancel(order_no, code, quantity)).order_no
         except BrokerError as exc:
             raise _order_error(exc) from None
 
@@ -136,7 +153,12 @@ class KiwoomAccount:
             if side is None:
                 continue
             known = orders.get(u.order_no)
-            filled_qty = u.quantity - u.unfilled_quantity
+            # Shares cancelled off a working order (a partial cancel) leave it open with fewer unfilled
+            # shares: they are not fills. The filled list counts fills; an order without any has none.
+            if known is not None:
+                filled_qty = known.filled_quantity
+            else:
+                filled_qty = u.quantity - u.unfilled_quantity if u.filled_amount else 0
             amount = known.filled_amount if known else u.filled_amount or u.last_fill_price * filled_qty
             orders[u.order_no] = BrokerOrder(
                 order_no=u.order_no, code=u.code, side=side, quantity=u.quantity, price=u.price or None,

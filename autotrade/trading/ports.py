@@ -33,6 +33,7 @@ class OrderType(StrEnum):
     LIMIT = "LIMIT"
     AFTER_HOURS_CLOSE = "AFTER_HOURS_CLOSE"  # 15:40-16:00 at today's close
     PRE_MARKET = "PRE_MARKET"  # 08:30-08:40 at the previous close
+    STOP_LIMIT = "STOP_LIMIT"  # rests at the broker until the trigger trades, then a limit order
 
 
 class BrokerOrderState(StrEnum):
@@ -74,12 +75,21 @@ class AccountBroker(Protocol):
     """One user's account at the broker."""
 
     async def place(
-        self, side: Side, code: str, quantity: int, price: int | None, order_type: OrderType
+        self,
+        side: Side,
+        code: str,
+        quantity: int,
+        price: int | None,
+        order_type: OrderType,
+        stop_price: int | None = None,
     ) -> str:
-        """Submit an order; return the broker order number. Never retried blindly by implementations."""
+        """Submit an order; return the broker order number. Never retried blindly by implementations.
+        ``stop_price``: the trigger of a STOP_LIMIT order (``price`` is its limit)."""
         ...
 
-    async def cancel(self, order_no: str, code: str) -> str: ...
+    async def cancel(self, order_no: str, code: str, quantity: int = 0) -> str:
+        """Cancel ``quantity`` open shares of an order (0: all that remain)."""
+        ...
 
     async def account(self) -> AccountView: ...
 

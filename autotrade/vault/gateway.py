@@ -527,13 +527,28 @@ class GatedSession:
             self._g._outcome(budget.log_id, f"{OUTCOME_UNKNOWN}: {type(exc).__name__}")
             raise
 
-    async def sell(self, code: str, quantity: int, price: int | None, trade_type: TradeType) -> OrderAck:
+    async def sell(
+        self,
+        code: str,
+        quantity: int,
+        price: int | None,
+        trade_type: TradeType,
+        *,
+        stop_price: int | None = None,
+    ) -> OrderAck:
         await self._g._admit(self.claims, "order:sell", self.origin)
-        return await self._kiwoom.sell(code, quantity, price, trade_type)
+        return await self._kiwoom.sell(code, quantity, price, trade_type, stop_price=stop_price)
 
     async def cancel(self, orig_order_no: str, code: str, quantity: int = 0) -> OrderAck:
         await self._g._admit(self.claims, "order:cancel", self.origin)
         return await self._kiwoom.cancel(orig_order_no, code, quantity)
+
+    async def modify(
+        self, orig_order_no: str, code: str, quantity: int, price: int, *, stop_price: int | None = None
+    ) -> OrderAck:
+        """Moves shares of a working order (a resting stop): the same scope as a cancel."""
+        await self._g._admit(self.claims, "order:cancel", self.origin)
+        return await self._kiwoom.modify(orig_order_no, code, quantity, price, stop_price=stop_price)
 
     async def deposit(self) -> Deposit:
         await self._g._admit(self.claims, "account:read", self.origin)

@@ -147,6 +147,15 @@ class Settings(BaseSettings, TradingRules):
     slack_token: SecretStr | None = None
     slack_webhook_url: SecretStr | None = None
     slack_operator_channel: str = "#autotrade-ops"
+    # Delivery runs on a worker thread behind a bounded queue, never on the loop that sends sells: a full
+    # queue drops the notice (recorded in notification_failures, channel "queue"); a flow waits at most
+    # notify_flush_timeout_seconds at its end for the queue to drain. Each channel request times out after
+    # notify_timeout_seconds; a Slack 429 asking for more than notify_max_retry_after_seconds is not
+    # waited out.
+    notify_queue_size: int = Field(1000, ge=1)
+    notify_flush_timeout_seconds: float = Field(10.0, ge=0)
+    notify_timeout_seconds: int = Field(10, gt=0)
+    notify_max_retry_after_seconds: float = Field(10.0, ge=0)
 
     @field_validator("database_url")
     @classmethod

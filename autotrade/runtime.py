@@ -168,8 +168,10 @@ class Runtime:
 
 
 def build_notifier(settings: Settings, db: Database, notifiers: Sequence[object] | None = None) -> object:
-    """The dispatcher for the configured channels (or exactly ``notifiers``); failures go to the database."""
-    from autotrade.notify import Channel, NotifySettings, Route, build_dispatcher
+    """The dispatcher for the configured channels (or exactly ``notifiers``); failures go to the database.
+    ``dispatch`` queues and returns at once: a worker thread delivers, so no channel holds the event loop
+    that sends sells (``autotrade.notify.background``)."""
+    from autotrade.notify import Channel, NotifySettings, Route, build_background_dispatcher
     from autotrade.notify.dispatcher import DeliveryFailure
 
     cfg = NotifySettings(
@@ -177,6 +179,10 @@ def build_notifier(settings: Settings, db: Database, notifiers: Sequence[object]
         slack_webhook_url=settings.slack_webhook_url,
         slack_operator_channel=settings.slack_operator_channel,
         operator_channels=[Channel(c) for c in settings.notifier.split(",") if c],
+        timeout_seconds=settings.notify_timeout_seconds,
+        slack_max_retry_after_seconds=settings.notify_max_retry_after_seconds,
+        queue_size=settings.notify_queue_size,
+        flush_timeout_seconds=settings.notify_flush_timeout_seconds,
     )
 
     def routes(user_id: str) -> list[Route]:
@@ -196,7 +202,7 @@ def build_notifier(settings: Settings, db: Database, notifiers: Sequence[object]
                     )
                 )  # fmt: skip
 
-    return build_dispatcher(cfg, routes, recorder=DbRecorder(), notifiers=notifiers)  # type: ignore[arg-type]
+    return build_background_dispatcher(cfg, routes, recorder=DbRecorder(), notifiers=notifiers)  # type: ignore[arg-type]
 
 
 _runtime: Runtime | None = None

@@ -8,7 +8,7 @@ from typing import Any
 from prefect import flow
 
 from autotrade.runtime import get_runtime
-from flows.common import notify_operator, resolve_day, skip_if_closed
+from flows.common import deliver_notices, notify_operator, resolve_day, skip_if_closed
 from tasks.reports import build_reports, snapshot_equity
 from tasks.trading import chunks, list_accounts
 
@@ -29,4 +29,5 @@ async def daily_report(
         for chunk in chunks(accounts, get_runtime().settings.batch_size):
             prices.update(await snapshot_equity(chunk, day))
     result = build_reports(day, prices, users)
+    await deliver_notices()
     return {"trading_day": day.isoformat(), "accounts": len(accounts), **result}

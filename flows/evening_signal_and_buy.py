@@ -13,6 +13,7 @@ from autotrade.domain.krx import KST
 from autotrade.runtime import get_runtime
 from autotrade.trading.scan import warm_up_in_background
 from flows.common import (
+    deliver_notices,
     in_worker_processes,
     notify_operator,
     resolve_day,
@@ -98,4 +99,5 @@ async def evening_signal_and_buy(
         fills = [r for b in done for r in b]
         notify_fills(fills, day)
         summary["positions_armed"] = sum(len((r.get("sync") or {}).get("armed", [])) for r in fills)
+    await deliver_notices()
     return summary

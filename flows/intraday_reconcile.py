@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import notify_operator, resolve_day, skip_if_closed
+from flows.common import deliver_notices, notify_operator, resolve_day, skip_if_closed
 from tasks.exits import watch_prices
 
 
@@ -31,4 +31,5 @@ async def intraday_reconcile(
         n = get_runtime().engine.load(users)
         return {"trading_day": day.isoformat(), "watched": n, "dry_run": True}
     result = await watch_prices(day, users, until)
+    await deliver_notices()
     return {"trading_day": day.isoformat(), **result}

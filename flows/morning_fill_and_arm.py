@@ -10,7 +10,7 @@ from prefect import flow
 
 from autotrade.domain.calendar import previous_trading_day
 from autotrade.runtime import get_runtime
-from flows.common import notify_operator, resolve_day, skip_if_closed, table_artifact
+from flows.common import deliver_notices, notify_operator, resolve_day, skip_if_closed, table_artifact
 from tasks.notifications import notify_exits_armed
 from tasks.trading import chunks, confirm_fills, list_accounts
 
@@ -45,4 +45,5 @@ async def morning_fill_and_arm(
     ]  # fmt: skip
     await table_artifact("exits-armed", table, "no open positions", f"three-tier exits armed {day}")
     told = 0 if dry_run else notify_exits_armed(users)
+    await deliver_notices()
     return {"trading_day": day.isoformat(), "accounts": len(accounts), "armed": armed, "users_notified": told}

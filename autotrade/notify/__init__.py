@@ -2,6 +2,7 @@
 contract (console, Slack Web API and webhooks, AWS SNS, KakaoTalk alimtalk) and a dispatcher that routes
 per user and never lets a delivery failure reach the trading code."""
 
+from autotrade.notify.background import BackgroundDispatcher
 from autotrade.notify.base import Channel, NotificationError, Notifier
 from autotrade.notify.console import ConsoleNotifier
 from autotrade.notify.dispatcher import (
@@ -33,7 +34,12 @@ from autotrade.notify.messages import (
     tier_triggered,
 )
 from autotrade.notify.model import OPERATOR, Audience, Fact, Notification, NotificationKind, Severity, Table
-from autotrade.notify.settings import NotifySettings, build_dispatcher, build_notifiers
+from autotrade.notify.settings import (
+    NotifySettings,
+    build_background_dispatcher,
+    build_dispatcher,
+    build_notifiers,
+)
 from autotrade.notify.slack import SlackWebApiNotifier, SlackWebhookNotifier, slack_blocks
 from autotrade.notify.sns import SnsNotifier
 
@@ -41,6 +47,7 @@ __all__ = [
     "OPERATOR",
     "ArmedExit",
     "Audience",
+    "BackgroundDispatcher",
     "Channel",
     "ConsoleNotifier",
     "Delivery",
@@ -69,6 +76,7 @@ __all__ = [
     "StaticRoutes",
     "Table",
     "TierFill",
+    "build_background_dispatcher",
     "build_dispatcher",
     "build_notifiers",
     "buy_orders_placed",

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, Field, SecretStr
 
+from autotrade.notify.background import BackgroundDispatcher
 from autotrade.notify.base import Channel, Notifier
 from autotrade.notify.console import ConsoleNotifier
 from autotrade.notify.dispatcher import (
@@ -22,7 +23,12 @@ from autotrade.notify.dispatcher import (
 )
 from autotrade.notify.kakao import NHN_ALIMTALK_URL, KakaoAlimtalkNotifier
 from autotrade.notify.model import NotificationKind
-from autotrade.notify.slack import SLACK_API_URL, SlackWebApiNotifier, SlackWebhookNotifier
+from autotrade.notify.slack import (
+    DEFAULT_MAX_RETRY_AFTER_SECONDS,
+    SLACK_API_URL,
+    SlackWebApiNotifier,
+    SlackWebhookNotifier,
+)
 from autotrade.notify.sns import SnsNotifier
 
 
@@ -33,6 +39,8 @@ class NotifySettings(BaseModel):
     slack_webhook_url: SecretStr | None = None
     slack_operator_channel: str = "#autotrade-ops"
     slack_rate_limit_retries: int = Field(2, ge=0)
+    # A 429 asking for a longer wait than this is not slept through (the dispatcher retries and counts it).
+    slack_max_retry_after_seconds: float = Field(DEFAULT_MAX_RETRY_AFTER_SECONDS, ge=0)
     # AWS SNS
     sns_region: str = "ap-northeast-2"
     sns_endpoint_url: str | None = None
@@ -52,6 +60,10 @@ class NotifySettings(BaseModel):
     retry_max_backoff_seconds: float = Field(30.0, ge=0)
     breaker_threshold: int = Field(5, ge=0)
     breaker_cooldown_seconds: float = Field(60.0, ge=0)
+    # The worker thread's queue (autotrade.notify.background): notices beyond it are dropped and recorded;
+    # flows wait at most ``flush_timeout_seconds`` at their end for the queue to drain.
+    queue_size: int = Field(1000, ge=1)
+    flush_timeout_seconds: float = Field(10.0, ge=0)
 
 
 def build_notifiers(settings: NotifySettings) -> list[Notifier]:
@@ -64,6 +76,7 @@ def build_notifiers(settings: NotifySettings) -> list[Notifier]:
                 base_url=settings.slack_base_url,
                 timeout_seconds=settings.timeout_seconds,
                 rate_limit_retries=settings.slack_rate_limit_retries,
+                max_retry_after_seconds=settings.slack_max_retry_after_seconds,
             )
         )
     if settings.slack_webhook_url is not None:
@@ -72,6 +85,7 @@ def build_notifiers(settings: NotifySettings) -> list[Notifier]:
                 settings.slack_webhook_url,
                 timeout_seconds=settings.timeout_seconds,
                 rate_limit_retries=settings.slack_rate_limit_retries,
+                max_retry_after_seconds=settings.slack_max_retry_after_seconds,
             )
         )
     if settings.sns_topic_arn is not None or settings.sns_endpoint_url is not None:
@@ -124,4 +138,22 @@ def build_dispatcher(
         ),
         breaker_threshold=settings.breaker_threshold,
         breaker_cooldown_seconds=settings.breaker_cooldown_seconds,
+    )
+
+
+def build_background_dispatcher(
+    settings: NotifySettings,
+    user_routes: RoutesFor,
+    *,
+    recorder: FailureRecorder | None = None,
+    notifiers: Sequence[Notifier] | None = None,
+) -> BackgroundDispatcher:
+    """The dispatcher of a process that trades: ``dispatch`` queues and returns at once, a worker thread
+    delivers (see ``autotrade.notify.background``)."""
+    inner = build_dispatcher(settings, user_routes, recorder=recorder, notifiers=notifiers)
+    return BackgroundDispatcher(
+        inner,
+        recorder=recorder,
+        queue_size=settings.queue_size,
+        flush_timeout_seconds=settings.flush_timeout_seconds,
     )

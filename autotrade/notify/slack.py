@@ -2,8 +2,10 @@
 
 Both render the same Block Kit message (``slack_blocks``) with a plain-text fallback for notifications
 and screen readers. slack-sdk's ``RateLimitErrorRetryHandler`` is attached to both clients so a 429 is
-waited out (``Retry-After``) inside the SDK; anything still failing becomes a ``NotificationError``
-for the dispatcher's own retry. Note that the SDK sleeps synchronously for ``Retry-After`` seconds.
+waited out (``Retry-After``) inside the SDK, but only up to ``max_retry_after_seconds``: a longer
+``Retry-After`` is not slept through, the 429 becomes a retryable ``NotificationError`` for the dispatcher's
+own retry and circuit breaker. The SDK sleeps synchronously, so these clients run on the notification
+worker thread (``autotrade.notify.background``), never on the event loop that sends sells.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from pydantic import SecretStr
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.http_retry.handler import RetryHandler
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web import WebClient
 from slack_sdk.webhook import WebhookClient
 
@@ -117,11 +122,47 @@ def fallback_text(notification: Notification) -> str:
     return render_text(notification)[:_FALLBACK_MAX]
 
 
-def _retry_handlers(rate_limit_retries: int) -> list[RetryHandler]:
+DEFAULT_MAX_RETRY_AFTER_SECONDS = 10.0
+
+
+def _retry_after(response: HttpResponse) -> float | None:
+    for name, values in response.headers.items():
+        if name.lower() == "retry-after" and values:
+            try:
+                return float(values[0])
+            except ValueError:
+                return None
+    return None
+
+
+class CappedRateLimitHandler(RateLimitErrorRetryHandler):
+    """The SDK's 429 handler (it sleeps ``Retry-After`` plus up to a second), refusing to wait when Slack
+    asks for more than ``max_wait_seconds``: a 429 storm then costs the worker one request per attempt,
+    not minutes of sleep, and the dispatcher's breaker sees the channel failing."""
+
+    def __init__(self, max_retry_count: int, max_wait_seconds: float) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self.max_wait_seconds = max_wait_seconds
+
+    def _can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if response is None or response.status_code != 429:
+            return False
+        wait = _retry_after(response)
+        return wait is None or wait <= self.max_wait_seconds
+
+
+def _retry_handlers(rate_limit_retries: int, max_retry_after_seconds: float) -> list[RetryHandler]:
     """Only 429s are retried inside the SDK, because only Slack knows how long to wait (Retry-After).
     The SDK's default connection-error handler is left out on purpose: connection errors are retried
     once, by the dispatcher, under its backoff and circuit breaker, not twice with compounding waits."""
-    return [RateLimitErrorRetryHandler(max_retry_count=rate_limit_retries)]
+    return [CappedRateLimitHandler(rate_limit_retries, max_retry_after_seconds)]
 
 
 class SlackWebApiNotifier:
@@ -137,6 +178,7 @@ class SlackWebApiNotifier:
         base_url: str = SLACK_API_URL,
         timeout_seconds: int = 10,
         rate_limit_retries: int = 2,
+        max_retry_after_seconds: float = DEFAULT_MAX_RETRY_AFTER_SECONDS,
     ) -> None:
         self._secrets = [token.get_secret_value()]
         self._default_channel = default_channel
@@ -145,7 +187,7 @@ class SlackWebApiNotifier:
             base_url=base_url,
             timeout=timeout_seconds,
             logger=redact_logger("autotrade.notify.slack.sdk", self._secrets),
-            retry_handlers=_retry_handlers(rate_limit_retries),
+            retry_handlers=_retry_handlers(rate_limit_retries, max_retry_after_seconds),
         )
 
     def send(self, notification: Notification, to: str | None = None) -> None:
@@ -172,14 +214,21 @@ class SlackWebhookNotifier:
 
     channel = Channel.SLACK_WEBHOOK.value
 
-    def __init__(self, url: SecretStr, *, timeout_seconds: int = 10, rate_limit_retries: int = 2) -> None:
+    def __init__(
+        self,
+        url: SecretStr,
+        *,
+        timeout_seconds: int = 10,
+        rate_limit_retries: int = 2,
+        max_retry_after_seconds: float = DEFAULT_MAX_RETRY_AFTER_SECONDS,
+    ) -> None:
         self._secrets = [url.get_secret_value()]
         self._client = WebhookClient(
             url.get_secret_value(),
             timeout=timeout_seconds,
             # The SDK logs the full URL at DEBUG; this logger masks it.
             logger=redact_logger("autotrade.notify.slack.sdk", self._secrets),
-            retry_handlers=_retry_handlers(rate_limit_retries),
+            retry_handlers=_retry_handlers(rate_limit_retries, max_retry_after_seconds),
         )
 
     def send(self, notification: Notification, to: str | None = None) -> None:

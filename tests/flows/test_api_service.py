@@ -7,16 +7,24 @@ from __future__ import annotations
 from datetime import time
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from autotrade.api.app import create_app
 from autotrade.api.service import build_deps
 from autotrade.demo.stack import Stack
+from autotrade.domain.models import ApiStatus
 from autotrade.store.models import OrderIntentRow, User, UserApiKey
+from autotrade.vault.keys import KeyUnavailable
 from tests.api.conftest import add_strategy
 from tests.flows.conftest import DAY1
 
 PASSWORD = "correct horse battery"
+
+
+def user_id_of(stack: Stack, email: str) -> str:
+    with stack.db.unit_of_work() as s:
+        return s.scalars(sa.select(User.user_id).where(User.email == email)).one()
 
 
 async def login(client: httpx.AsyncClient, email: str, stack: Stack | None = None) -> dict[str, str]:
@@ -55,6 +63,10 @@ async def test_keys_go_through_the_vault_and_the_broker(stack: Stack) -> None:
         assert ok.json()["account_info"]["balance"] == 12_345_678
         status = (await client.get("/api/user/api-status", headers=me)).json()
         assert status["api_status"] == "ACTIVE" and status["daily_limit"] == 3_000_000, status
+        with stack.db.unit_of_work() as s:
+            first = s.scalars(sa.select(UserApiKey).where(UserApiKey.account_no == "5200000001")).one()
+            assert first.key_version == 1
+            first_blob = first.encrypted_data_key
 
         rotated = await client.post(
             "/api/user/api-key/rotate", headers=me,
@@ -65,21 +77,40 @@ async def test_keys_go_through_the_vault_and_the_broker(stack: Stack) -> None:
             row = s.scalars(sa.select(UserApiKey).where(UserApiKey.account_no == "5200000001")).one()
             assert row.daily_limit == 3_000_000
             sealed = row.app_key_encrypted + row.app_secret_encrypted
-            version = row.key_version
-        assert other["appkey"] not in sealed and key["appkey"] not in sealed and version >= 1
+            version, blob = row.key_version, row.encrypted_data_key
+        # The rotation seals the new key under a new data key and moves the version on by one (temporary
+        # tokens issued for version 1 stop working).
+        assert other["appkey"] not in sealed and key["appkey"] not in sealed
+        assert version == 2 and blob is not None and blob != first_blob
+        creds = stack.runtime.brokers.keys.credentials(user_id_of(stack, "kim@example.com"), "5200000001")
+        assert creds.app_key.get_secret_value() == other["appkey"]
 
         # The strategies view prices through the user's own key at the broker.
         stack.sim.admin.add_stocks([{"code": "005930", "name": "삼성전자", "prev_close": 70_000}])
         with stack.db.unit_of_work() as s:
             user_id = s.scalars(sa.select(User.user_id).where(User.email == "kim@example.com")).one()
         add_strategy(stack.db, user_id, "5200000001")
+        # Entry 70,000 and the broker's price set to 72,100 (a 100-won tick): (72,100 - 70,000) / 70,000
+        # = 2,100 / 70,000 = 0.03, so 3.0 (percent).
+        stack.sim.admin.set_price("005930", 72_100)
         view = (await client.get("/api/auto-trading/three-tier-strategies", headers=me)).json()
         (row,) = view["active_strategies"]
-        assert row["current_price"] == stack.sim.admin.stocks()["005930"]["price"]
-        assert row["profit_rate"] == round((row["current_price"] - 70_000) / 70_000 * 100, 2)
+        assert row["current_price"] == 72_100
+        assert row["profit_rate"] == 3.0
+        # The view priced through the user's key: the broker holds a live token for it.
+        assert [t for t in stack.sim.engine.tokens.values() if t.appkey == other["appkey"]]
 
         gone = await client.delete("/api/user/api-key/5200000001", headers=me)
         assert gone.status_code == 200, gone.text
+        # Deleted means: the broker token revoked at the broker, the data key dropped (crypto-shredded),
+        # the row DELETED and auto-trading off, and nothing opens the key any more.
+        assert not [t for t in stack.sim.engine.tokens.values() if t.appkey == other["appkey"]]
+        with stack.db.unit_of_work() as s:
+            row_ = s.scalars(sa.select(UserApiKey).where(UserApiKey.account_no == "5200000001")).one()
+            assert row_.encrypted_data_key is None and row_.api_status is ApiStatus.DELETED
+            assert row_.is_auto_trading_enabled is False
+        with pytest.raises(KeyUnavailable):
+            stack.runtime.brokers.keys.credentials_any_status(user_id, "5200000001")
 
 
 async def test_the_operator_executes_the_evening_flow(stack: Stack) -> None:

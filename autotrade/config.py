@@ -6,6 +6,7 @@ the console notifier. Risk limits and exit rates default to the specification's 
 
 from __future__ import annotations
 
+from datetime import time
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
@@ -119,6 +120,12 @@ class Settings(BaseSettings, TradingRules):
     worker_processes: int = Field(1, ge=1, le=64)
     reconcile_every_minutes: float = Field(5.0, gt=0)
 
+    # A stop-limit sell resting at the broker for every position (trde_tp 28): the last line of defence when
+    # the price watch is down. Its limit is this many KRX ticks below the trigger, so it still fills when
+    # the price gaps a little through the stop (0: limit = trigger).
+    resting_stop: bool = False
+    resting_stop_limit_ticks: int = Field(5, ge=0, le=50)
+
     # broker
     broker_env: BrokerEnv = BrokerEnv.SIMULATOR
     broker_base_url: str = "http://127.0.0.1:8765"
@@ -129,6 +136,16 @@ class Settings(BaseSettings, TradingRules):
     # this long (keep it well above the timeout: a timed-out request may still be on its way).
     order_settle_seconds: float = Field(30.0, gt=0)
     broker_ws_url: str | None = None  # default: derived from broker_base_url (Kiwoom: port 10000)
+
+    # the price watch: the operator's own market-data app key (never a user's) opens the real-time feed and
+    # polls quotes when the feed goes silent; a lease in the database lets a scheduled run take over a watch
+    # whose process died (see the README's operator section)
+    market_data_app_key: SecretStr | None = None
+    market_data_app_secret: SecretStr | None = None
+    feed_silence_seconds: float = Field(30.0, gt=0, description="no tick this long in the session: poll")
+    quote_poll_seconds: float = Field(1.0, gt=0, description="pause between rounds of fallback quotes")
+    watcher_lease_seconds: float = Field(20.0, gt=0, description="a watcher silent this long is replaced")
+    watcher_renew_seconds: float = Field(5.0, gt=0)
 
     # vault
     kms_provider: KmsProvider = KmsProvider.LOCAL
@@ -141,6 +158,17 @@ class Settings(BaseSettings, TradingRules):
     # virtual time, so its tokens need hours of that time to outlive one reconciliation.
     temp_token_ttl_seconds: int = Field(300, gt=0, le=8 * 3600)
     origin: str = "prefect"  # how this process identifies itself to the gateway's origin rule
+    # The gateway's security rules (autotrade/vault/anomaly.py says each rule's grade and why). Buys only
+    # between these times KST, on trading days; a burst or repeated refusals of one account, counted over
+    # every process, disable its key (it keeps selling the product's positions).
+    anomaly_buy_hours_from: time = time(7, 30)
+    anomaly_buy_hours_until: time = time(18, 30)
+    anomaly_trading_days_only: bool = True
+    anomaly_burst_requests: int = Field(120, gt=0)
+    anomaly_burst_window_seconds: float = Field(10.0, gt=0)
+    anomaly_failed_checks: int = Field(5, gt=0)
+    anomaly_failed_window_seconds: float = Field(300.0, gt=0)
+    anomaly_allowed_origins: str = "prefect,api,demo,test,bench"  # comma-separated
 
     # notifications
     notifier: str = "console"

@@ -18,6 +18,24 @@ with no buyers, day end), the next price tick sells again whatever the price, ra
 level to be crossed a second time. A gap through several levels resolves to the most protective tier: an
 open below the stop sells everything under the stop even if the preserve has not yet sold; an open above
 take-profit before the preserve sold sells everything under take-profit and marks the preserve SKIPPED.
+
+Resting stop (optional, ``resting_stop`` setting): a stop-limit sell rests at the broker at the stop tier for
+the shares the watch does not already have on their way out, so the stop still fires when our watcher is
+down. Its own small life, through :data:`RESTING_TRANSITIONS`:
+
+1. NONE -> PLACING when the exit decides to rest a stop for :meth:`ExitStrategy.resting_target` shares
+   (:meth:`ExitStrategy.rest_stop`); PLACING -> RESTING once the broker accepted it (``RestingPlaced``), back
+   to NONE when it was refused (``RestingNotPlaced``).
+2. Before any market sell the resting stop must shrink to the new target (everything still free: the
+   preserve leaves the rest covered; a take-profit or a market stop leaves nothing): RESTING -> REDUCING
+   (:meth:`ExitStrategy.reduce_resting` says by how much), then REDUCING -> RESTING with what the broker
+   confirms still rests (``RestingReduced``), or NONE when nothing does. Only then does the sell go.
+3. A fill of the resting stop (``RestingFilled``) sells shares like a stop: the position closes as STOPPED
+   when nothing is left; a part left unsold (a gap below the limit) commits the stop (STOP_PENDING), so the
+   watch sells the rest at market. Shares it sold can no longer be sold by a market sell decided meanwhile:
+   those are trimmed (no share is sold twice).
+4. Cancelled or expired with the day (orders are day orders): ``RestingEnded`` -> NONE; the next session
+   places it again.
 """
 
 from __future__ import annotations
@@ -95,6 +113,66 @@ class TierStatus(StrEnum):
     SKIPPED = "SKIPPED"  # Q = 1 for preserve, or jumped over by a gap
 
 
+class RestingStatus(StrEnum):
+    """The stop-limit order resting at the broker for a strategy (resting-stop mode only)."""
+
+    NONE = "NONE"  # nothing rests
+    PLACING = "PLACING"  # decided, not yet confirmed by the broker
+    RESTING = "RESTING"  # the broker holds it for ``ExitStrategy.resting`` shares
+    REDUCING = "REDUCING"  # a (partial) cancel was asked for and is not yet confirmed
+
+
+class RestingTrigger(StrEnum):
+    PLACE = "PLACE"
+    PLACED = "PLACED"
+    NOT_PLACED = "NOT_PLACED"
+    REDUCE = "REDUCE"
+    REDUCED = "REDUCED"
+    REDUCED_TO_NONE = "REDUCED_TO_NONE"
+    FILL = "FILL"
+    FILLED_OUT = "FILLED_OUT"
+    ENDED = "ENDED"
+
+
+R = RestingStatus
+RT = RestingTrigger
+
+# The resting stop's life: (status, trigger) -> next status. A pair missing is illegal and raises.
+RESTING_TRANSITIONS: dict[tuple[RestingStatus, RestingTrigger], RestingStatus] = {
+    (R.NONE, RT.PLACE): R.PLACING,
+    (R.PLACING, RT.PLACED): R.RESTING,
+    (R.PLACING, RT.NOT_PLACED): R.NONE,
+    (R.RESTING, RT.REDUCE): R.REDUCING,
+    (R.REDUCING, RT.REDUCE): R.REDUCING,  # asked again (the first answer was lost)
+    (R.REDUCING, RT.REDUCED): R.RESTING,
+    (R.REDUCING, RT.REDUCED_TO_NONE): R.NONE,
+    (R.RESTING, RT.FILL): R.RESTING,
+    (R.REDUCING, RT.FILL): R.REDUCING,
+    (R.RESTING, RT.FILLED_OUT): R.NONE,
+    (R.REDUCING, RT.FILLED_OUT): R.NONE,
+    (R.PLACING, RT.ENDED): R.NONE,
+    (R.RESTING, RT.ENDED): R.NONE,
+    (R.REDUCING, RT.ENDED): R.NONE,
+    (R.NONE, RT.ENDED): R.NONE,  # the day ended with nothing resting
+}
+# What the resting stop is ordered to be: the broker may still hold shares for it.
+AT_BROKER = frozenset({R.RESTING, R.REDUCING})
+
+
+def stop_limit_price(trigger: int, ticks_below: int) -> int:
+    """The limit of a resting stop: ``ticks_below`` valid KRX prices under the trigger (stepping down across a
+    band edge takes the lower band's smaller tick). A limit under the trigger still fills when the price
+    gaps a little through the stop; 0 ticks puts the limit at the trigger."""
+    if trigger <= 0 or ticks_below < 0:
+        raise ValueError("trigger must be positive and ticks_below non-negative")
+    price = trigger
+    for _ in range(ticks_below):
+        if price <= 1:
+            break
+        price = floor_to_tick(price - 1)
+    return price
+
+
 class Trigger(StrEnum):
     STOP_HIT = "STOP_HIT"
     PRESERVE_HIT = "PRESERVE_HIT"
@@ -106,6 +184,8 @@ class Trigger(StrEnum):
     DAY_END = "DAY_END"
     HOLDING_REDUCED = "HOLDING_REDUCED"
     POSITION_GONE = "POSITION_GONE"
+    RESTING_STOP_FILL = "RESTING_STOP_FILL"  # the broker's stop sold part: the rest is sold at market
+    RESTING_STOP_SOLD_OUT = "RESTING_STOP_SOLD_OUT"
 
 
 S = StrategyStatus
@@ -141,6 +221,8 @@ for _s in WATCHED_STATUSES:
     TRANSITIONS[(_s, T.DAY_END)] = _s
     TRANSITIONS[(_s, T.HOLDING_REDUCED)] = _s
     TRANSITIONS[(_s, T.POSITION_GONE)] = S.CLOSED_EXTERNALLY
+    TRANSITIONS[(_s, T.RESTING_STOP_FILL)] = S.STOP_PENDING
+    TRANSITIONS[(_s, T.RESTING_STOP_SOLD_OUT)] = S.STOPPED
 del _s
 
 
@@ -187,7 +269,57 @@ class HoldingSynced:
     at: datetime
 
 
-ExitEvent = PriceTick | SellFilled | SellEnded | DayEnd | HoldingSynced
+@dataclass(frozen=True, slots=True)
+class RestingPlaced:
+    """The broker accepted the resting stop for ``quantity`` shares."""
+
+    quantity: int
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RestingNotPlaced:
+    """The broker refused the resting stop (nothing rests)."""
+
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RestingReduced:
+    """The broker confirms ``quantity`` shares still rest after a (partial) cancel."""
+
+    quantity: int
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RestingFilled:
+    """The resting stop sold ``quantity`` shares at ``price``."""
+
+    quantity: int
+    price: int
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RestingEnded:
+    """The resting stop is no longer working (cancelled in full, expired with the day)."""
+
+    at: datetime
+
+
+RestingEvent = RestingPlaced | RestingNotPlaced | RestingReduced | RestingFilled | RestingEnded
+RESTING_EVENTS = (RestingPlaced, RestingNotPlaced, RestingReduced, RestingFilled, RestingEnded)
+ExitEvent = PriceTick | SellFilled | SellEnded | DayEnd | HoldingSynced | RestingEvent
+
+
+@dataclass(frozen=True, slots=True)
+class RestingStop:
+    """Rest a stop-limit sell of ``quantity`` shares: trigger ``trigger`` (the stop tier), limit ``limit``."""
+
+    quantity: int
+    trigger: int
+    limit: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +349,8 @@ class ExitStrategy:
     in_flight: dict[Tier, int] = field(default_factory=dict)
     attempts: dict[Tier, int] = field(default_factory=dict)
     history: list[tuple[ExitEvent, StrategyStatus]] = field(default_factory=list)
+    resting: int = 0  # shares the broker's resting stop holds (confirmed)
+    resting_status: RestingStatus = RestingStatus.NONE
 
     @classmethod
     def arm(
@@ -269,6 +403,46 @@ class ExitStrategy:
         """Shares the stop currently covers (everything still held)."""
         return 0 if self.is_closed else self.held
 
+    def resting_target(self) -> int:
+        """Shares a resting stop should hold now: every share not already on its way out; none once the exit
+        is committed to a market sell (stop or take-profit fired) or closed."""
+        if self.is_closed or self.committed:
+            return 0
+        return max(self.free, 0)
+
+    # --- the resting stop: decisions ---
+
+    def rest_stop(self, ticks_below: int, at: datetime) -> RestingStop | None:
+        """Decide to rest a stop at the broker when none rests and shares need covering (NONE -> PLACING)."""
+        require_aware(at)
+        qty = self.resting_target()
+        if self.resting_status is not RestingStatus.NONE or qty <= 0:
+            return None
+        self._rest(RestingTrigger.PLACE)
+        return RestingStop(qty, self.prices.stop_loss, stop_limit_price(self.prices.stop_loss, ticks_below))
+
+    def reduce_resting(self, at: datetime) -> int | None:
+        """Before a market sell: how many resting shares to cancel (0 means all of them), or None when what
+        rests is already within the target. RESTING -> REDUCING."""
+        require_aware(at)
+        if self.resting_status not in AT_BROKER:
+            return None
+        target = self.resting_target()
+        if self.resting <= target:
+            return None
+        self._rest(RestingTrigger.REDUCE)
+        return 0 if target == 0 else self.resting - target
+
+    def _rest(self, trigger: RestingTrigger) -> None:
+        nxt = RESTING_TRANSITIONS.get((self.resting_status, trigger))
+        if nxt is None:
+            raise IllegalTransition(
+                f"{self.code}: resting stop {trigger} is not allowed in status {self.resting_status}"
+            )
+        self.resting_status = nxt
+        if nxt is RestingStatus.NONE:
+            self.resting = 0
+
     # --- transitions ---
 
     def apply(self, event: ExitEvent) -> list[SellIntent]:
@@ -276,7 +450,9 @@ class ExitStrategy:
         require_aware(event.at)
         if isinstance(event, PriceTick):
             return self._on_tick(event)
-        if isinstance(event, SellFilled):
+        if isinstance(event, RESTING_EVENTS):
+            self._on_resting(event)
+        elif isinstance(event, SellFilled):
             self._on_fill(event)
         elif isinstance(event, SellEnded):
             self._on_ended(event)
@@ -384,11 +560,58 @@ class ExitStrategy:
         self._move(Trigger.ORDER_ENDED, ended)
 
     def _on_day_end(self, event: DayEnd) -> None:
-        # Orders are day orders: whatever is still working dies at the close.
+        # Orders are day orders: whatever is still working dies at the close, the resting stop included.
         for tier, qty in list(self.in_flight.items()):
             if qty > 0:
                 self._on_ended(SellEnded(tier, qty, event.at))
+        self._rest(RestingTrigger.ENDED)
         self._move(Trigger.DAY_END, event)
+
+    def _on_resting(self, event: RestingEvent) -> None:
+        if isinstance(event, RestingPlaced):
+            if event.quantity <= 0:
+                raise ValueError("a resting stop holds a positive quantity")
+            self._rest(RestingTrigger.PLACED)
+            self.resting = event.quantity
+        elif isinstance(event, RestingNotPlaced):
+            self._rest(RestingTrigger.NOT_PLACED)
+        elif isinstance(event, RestingReduced):
+            if not 0 <= event.quantity <= self.resting:
+                raise IllegalTransition(f"{self.code}: {self.resting} resting cannot become {event.quantity}")
+            self._rest(RestingTrigger.REDUCED if event.quantity else RestingTrigger.REDUCED_TO_NONE)
+            self.resting = event.quantity
+        elif isinstance(event, RestingEnded):
+            self._rest(RestingTrigger.ENDED)
+        else:
+            self._on_resting_fill(event)
+
+    def _on_resting_fill(self, fill: RestingFilled) -> None:
+        if fill.quantity <= 0:
+            raise ValueError("fill quantity must be positive")
+        if self.is_closed:
+            raise IllegalTransition(f"{self.code}: resting stop fill on a closed strategy ({self.status})")
+        if fill.quantity > min(self.resting, self.held):
+            raise IllegalTransition(
+                f"{self.code}: resting stop fill of {fill.quantity} exceeds the {self.resting} shares resting"
+            )
+        self.resting -= fill.quantity
+        self.held -= fill.quantity
+        self._rest(RestingTrigger.FILL if self.resting else RestingTrigger.FILLED_OUT)
+        # Shares the broker's stop sold cannot also be sold by a market sell decided meanwhile.
+        excess = sum(self.in_flight.values()) - self.held
+        for tier in (Tier.TAKE_PROFIT, Tier.PRESERVE, Tier.STOP_LOSS):
+            cut = min(max(excess, 0), self.in_flight[tier])
+            self.in_flight[tier] -= cut
+            excess -= cut
+        for other in (Tier.PRESERVE, Tier.TAKE_PROFIT):
+            if self.tiers[other] is TierStatus.ACTIVE:
+                self.tiers[other] = TierStatus.CANCELLED
+        if self.held == 0:
+            self.tiers[Tier.STOP_LOSS] = TierStatus.EXECUTED
+            self._move(Trigger.RESTING_STOP_SOLD_OUT, fill)
+        else:
+            self.tiers[Tier.STOP_LOSS] = TierStatus.TRIGGERED
+            self._move(Trigger.RESTING_STOP_FILL, fill)
 
     def _on_sync(self, sync: HoldingSynced) -> None:
         if sync.quantity < 0:
@@ -397,6 +620,7 @@ class ExitStrategy:
             # More shares than we bought (bought by hand) are not ours to manage; nothing changes.
             return
         self.held = sync.quantity
+        self.resting = min(self.resting, self.held)
         # Shares already gone cannot still be in flight; trim the largest first.
         excess = sum(self.in_flight.values()) - self.held
         for tier in (Tier.PRESERVE, Tier.TAKE_PROFIT, Tier.STOP_LOSS):

@@ -94,6 +94,8 @@ class UserApiKey(Base):
     api_status: Mapped[ApiStatus] = mapped_column(enum_column(ApiStatus), default=ApiStatus.ACTIVE)
     registered_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
+    # When the kill switch or an operator last changed the status: the security windows start there.
+    status_changed_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
     daily_limit: Mapped[int] = mapped_column(KRW, default=10_000_000)
     is_auto_trading_enabled: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
@@ -217,6 +219,7 @@ class OrderIntentRow(Base):
     quantity: Mapped[int]
     price: Mapped[int | None] = mapped_column(KRW)
     trade_type: Mapped[str] = mapped_column(sa.String(24))  # OrderType name (MARKET, AFTER_HOURS_CLOSE, ...)
+    stop_price: Mapped[int | None] = mapped_column(KRW)  # the trigger of a STOP_LIMIT (resting stop)
     status: Mapped[IntentStatus] = mapped_column(enum_column(IntentStatus), default=IntentStatus.NEW)
     order_no: Mapped[str | None] = mapped_column(sa.String(32))
     filled_quantity: Mapped[int] = mapped_column(default=0)
@@ -280,7 +283,10 @@ class AccessLog(Base):
     """Every use of a user's broker access through the gateway, allowed or refused."""
 
     __tablename__ = "access_log"
-    __table_args__ = (sa.Index("ix_access_log_account_action_at", "account_no", "action", "at"),)
+    __table_args__ = (
+        sa.Index("ix_access_log_account_action_at", "account_no", "action", "at"),
+        sa.Index("ix_access_log_account_no_at", "account_no", "at"),  # the security rules' windows
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow, index=True)
@@ -360,3 +366,17 @@ class BrokerTokenCache(Base):
     token_sealed: Mapped[str] = mapped_column(sa.Text)
     expires_at: Mapped[datetime] = mapped_column(AwareDateTime())
     updated_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class WatcherLease(Base):
+    """Who runs a price watch now: the holder renews ``expires_at`` every few seconds; a scheduled run that
+    finds it past takes the watch over (``autotrade.store.leases``). ``watched_until`` records that a watch
+    ended normally at that moment (the close), so later runs of the same day have nothing to do."""
+
+    __tablename__ = "watcher_leases"
+
+    name: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    holder: Mapped[str] = mapped_column(sa.String(255))
+    acquired_at: Mapped[datetime] = mapped_column(AwareDateTime())
+    expires_at: Mapped[datetime] = mapped_column(AwareDateTime())
+    watched_until: Mapped[datetime | None] = mapped_column(AwareDateTime())

@@ -5,17 +5,26 @@ from datetime import datetime
 import pytest
 
 from autotrade.domain.exits import (
+    RESTING_TRANSITIONS,
     TRANSITIONS,
     DayEnd,
     ExitStrategy,
     HoldingSynced,
     IllegalTransition,
     PriceTick,
+    RestingFilled,
+    RestingNotPlaced,
+    RestingPlaced,
+    RestingReduced,
+    RestingStatus,
+    RestingStop,
+    RestingTrigger,
     SellEnded,
     SellFilled,
     SellIntent,
     StrategyStatus,
     TierStatus,
+    stop_limit_price,
     tier_prices,
 )
 from autotrade.domain.krx import KST, is_valid_tick
@@ -249,3 +258,106 @@ def test_events_need_aware_times() -> None:
     s = ExitStrategy.arm("005930", 70_000, 10)
     with pytest.raises(ValueError):
         s.apply(PriceTick(70_000, datetime(2026, 11, 25, 9, 30)))
+
+
+# --- the resting stop (a stop-limit sell at the broker) ---------------------------------------------------
+
+
+def test_stop_limit_price_steps_down_valid_ticks() -> None:
+    """66,500 (100-won band) 5 ticks down: 66,400, 66,300, 66,200, 66,100, 66,000. 50,100 3 ticks down:
+    50,000, then the 50-won band below 50,000: 49,950, 49,900. 2,001 would not be a tick; 2,005 two ticks
+    down: 2,000, then the 1-won band: 1,999. 0 ticks: the trigger itself."""
+    assert stop_limit_price(66_500, 5) == 66_000
+    assert stop_limit_price(50_100, 3) == 49_900
+    assert stop_limit_price(2_005, 2) == 1_999
+    assert stop_limit_price(66_500, 0) == 66_500
+    assert is_valid_tick(stop_limit_price(123_456 // 100 * 100, 7))
+
+
+def resting(qty: int = 10) -> ExitStrategy:
+    """Entry 70,000: stop 66,500, preserve 72,800, take-profit 75,600; a stop resting for every share."""
+    s = ExitStrategy.arm("005930", 70_000, qty)
+    order = s.rest_stop(5, AT)
+    assert order == RestingStop(qty, 66_500, 66_000)
+    assert s.resting_status is RestingStatus.PLACING
+    assert s.rest_stop(5, AT) is None  # one at a time
+    s.apply(RestingPlaced(qty, AT))
+    assert (s.resting_status, s.resting) == (RestingStatus.RESTING, qty)
+    return s
+
+
+def test_resting_stop_fill_closes_the_position_with_no_watch() -> None:
+    """The broker's stop sells all 10 while nothing watches: STOPPED, nothing rests, nothing to sell."""
+    s = resting()
+    s.apply(RestingFilled(10, 66_400, AT))
+    assert (s.status, s.held, s.resting, s.resting_status) == (S.STOPPED, 0, 0, RestingStatus.NONE)
+    assert s.tiers[Tier.STOP_LOSS] is TierStatus.EXECUTED
+
+
+def test_preserve_shrinks_the_resting_stop_first_then_the_stop_sells_the_rest() -> None:
+    """Q = 10: preserve sells 5. Before it goes, 5 of the 10 resting shares are cancelled (the 5 left are
+    still covered); the broker confirms 5 rest. Preserve fills 5; the stop later sells exactly those 5."""
+    s = resting()
+    [intent] = tick(s, 72_800)
+    assert (intent.tier, intent.quantity) == (Tier.PRESERVE, 5)
+    assert s.reduce_resting(AT) == 5
+    assert s.resting_status is RestingStatus.REDUCING
+    s.apply(RestingReduced(5, AT))
+    assert (s.resting_status, s.resting) == (RestingStatus.RESTING, 5)
+    assert s.reduce_resting(AT) is None  # already within the target
+    fill(s, Tier.PRESERVE, 5, 72_800)
+    assert s.status is S.PRESERVE_TRIGGERED and s.resting_target() == 5
+    with pytest.raises(IllegalTransition):
+        s.apply(RestingFilled(6, 66_400, AT))  # only 5 rest
+    s.apply(RestingFilled(5, 66_400, AT))
+    assert (s.status, s.held) == (S.STOPPED, 0)
+
+
+def test_take_profit_cancels_the_whole_resting_stop_and_a_racing_stop_fill_is_not_sold_twice() -> None:
+    """Take-profit fires for all 10 while 10 rest: everything is to be cancelled (0 = all). The broker's stop
+    sells 4 before the cancel lands: the take-profit's 10 in flight are trimmed to the 6 still held, and
+    the stop is committed (the rest sells at market); if it sells the other 6 too, nothing is left."""
+    s = resting()
+    [intent] = tick(s, 75_600)
+    assert (intent.tier, intent.quantity) == (Tier.TAKE_PROFIT, 10)
+    assert s.reduce_resting(AT) == 0
+    s.apply(RestingFilled(4, 66_400, AT))
+    assert (s.held, s.in_flight[Tier.TAKE_PROFIT], s.status) == (6, 6, S.STOP_PENDING)
+    s.apply(RestingFilled(6, 66_400, AT))
+    assert (s.status, s.held, sum(s.in_flight.values())) == (S.STOPPED, 0, 0)
+
+
+def test_partial_resting_fill_commits_the_stop_and_the_watch_sells_the_rest_at_market() -> None:
+    """The price gaps below the limit after 4 of 10 sold at the broker: STOP_PENDING; the next tick (any
+    price) fires a market stop for the 6 free shares, and the 6 still resting are all to be cancelled."""
+    s = resting()
+    s.apply(RestingFilled(4, 66_000, AT))
+    assert (s.status, s.resting) == (S.STOP_PENDING, 6)
+    [intent] = tick(s, 65_000)
+    assert (intent.tier, intent.quantity) == (Tier.STOP_LOSS, 6)
+    assert s.reduce_resting(AT) == 0
+    s.apply(RestingReduced(0, AT))
+    assert (s.resting_status, s.resting) == (RestingStatus.NONE, 0)
+
+
+def test_resting_stop_ends_with_the_day_and_is_placed_again() -> None:
+    """Day orders: at the close the resting stop is gone (NONE); the next session rests it again for all."""
+    s = resting()
+    s.apply(DayEnd(AT))
+    assert (s.resting_status, s.resting) == (RestingStatus.NONE, 0)
+    assert s.rest_stop(5, AT) == RestingStop(10, 66_500, 66_000)
+
+
+def test_resting_moves_outside_the_table_raise() -> None:
+    s = ExitStrategy.arm("005930", 70_000, 10)
+    with pytest.raises(IllegalTransition):
+        s.apply(RestingPlaced(10, AT))  # nothing was being placed
+    with pytest.raises(IllegalTransition):
+        s.apply(RestingReduced(0, AT))
+    assert s.reduce_resting(AT) is None  # nothing rests
+    s.rest_stop(5, AT)
+    s.apply(RestingNotPlaced(AT))
+    assert s.resting_status is RestingStatus.NONE
+    # Nothing resting cannot fill; a stop already resting is not placed twice.
+    assert (RestingStatus.NONE, RestingTrigger.FILL) not in RESTING_TRANSITIONS
+    assert (RestingStatus.RESTING, RestingTrigger.PLACE) not in RESTING_TRANSITIONS

@@ -19,7 +19,7 @@ from autotrade.store.db import Database
 from autotrade.trading.buys import AccountRef
 from autotrade.trading.kiwoom_port import KiwoomAccount
 from autotrade.trading.ports import AccountBroker
-from autotrade.vault.anomaly import AlertSink
+from autotrade.vault.anomaly import AlertSink, AnomalyDetector, AnomalySettings
 from autotrade.vault.gateway import BrokerGateway
 from autotrade.vault.keys import KeyStore
 from autotrade.vault.kms import AwsKms, LocalKms
@@ -76,7 +76,8 @@ class GatewayAccess:
                 rate_per_second=self.settings.broker_rate_per_second, burst=self.settings.broker_burst,
             )  # fmt: skip
             gw = BrokerGateway(
-                self.db, self.keys, client, self.tokens, cache_key=self._cache_key, alert=self.alert,
+                self.db, self.keys, client, self.tokens, cache_key=self._cache_key,
+                detector=AnomalyDetector(AnomalySettings.of(self.settings)), alert=self.alert,
                 clock=self.clock,
             )  # fmt: skip
             self._gateways[loop] = gw

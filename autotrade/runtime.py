@@ -21,7 +21,7 @@ from autotrade.config import Settings, get_settings
 from autotrade.domain.krx import KST, CostRates
 from autotrade.domain.models import ApiStatus
 from autotrade.store.db import Database
-from autotrade.store.models import NotificationFailure, User, UserApiKey
+from autotrade.store.models import NotificationFailure, ThreeTierStrategy, User, UserApiKey
 from autotrade.trading.buys import AccountRef, BuyService
 from autotrade.trading.exit_engine import ExitEngine
 from autotrade.trading.orders import OrderService
@@ -149,13 +149,27 @@ class Runtime:
         self.reconciler = Reconciler(self.db, self.orders, self.positions, self.engine, self.clock)
 
     def accounts(self, users: Sequence[str] | None = None, *, trading_only: bool = True) -> list[AccountRef]:
-        """Accounts with an active key (and auto-trading enabled unless ``trading_only`` is False)."""
+        """Accounts to work on. ``trading_only`` (buys): an ACTIVE key with auto-trading enabled. Otherwise
+        (exits, fills, reconciliation, reports, current prices; sells and reads only) every ACTIVE key, and
+        every key DISABLED by the kill switch that still has open positions of the product: its sell-only
+        scope keeps their exits firing."""
         with self.db.unit_of_work() as s:
-            q = sa.select(UserApiKey.user_id, UserApiKey.account_no).where(
-                UserApiKey.api_status == ApiStatus.ACTIVE
-            )
             if trading_only:
-                q = q.where(UserApiKey.is_auto_trading_enabled.is_(True))
+                q = sa.select(UserApiKey.user_id, UserApiKey.account_no).where(
+                    UserApiKey.api_status == ApiStatus.ACTIVE, UserApiKey.is_auto_trading_enabled.is_(True)
+                )
+            else:
+                holding = sa.exists().where(
+                    ThreeTierStrategy.user_id == UserApiKey.user_id,
+                    ThreeTierStrategy.account_no == UserApiKey.account_no,
+                    ThreeTierStrategy.closed_at.is_(None), ThreeTierStrategy.held_quantity > 0,
+                )  # fmt: skip
+                q = sa.select(UserApiKey.user_id, UserApiKey.account_no).where(
+                    sa.or_(
+                        UserApiKey.api_status == ApiStatus.ACTIVE,
+                        sa.and_(UserApiKey.api_status == ApiStatus.DISABLED, holding),
+                    )
+                )
             if users:
                 q = q.where(UserApiKey.user_id.in_(list(users)))
             rows = s.execute(q.order_by(UserApiKey.user_id, UserApiKey.account_no)).all()
@@ -228,13 +242,18 @@ def build_runtime(
     from autotrade.access import build_broker_access
 
     pooled = {} if settings.database_url.startswith("sqlite") else {"pool_size": settings.database_pool_size}
+    from autotrade.vault.notices import security_notices
+
     db = Database(settings.database_url, **pooled)
+    notifier = build_notifier(settings, db)
+    # The gateway's kill switch and re-enables reach the operator and the user through the dispatcher.
+    alerts = security_notices(notifier.dispatch)  # type: ignore[attr-defined]
     return Runtime(
         settings=settings,
         db=db,
         clock=clock,
-        brokers=build_broker_access(settings, db, clock=clock),
-        notifier=build_notifier(settings, db),
+        brokers=build_broker_access(settings, db, alerts, clock=clock),
+        notifier=notifier,
         worker_process=worker_process,
     )
 

@@ -8,6 +8,7 @@ exist on the environment settings, so the embedded mode works with no block at a
 
 from __future__ import annotations
 
+from datetime import time
 from typing import Any
 
 from prefect.blocks.core import Block
@@ -45,6 +46,15 @@ class CredentialVault(Block):
     aws_credentials: AwsCredentials | None = None
     kms_endpoint_url: str | None = None
     jwt_signing_key: SecretStr | None = None
+    # the gateway's security rules (Settings.anomaly_*; None keeps the setting)
+    anomaly_buy_hours_from: str | None = Field(None, description="HH:MM KST; buys only from then")
+    anomaly_buy_hours_until: str | None = Field(None, description="HH:MM KST; buys only until then")
+    anomaly_trading_days_only: bool | None = None
+    anomaly_burst_requests: int | None = Field(None, gt=0, description="requests in the burst window")
+    anomaly_burst_window_seconds: float | None = Field(None, gt=0)
+    anomaly_failed_checks: int | None = Field(None, gt=0, description="refusals in the refusal window")
+    anomaly_failed_window_seconds: float | None = Field(None, gt=0)
+    anomaly_allowed_origins: str | None = Field(None, description="comma-separated origins")
 
 
 class Notifiers(Block):
@@ -62,6 +72,8 @@ class Notifiers(Block):
     kakao_secret_key: SecretStr | None = None
     kakao_sender_key: SecretStr | None = None
 
+
+ANOMALY_FIELDS = tuple(n for n in CredentialVault.model_fields if n.startswith("anomaly_"))
 
 BLOCK_TYPES: tuple[type[Block], ...] = (KiwoomBroker, CredentialVault, Notifiers, SqlAlchemyConnector)
 
@@ -123,6 +135,10 @@ def settings_from_blocks(base: Settings | None = None) -> Settings:
         )
         if vault.jwt_signing_key is not None:
             updates["jwt_signing_key"] = vault.jwt_signing_key
+        for name in ANOMALY_FIELDS:
+            value = getattr(vault, name, None)
+            if value is not None:
+                updates[name] = time.fromisoformat(value) if name.startswith("anomaly_buy_hours") else value
     notifiers = _load(Notifiers, NOTIFIER_BLOCK)
     if notifiers is not None and notifiers.channels:
         updates["notifier"] = ",".join(notifiers.channels)

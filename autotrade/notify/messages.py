@@ -288,6 +288,80 @@ def security_alert(
     )
 
 
+def key_disabled(
+    user_id: str, account_no: str, rule: str, positions: Sequence[str], at: datetime
+) -> Notification:
+    """The kill switch disabled a user's key: what still works (the open positions' exits), what stopped
+    (buys, auto-trading) and how to get the key back. A security alert: the operator gets a copy.
+
+    Template keys: ``account``, ``rule``, ``positions``, ``time``.
+    """
+    held = ", ".join(positions) if positions else "없음"
+    return Notification(
+        kind=NotificationKind.SECURITY_ALERT,
+        audience=Audience.user(user_id),
+        title="API 키가 보안 규칙으로 비활성화되었습니다",
+        lines=(
+            f"계좌 {account_no}의 API 키가 보안 규칙 '{rule}'에 걸려 비활성화되었습니다.",
+            "신규 매수와 자동매매는 중지되었습니다.",
+            f"자동매매로 보유 중인 종목({held})의 손절·보존·익절 매도는 계속 감시·실행됩니다.",
+            "복구 방법: 본인이 한 요청이 아니면 키움 앱에서 앱키를 재발급한 뒤 새 키를 등록하세요. "
+            "본인 사용이 맞다면 운영자에게 재활성화를 요청하세요. 재활성화 후 자동매매를 다시 켜야 합니다.",
+        ),
+        facts=(
+            Fact(label="계좌", value=account_no),
+            Fact(label="규칙", value=rule),
+            Fact(label="감시 중인 보유 종목", value=held),
+        ),
+        severity=Severity.CRITICAL,
+        occurred_at=at,
+        template_params={"account": account_no, "rule": rule, "positions": held, "time": kst(at)},
+    )
+
+
+def key_enabled(user_id: str, account_no: str, at: datetime) -> Notification:
+    """An operator re-enabled the key. Template keys: ``account``, ``time``."""
+    return Notification(
+        kind=NotificationKind.SECURITY_ALERT,
+        audience=Audience.user(user_id),
+        title="API 키가 다시 활성화되었습니다",
+        lines=(
+            f"계좌 {account_no}의 API 키를 운영자가 확인 후 다시 활성화했습니다.",
+            "자동매매는 꺼진 상태입니다. 계속하려면 자동매매를 다시 켜세요.",
+        ),
+        facts=(Fact(label="계좌", value=account_no),),
+        severity=Severity.INFO,
+        occurred_at=at,
+        template_params={"account": account_no, "time": kst(at)},
+    )
+
+
+def positions_unmanaged(
+    user_id: str, account_no: str, positions: Sequence[str], at: datetime
+) -> Notification:
+    """A deleted key leaves its open positions without exits: the user must manage them.
+
+    Template keys: ``account``, ``positions``, ``time``.
+    """
+    held = ", ".join(positions) if positions else "없음"
+    lines = [f"계좌 {account_no}의 API 키를 삭제했습니다 (복구할 수 없습니다)."]
+    if positions:
+        lines.append(
+            f"보유 종목 {held}은(는) 더 이상 자동으로 관리되지 않습니다: 손절·익절 매도가 실행되지 "
+            "않으니 직접 관리하세요."
+        )
+    return Notification(
+        kind=NotificationKind.SECURITY_ALERT,
+        audience=Audience.user(user_id),
+        title="API 키 삭제: 자동 관리가 끝난 보유 종목" if positions else "API 키 삭제",
+        lines=tuple(lines),
+        facts=(Fact(label="계좌", value=account_no), Fact(label="관리되지 않는 보유 종목", value=held)),
+        severity=Severity.WARNING if positions else Severity.INFO,
+        occurred_at=at,
+        template_params={"account": account_no, "positions": held, "time": kst(at)},
+    )
+
+
 def _rate(rate: float | None) -> str:
     return "-" if rate is None else f"{rate:.1f}%"
 
@@ -364,6 +438,9 @@ __all__ = [
     "error_occurred",
     "exits_armed",
     "fills_confirmed",
+    "key_disabled",
+    "key_enabled",
+    "positions_unmanaged",
     "report_ready",
     "security_alert",
     "tier_triggered",

@@ -2,10 +2,23 @@
 
 Every request carries a temporary token. The gateway verifies it (signature, expiry, revocation, scope, the
 user's key still ACTIVE), re-checks the risk limits of buys (the token's spending cap and the account's daily
-limit), writes the access log (allowed and refused), runs the anomaly rules, and only then calls Kiwoom with
-that user's broker token. Broker tokens are cached in memory and, sealed with the gateway's own key, in the
-database, so that KMS Decrypt (needed only to issue a broker token) runs about once per user per day even
-across processes. Decrypted app keys live only inside the call that issues or revokes a token.
+limit), runs the security rules graded by what the request does (:mod:`autotrade.vault.anomaly`), writes the
+access log (allowed and refused), and only then calls Kiwoom with that user's broker token.
+
+A key DISABLED by the kill switch keeps a sell-only scope, so that the stop-losses the product promised
+still fire and reconciliation still runs:
+
+1. reads (session, quotes, balances, order inquiries) are allowed;
+2. a sell is allowed for a code in which the product holds an open position (``three_tier_strategies`` not
+   closed), for no more shares than it holds there; a cancel or modify for such a code;
+3. everything else (buys, any other sell or cancel) is refused;
+4. every sell allowed this way is reported to the operator (rule ``sell_only_scope``).
+
+A DELETED key has no data key left (crypto-shredded): nothing can be sent with it.
+
+Broker tokens are cached in memory and, sealed with the gateway's own key, in the database, so that KMS
+Decrypt (needed only to issue a broker token) runs about once per user per day even across processes.
+Decrypted app keys live only inside the call that issues or revokes a token.
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ from sqlalchemy.engine import Connection
 from autotrade.broker.client import KiwoomClient
 from autotrade.broker.errors import BrokerError
 from autotrade.broker.messages import (
+    Credentials,
     Deposit,
     FilledOrder,
     HoldingsReport,
@@ -40,15 +54,34 @@ from autotrade.broker.session import KiwoomSession
 from autotrade.domain.krx import KST
 from autotrade.domain.models import ApiStatus
 from autotrade.store.db import Database
-from autotrade.store.models import AccessLog, BrokerTokenCache, RevokedToken, SecurityEvent, UserApiKey
+from autotrade.store.models import (
+    AccessLog,
+    BrokerTokenCache,
+    RevokedToken,
+    SecurityEvent,
+    ThreeTierStrategy,
+    UserApiKey,
+)
 from autotrade.trading.ports import ORDER_REF
-from autotrade.vault.anomaly import AlertSink, AnomalyDetector, Finding
-from autotrade.vault.keys import KeyStore
+from autotrade.vault.anomaly import (
+    HELD,
+    AlertEvent,
+    AlertSink,
+    AnomalyDetector,
+    Finding,
+    Grade,
+    RequestKind,
+    SecurityAlert,
+    classify,
+)
+from autotrade.vault.keys import KeyStore, KeyUnavailable
 from autotrade.vault.tokens import TemporaryTokens, TokenClaims, TokenRejected
 
 log = logging.getLogger(__name__)
 QUOTE_REUSE = timedelta(seconds=5)  # a buy's reference quote is shared this long
 LAST_USED_STEP = timedelta(minutes=1)  # a key's last use is recorded to this precision
+ALERT_EVERY = timedelta(minutes=10)  # a RECORD/ALERT/STEP_UP finding of one key and rule, per process
+USABLE = (ApiStatus.ACTIVE, ApiStatus.DISABLED)  # DISABLED: the sell-only scope
 Clock = Callable[[], datetime]
 
 
@@ -78,18 +111,63 @@ _SPENT_BY_TOKEN = (  # across every gateway process that saw the token
 )
 
 
+# The security rules' sliding windows, shared by every process: the account's rows of the access log since
+# the window's start and since the key's last status change (ix_access_log_account_no_at).
+_IN_WINDOW = sa.or_(UserApiKey.status_changed_at.is_(None), AccessLog.at > UserApiKey.status_changed_at)
+_RECENT = (
+    sa.select(sa.func.count())
+    .select_from(AccessLog)
+    .where(
+        AccessLog.account_no == sa.bindparam("p_account"),
+        AccessLog.at > sa.bindparam("p_burst_since", type_=AccessLog.at.type), _IN_WINDOW,
+    )
+    .scalar_subquery()
+)
+_FAILURES = (  # refusals, except those of a STEP_UP rule
+    sa.select(sa.func.count())
+    .select_from(AccessLog)
+    .where(
+        AccessLog.account_no == sa.bindparam("p_account"), AccessLog.allowed.is_(False),
+        AccessLog.at > sa.bindparam("p_fail_since", type_=AccessLog.at.type), _IN_WINDOW,
+        sa.or_(AccessLog.reason.is_(None), ~AccessLog.reason.startswith(HELD)),
+    )
+    .scalar_subquery()
+)
+_HELD = (  # what the product's open positions hold of the code (a sell's or cancel's)
+    sa.select(sa.func.coalesce(sa.func.sum(ThreeTierStrategy.held_quantity), 0))
+    .where(
+        ThreeTierStrategy.user_id == sa.bindparam("p_user"),
+        ThreeTierStrategy.account_no == sa.bindparam("p_account"),
+        ThreeTierStrategy.code == sa.bindparam("p_code"), ThreeTierStrategy.closed_at.is_(None),
+    )
+    .scalar_subquery()
+)
+
+
 def _admission(
-    spent: sa.ColumnElement[int], by_token: sa.ColumnElement[int]
-) -> sa.Select[tuple[ApiStatus, int, datetime | None, bool, int, int, int]]:
+    spent: sa.ColumnElement[int], by_token: sa.ColumnElement[int], held: sa.ColumnElement[int]
+) -> sa.Select[tuple[ApiStatus, int, datetime | None, bool, int, int, int, int, int, int]]:
     return sa.select(
         UserApiKey.api_status, UserApiKey.daily_limit, UserApiKey.last_used_at,
         sa.exists().where(RevokedToken.jti == sa.bindparam("p_jti")), spent, by_token, UserApiKey.key_version,
+        _RECENT, _FAILURES, held,
     ).where(*_KEY_OF_TOKEN)  # fmt: skip
 
 
 _NOTHING = sa.literal(0, sa.Integer)
-_ADMIT = _admission(_NOTHING, _NOTHING)
-_ADMIT_BUY = _admission(_SPENT_SINCE, _SPENT_BY_TOKEN)  # a buy also needs what was bought before it
+_ADMIT = _admission(_NOTHING, _NOTHING, _NOTHING)
+_ADMIT_BUY = _admission(_SPENT_SINCE, _SPENT_BY_TOKEN, _NOTHING)  # a buy also needs what was bought before it
+_ADMIT_ORDER = _admission(_NOTHING, _NOTHING, _HELD)  # a sell, cancel or modify: what the product holds
+# The kill switch: only the process that moves the key from ACTIVE tells anyone.
+_DISABLE = (
+    sa.update(UserApiKey)
+    .where(*_KEY_OF_TOKEN, UserApiKey.api_status == ApiStatus.ACTIVE)
+    .values(
+        api_status=ApiStatus.DISABLED,
+        is_auto_trading_enabled=False,
+        status_changed_at=sa.bindparam("p_now", type_=UserApiKey.status_changed_at.type),
+    )
+)
 _LOG = sa.insert(AccessLog).returning(AccessLog.id)
 # An allowed buy that provably did not reach the broker (refused by the limit check, refused or never
 # received by the broker) stops counting against the day's spending; its log entry says why.
@@ -125,6 +203,20 @@ class Budget:
     daily_limit: int | None
     spent_today: int
     spent_by_token: int
+    log_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What one request's admission found: the key, the budget of a buy, the refusal if any, the findings
+    of the security rules and the request's access-log entry."""
+
+    status: ApiStatus | None
+    daily_limit: int | None
+    spent_today: int
+    spent_by_token: int
+    refusal: str | None
+    findings: list[Finding]
     log_id: int
 
 
@@ -166,7 +258,7 @@ class CachedBrokerTokens:
             if cached is not None:
                 self._token, self._refresh_at = cached
                 return cached[0]
-            credentials = await db.run(self._g.keys.credentials, self.user_id, self.account_no)
+            credentials = await db.run(self._g.usable_credentials, self.user_id, self.account_no)
             issued = await self._g.client.issue_token(credentials.app_key, credentials.app_secret)
             del credentials
             self.issued += 1
@@ -231,6 +323,7 @@ class BrokerGateway:
         self._quotes: dict[str, tuple[datetime, int]] = {}
         self._quote_fetches: dict[str, asyncio.Future[int]] = {}
         self.kill_times: list[float] = []
+        self._reported: dict[tuple[str, str], datetime] = {}
 
     def __repr__(self) -> str:
         return "BrokerGateway()"
@@ -305,54 +398,71 @@ class BrokerGateway:
         return GatedSession(self, claims, origin)
 
     async def _admit(
-        self, claims: TokenClaims, action: str, origin: str, amount: int | None = None
+        self,
+        claims: TokenClaims,
+        action: str,
+        origin: str,
+        amount: int | None = None,
+        *,
+        code: str | None = None,
+        quantity: int | None = None,
     ) -> Budget:
-        """Every request: key still active, token not revoked, scope, anomaly rules; logged either way.
-        The checks are one read and the log entry one insert (:meth:`_check_and_log`). Returns the key's
-        daily limit, for a buy what the account bought today before it (the buy check needs both), and
-        the log entry."""
+        """Every request: key usable, token not revoked, scope, the security rules; logged either way. The
+        checks are one read and the log entry one insert (:meth:`_check_and_log`). Returns the key's daily
+        limit, for a buy what the account bought today before it (the buy check needs both), and the log
+        entry. ``code`` and ``quantity`` (sells, cancels) tell a protective sell from any other."""
         now = self.clock()
-        kid = key_id(claims.user_id, claims.account_no)
-        status, limit, spent_today, by_token, refusal, log_id = await self.db.run(
-            self._check_and_log, claims, action, origin, amount, now
-        )
-        findings = [] if status is not ApiStatus.ACTIVE else self.detector.on_request(kid, now, origin)
-        if refusal is not None:
-            findings += self.detector.on_refusal(kid, now, refusal)
-        await self._act_on(claims.user_id, claims.account_no, findings)
-        if refusal is not None:
-            raise AccessDenied(refusal)
-        if findings:
-            raise AccessDenied(f"blocked by security rule {findings[0].rule}")
-        return Budget(limit, spent_today, by_token, log_id)
+        found = await self.db.run(self._check_and_log, claims, action, origin, amount, now, code, quantity)
+        await self._act_on(claims.user_id, claims.account_no, found.findings)
+        if found.refusal is not None:
+            raise AccessDenied(found.refusal)
+        return Budget(found.daily_limit, found.spent_today, found.spent_by_token, found.log_id)
 
     def _check_and_log(
-        self, claims: TokenClaims, action: str, origin: str, amount: int | None, now: datetime
-    ) -> tuple[ApiStatus | None, int | None, int, int, str | None, int]:
-        """The checks of a request and its access-log entry: (key status, daily limit, what the account and
-        what the token bought before this request, the refusal if any, the entry). One read and one insert,
-        each committing by itself (a transaction around them would add two round trips and no guarantee);
-        a re-send's entry and the superseding of the earlier calls it proves lost are one transaction."""
+        self,
+        claims: TokenClaims,
+        action: str,
+        origin: str,
+        amount: int | None,
+        now: datetime,
+        code: str | None = None,
+        quantity: int | None = None,
+    ) -> Admission:
+        """The checks of a request and its access-log entry. One read and one insert, each committing by
+        itself (a transaction around them would add two round trips and no guarantee); a re-send's entry
+        and the superseding of the earlier calls it proves lost are one transaction."""
         ref = ORDER_REF.get() if action == "order:buy" else None
         resend = ref is not None and ref.resend
+        s = self.detector.settings
+        if action == "order:buy":
+            statement = _ADMIT_BUY
+        elif action.startswith("order:") and code is not None:
+            statement = _ADMIT_ORDER
+        else:
+            statement = _ADMIT
         with self.db.transaction() if resend else self.db.statement() as conn:
             if ref is not None and ref.resend:
                 conn.execute(_SUPERSEDED, {"p_ref": ref.key})
-            # One read for every check: the key, its limit, the token's revocation, today's buys.
+            # One read for every check: the key, its limit, the token's revocation, today's buys, the
+            # security rules' windows, what the product holds of a sell's code.
             found = conn.execute(
-                _ADMIT_BUY if action == "order:buy" else _ADMIT,
+                statement,
                 {"p_user": claims.user_id, "p_account": claims.account_no, "p_jti": claims.jti,
-                 "p_since": _day_start(now)},
+                 "p_since": _day_start(now), "p_code": code,
+                 "p_burst_since": now - timedelta(seconds=s.burst_window_seconds),
+                 "p_fail_since": now - timedelta(seconds=s.failed_window_seconds)},
             ).first()  # fmt: skip
             if found is None:
                 status, limit, last_used, revoked, spent_today, by_token, version = (
                     None, None, None, False, 0, 0, None
                 )  # fmt: skip
+                recent = failures = held = 0
             else:
                 status, limit, last_used, version = found[0], found[1], found[2], found[6]
                 revoked, spent_today, by_token = bool(found[3]), int(found[4] or 0), int(found[5] or 0)
+                recent, failures, held = int(found[7] or 0), int(found[8] or 0), int(found[9] or 0)
             refusal: str | None = None
-            if status is not ApiStatus.ACTIVE:
+            if status not in USABLE:
                 refusal = f"key is {status.value if status else 'not registered'}"
             elif revoked:
                 refusal = "temporary token revoked"
@@ -362,12 +472,27 @@ class BrokerGateway:
                 refusal = "temporary token expired"
             elif action != "session" and action not in claims.actions:
                 refusal = f"token does not allow {action}"
-            allowed = refusal is None
+            kind = classify(action, held, quantity)
+            findings: list[Finding] = []
+            if status is ApiStatus.DISABLED and refusal is None:
+                refusal = _outside_sell_only_scope(kind, action, code, quantity, held)
+                if refusal is None and action == "order:sell":
+                    findings.append(AnomalyDetector.sell_only(f"sell of {quantity} {code} (held {held})"))
+            elif status is ApiStatus.ACTIVE:
+                # This request is one of the window's requests, and (refused) one of its refusals.
+                findings = self.detector.on_request(kind, now, origin, recent + 1, checked=refusal is None)
+                blocking = [f for f in findings if f.grade >= Grade.STEP_UP]
+                if refusal is None and blocking:
+                    worst = max(blocking, key=lambda f: f.grade)
+                    held_back = HELD if worst.grade is Grade.STEP_UP else ""
+                    refusal = f"{held_back}blocked by security rule {worst.rule}"
+                if refusal is not None and not refusal.startswith(HELD):
+                    findings += self.detector.on_refusal(failures + 1, refusal)
             log_id = self._add_log(
-                conn, claims, action, origin, amount, allowed, refusal, last_used, now,
+                conn, claims, action, origin, amount, refusal is None, refusal, last_used, now,
                 order_ref=ref.key if ref else None,
             )
-        return status, limit, spent_today, by_token, refusal, log_id
+        return Admission(status, limit, spent_today, by_token, refusal, findings, log_id)
 
     async def reference_price(self, session: GatedSession, code: str) -> int:
         """The price a market or at-close buy is checked against: a quote shared by every user for a few
@@ -420,27 +545,73 @@ class BrokerGateway:
             conn.execute(_NOT_PLACED, {"p_id": log_id, "p_reason": reason[:255]})
 
     async def _act_on(self, user_id: str, account_no: str, findings: list[Finding]) -> None:
-        high = [f for f in findings if f.severity == "high"]
-        if high:
-            await self.kill(user_id, account_no, high[0].rule, high[0].detail)
+        """Act on findings by grade (see :mod:`autotrade.vault.anomaly`): DISABLE runs the kill switch; the
+        others are recorded and, from ALERT up, shown to the operator (once per key and rule every
+        ``ALERT_EVERY`` in this process, except a disabled key's sells: each of those)."""
+        if not findings:
+            return
+        disabling = [f for f in findings if f.grade is Grade.DISABLE]
+        if disabling:
+            await self.kill(user_id, account_no, disabling[0].rule, disabling[0].detail)
+            return
+        now = self.clock()
+        kid = key_id(user_id, account_no)
+        for f in findings:
+            every_time = f.rule == "sell_only_scope"
+            last = self._reported.get((kid, f.rule))
+            if not every_time and last is not None and now - last < ALERT_EVERY:
+                continue
+            self._reported[(kid, f.rule)] = now
+            action = {Grade.RECORD: "recorded", Grade.ALERT: "operator alerted",
+                      Grade.STEP_UP: "request refused, operator alerted"}[f.grade]  # fmt: skip
+            await self.db.run(self._record, user_id, account_no, f.rule, f.grade, f.detail, action, now)
+            if f.grade >= Grade.ALERT:
+                self._tell(SecurityAlert(AlertEvent.FINDING, user_id, account_no, f.rule, f.grade, action,
+                                         f.detail, now))  # fmt: skip
 
     async def kill(self, user_id: str, account_no: str, rule: str, detail: str) -> None:
-        """The kill switch: disable the key, revoke the broker token, record, alert."""
+        """The kill switch: disable the key (sell-only scope from then on), revoke the broker token, record,
+        tell the operator and the user (once, by the process that disabled it)."""
         started = asyncio.get_running_loop().time()
-        if self._key_status(user_id, account_no) is ApiStatus.ACTIVE:
-            self.keys.set_status(user_id, account_no, ApiStatus.DISABLED)
+        now = self.clock()
+        changed = await self.db.run(self._disable, user_id, account_no, now)
         await self.provider(user_id, account_no).revoke()
-        action = "key disabled, broker token revoked"
-        with self.db.unit_of_work() as s:
-            s.add(SecurityEvent(at=self.clock(), user_id=user_id, account_no=account_no, rule=rule,
-                                severity="high", detail=detail[:1000], action_taken=action))  # fmt: skip
+        action = "key disabled (sell-only for the product's positions), broker token revoked"
+        await self.db.run(self._record, user_id, account_no, rule, Grade.DISABLE, detail, action, now)
         self.kill_times.append(asyncio.get_running_loop().time() - started)
         log.warning("security rule %s hit for %s: %s", rule, key_id(user_id, account_no), action)
-        if self.alert is not None:
-            try:
-                self.alert(user_id, account_no, rule, action)
-            except Exception as exc:
-                log.error("security alert could not be sent: %s", type(exc).__name__)
+        if changed:
+            positions = await self.db.run(open_positions, self.db, user_id, account_no)
+            self._tell(SecurityAlert(AlertEvent.DISABLED, user_id, account_no, rule, Grade.DISABLE, action,
+                                     detail, now, tuple(positions)))  # fmt: skip
+
+    def _disable(self, user_id: str, account_no: str, now: datetime) -> bool:
+        with self.db.statement() as conn:
+            done = conn.execute(_DISABLE, {"p_user": user_id, "p_account": account_no, "p_now": now})
+            return bool(done.rowcount)
+
+    def _record(
+        self, user_id: str, account_no: str, rule: str, grade: Grade, detail: str, action: str, at: datetime
+    ) -> None:
+        with self.db.unit_of_work() as s:
+            s.add(SecurityEvent(at=at, user_id=user_id, account_no=account_no, rule=rule,
+                                severity=grade.label, detail=detail[:1000], action_taken=action))  # fmt: skip
+
+    def _tell(self, alert: SecurityAlert) -> None:
+        if self.alert is None:
+            return
+        try:
+            self.alert(alert)
+        except Exception as exc:
+            log.error("security alert could not be sent: %s", type(exc).__name__)
+
+    def usable_credentials(self, user_id: str, account_no: str) -> Credentials:
+        """The key's credentials when it may reach the broker: ACTIVE, or DISABLED (its sell-only scope,
+        every request admitted first). One KMS Decrypt."""
+        status = self._key_status(user_id, account_no)
+        if status not in USABLE:
+            raise KeyUnavailable(f"key is {status.value if status else 'not registered'}")
+        return self.keys.credentials_any_status(user_id, account_no)
 
     # --- bookkeeping ---
 
@@ -536,11 +707,11 @@ class GatedSession:
         *,
         stop_price: int | None = None,
     ) -> OrderAck:
-        await self._g._admit(self.claims, "order:sell", self.origin)
+        await self._g._admit(self.claims, "order:sell", self.origin, code=code, quantity=quantity)
         return await self._kiwoom.sell(code, quantity, price, trade_type, stop_price=stop_price)
 
     async def cancel(self, orig_order_no: str, code: str, quantity: int = 0) -> OrderAck:
-        await self._g._admit(self.claims, "order:cancel", self.origin)
+        await self._g._admit(self.claims, "order:cancel", self.origin, code=code)
         return await self._kiwoom.cancel(orig_order_no, code, quantity)
 
     async def modify(
@@ -569,3 +740,67 @@ class GatedSession:
     async def quote(self, code: str) -> Quote:
         await self._g._admit(self.claims, "account:read", self.origin)
         return await self._kiwoom.quote(code)
+
+
+def _outside_sell_only_scope(
+    kind: RequestKind, action: str, code: str | None, quantity: int | None, held: int
+) -> str | None:
+    """Why a DISABLED key's request is outside its sell-only scope (None: inside it)."""
+    if kind in (RequestKind.READ, RequestKind.PROTECTIVE_SELL):
+        return None
+    if kind is RequestKind.BUY:
+        return "key is DISABLED: only sells of the product's positions are allowed"
+    if held <= 0:
+        return f"key is DISABLED: the product holds no open position in {code or 'this stock'}"
+    return f"key is DISABLED: {action} of {quantity} exceeds the {held} shares the product holds"
+
+
+def open_positions(db: Database, user_id: str, account_no: str) -> list[str]:
+    """Codes of the product's open positions in an account (what a disabled key still protects, or what a
+    deleted key leaves unmanaged), e.g. ``["005930 x10"]``."""
+    with db.unit_of_work() as s:
+        rows = s.execute(
+            sa.select(ThreeTierStrategy.code, sa.func.sum(ThreeTierStrategy.held_quantity))
+            .where(
+                ThreeTierStrategy.user_id == user_id, ThreeTierStrategy.account_no == account_no,
+                ThreeTierStrategy.closed_at.is_(None), ThreeTierStrategy.held_quantity > 0,
+            )
+            .group_by(ThreeTierStrategy.code)
+            .order_by(ThreeTierStrategy.code)
+        ).all()  # fmt: skip
+    return [f"{code} x{int(qty)}" for code, qty in rows]
+
+
+_ENABLE = (
+    sa.update(UserApiKey)
+    .where(*_KEY_OF_TOKEN, UserApiKey.api_status == ApiStatus.DISABLED)
+    .values(
+        api_status=ApiStatus.ACTIVE,
+        status_changed_at=sa.bindparam("p_now", type_=UserApiKey.status_changed_at.type),
+    )
+)
+
+
+def enable_key(
+    db: Database, alert: AlertSink | None, user_id: str, account_no: str, *, by: str, now: datetime
+) -> bool:
+    """An operator re-enables a key the kill switch DISABLED: ACTIVE again, its security windows start
+    anew, a security event names the operator, the user is told. Auto-trading stays off until the user
+    turns it back on (their consent, not the operator's). False when the key was not DISABLED (a DELETED
+    key is gone for good; an ACTIVE one needs nothing)."""
+    with db.statement() as conn:
+        done = conn.execute(_ENABLE, {"p_user": user_id, "p_account": account_no, "p_now": now}).rowcount
+    if not done:
+        return False
+    action = f"key re-enabled by operator {by}"
+    with db.unit_of_work() as s:
+        s.add(SecurityEvent(at=now, user_id=user_id, account_no=account_no, rule="operator_enable",
+                            severity=Grade.RECORD.label, detail="", action_taken=action[:128]))  # fmt: skip
+    log.warning("%s: %s", key_id(user_id, account_no), action)
+    if alert is not None:
+        try:
+            alert(SecurityAlert(AlertEvent.ENABLED, user_id, account_no, "operator_enable", Grade.RECORD,
+                                action, "", now))  # fmt: skip
+        except Exception as exc:
+            log.error("security alert could not be sent: %s", type(exc).__name__)
+    return True

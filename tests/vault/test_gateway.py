@@ -28,7 +28,7 @@ from autotrade.sim.server import RunningSimulator, running_simulator
 from autotrade.store.db import Database
 from autotrade.store.migrate import upgrade
 from autotrade.store.models import AccessLog, BrokerTokenCache, SecurityEvent, UserApiKey
-from autotrade.vault.anomaly import AnomalyDetector, AnomalySettings
+from autotrade.vault.anomaly import AnomalyDetector, AnomalySettings, SecurityAlert
 from autotrade.vault.gateway import AccessDenied, BrokerGateway
 from autotrade.vault.keys import KeyStore
 from autotrade.vault.kms import KmsProvider, LocalKms
@@ -57,7 +57,7 @@ class Vault:
     gateway: BrokerGateway
     keys: dict[str, dict[str, str]] = field(default_factory=dict)  # user -> simulator key
     acct: dict[str, str] = field(default_factory=dict)  # user -> account number
-    alerts: list[tuple[str, str, str, str]] = field(default_factory=list)
+    alerts: list[SecurityAlert] = field(default_factory=list)
 
     async def register(self, user: str, daily_limit: int = 1_000_000) -> None:
         account = f"{5_100_000_000 + next(ACCOUNTS):010d}"
@@ -84,7 +84,7 @@ async def make_vault(sim: RunningSimulator, db_url: str, kms: KmsProvider) -> Va
     vault = Vault(sim, db, kms, None)  # type: ignore[arg-type]
     vault.gateway = BrokerGateway(
         db, KeyStore(db, kms), client, TemporaryTokens(db, SIGNING_KEY), cache_key=CACHE_KEY,
-        alert=lambda *a: vault.alerts.append(a), clock=sim.engine.read_clock,
+        alert=vault.alerts.append, clock=sim.engine.read_clock,
     )  # fmt: skip
     await vault.register("alice")
     await vault.register("bob")
@@ -147,11 +147,12 @@ async def test_a_buy_counts_once_against_the_daily_limit(vault: Vault) -> None:
         await session.buy("005930", 10, 50_000, TradeType.LIMIT)  # 1,100,000 in total
     # A limit breach is high risk: the key is disabled, the broker token revoked, the operator told.
     assert vault.status("alice", vault.acct["alice"]) is ApiStatus.DISABLED
-    assert [a[2] for a in vault.alerts] == ["limit_breach"]
+    assert [a.rule for a in vault.alerts] == ["limit_breach"]
     broker_tokens = {t.appkey for t in vault.sim.engine.tokens.values()}
     assert vault.keys["alice"]["appkey"] not in broker_tokens
+    # The key keeps its sell-only scope (reads to reconcile, sells of the product's positions): no buy.
     with pytest.raises(AccessDenied, match="DISABLED"):
-        await session.deposit()
+        await session.buy("005930", 1, 50_000, TradeType.LIMIT)
     # Bob is untouched.
     bob = await gw.session(gw.get_temporary_token("bob", vault.acct["bob"], TRADE), origin="test")
     assert (await bob.buy("005930", 1, 50_000, TradeType.LIMIT)).order_no
@@ -239,7 +240,8 @@ async def test_a_burst_kills_the_key_within_a_minute(vault: Vault) -> None:
     with vault.db.unit_of_work() as s:
         events = s.scalars(sa.select(SecurityEvent)).all()
     assert [(e.user_id, e.rule) for e in events] == [("alice", "burst")]
-    assert vault.alerts and vault.alerts[0][:3] == ("alice", vault.acct["alice"], "burst")
+    alerted = [(a.user_id, a.account_no, a.rule) for a in vault.alerts]
+    assert alerted == [("alice", vault.acct["alice"], "burst")]
 
 
 async def test_a_market_buy_is_checked_against_one_shared_quote(

@@ -103,7 +103,13 @@ async def test_two_trading_days_through_every_flow(stack: Stack, notes: io.Strin
 
     state, watch, watch_id = await run(intraday_reconcile, trading_day=DAY2)
     assert state.is_completed(), state.message
-    assert watch["ticks"] > 0 and watch["watched"] > 0 and watch["reconciliations"] >= 1
+    assert watch["ticks"] > 0 and watch["watched"] > 0, watch
+    # The count includes the closing reconciliation, so 1 would mean none ran during the session. The watch
+    # runs from 09:05 to 15:30, 385 minutes; one every 5 minutes at the earliest gives at most 385 // 5 = 77
+    # periodic ones, 78 with the closing one. How many of those 77 run depends on how far the simulated
+    # clock (thousands of times real time) moves between two passes of the loop on a loaded machine, so the
+    # lower bound asks only for periodic reconciliation to have happened.
+    assert 2 <= watch["reconciliations"] <= 78, watch
     assert stack.now() >= _at(DAY2, time(15, 30))
 
     stack.at(DAY2, time(16, 30))

@@ -95,7 +95,8 @@ def test_modify_moves_shares_to_a_new_price_under_a_new_number() -> None:
         e.modify(a, market.order_no, "005930", 0, 70_000)
     # Cash: the modified buy reserves at its new price, and a modify beyond the cash is refused.
     reserved = a.cash - e.orderable_cash(a)
-    assert reserved == e.costs.buy_cost(61_000 * 4)
+    # 4 x 61,000 = 244,000 plus the buy fee 244,000 x 15 // 100,000 = 36 (36.6 truncated): 244,036.
+    assert reserved == 244_036
     with pytest.raises(SimError, match="주문가능금액"):
         e.place(a, "BUY", "005930", 1_000, 60_000, "0")
 
@@ -219,5 +220,6 @@ def test_invariants_under_random_orders(seq: list[tuple[str, int, str, int, int]
         f.quantity for o, f in fills if o.side == "SELL"
     )
     assert (a.holdings["005930"].quantity if "005930" in a.holdings else 0) == net
-    for _, f in fills:
-        assert f.fee == e.costs.fee(f.quantity * f.price)
+    for o, f in fills:  # 0.015 % of the fill's amount, truncated; the 0.20 % tax on sells only
+        assert f.fee == f.quantity * f.price * 15 // 100_000
+        assert f.tax == (f.quantity * f.price * 20 // 10_000 if o.side == "SELL" else 0)

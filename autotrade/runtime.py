@@ -28,6 +28,7 @@ from autotrade.trading.orders import OrderService
 from autotrade.trading.ports import AccountBroker
 from autotrade.trading.positions import PositionService
 from autotrade.trading.reconcile import Reconciler
+from autotrade.trading.resting_stops import RestingStops
 
 Clock = Callable[[], datetime]
 
@@ -137,6 +138,7 @@ class Runtime:
     engine: ExitEngine = field(init=False)
     positions: PositionService = field(init=False)
     reconciler: Reconciler = field(init=False)
+    resting: RestingStops | None = field(init=False, default=None)
 
     def __post_init__(self, time_control: ClockControl | None) -> None:
         self.time = time_control or PassingTime(self.clock)
@@ -147,6 +149,12 @@ class Runtime:
         self.engine = ExitEngine(self.db, self.settings, self.clock)
         self.positions = PositionService(self.db, self.engine, self.costs, self.clock)
         self.reconciler = Reconciler(self.db, self.orders, self.positions, self.engine, self.clock)
+        if self.settings.resting_stop:  # a stop rests at the broker; market sells clear it out of their way
+            self.resting = RestingStops(
+                self.db, self.engine, self.orders, self.positions, self.settings, self.clock
+            )
+            self.orders.before_send = self.resting.before_send
+            self.reconciler.resting = self.resting
 
     def accounts(self, users: Sequence[str] | None = None, *, trading_only: bool = True) -> list[AccountRef]:
         """Accounts to work on. ``trading_only`` (buys): an ACTIVE key with auto-trading enabled. Otherwise

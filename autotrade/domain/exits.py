@@ -146,6 +146,7 @@ RESTING_TRANSITIONS: dict[tuple[RestingStatus, RestingTrigger], RestingStatus] =
     (R.REDUCING, RT.REDUCE): R.REDUCING,  # asked again (the first answer was lost)
     (R.REDUCING, RT.REDUCED): R.RESTING,
     (R.REDUCING, RT.REDUCED_TO_NONE): R.NONE,
+    (R.PLACING, RT.FILL): R.PLACING,  # it filled before the broker's acceptance reached us
     (R.RESTING, RT.FILL): R.RESTING,
     (R.REDUCING, RT.FILL): R.REDUCING,
     (R.RESTING, RT.FILLED_OUT): R.NONE,
@@ -590,13 +591,14 @@ class ExitStrategy:
             raise ValueError("fill quantity must be positive")
         if self.is_closed:
             raise IllegalTransition(f"{self.code}: resting stop fill on a closed strategy ({self.status})")
-        if fill.quantity > min(self.resting, self.held):
+        placing = self.resting_status is RestingStatus.PLACING  # its quantity is not confirmed yet
+        if fill.quantity > self.held or (not placing and fill.quantity > self.resting):
             raise IllegalTransition(
                 f"{self.code}: resting stop fill of {fill.quantity} exceeds the {self.resting} shares resting"
             )
-        self.resting -= fill.quantity
+        self.resting = max(self.resting - fill.quantity, 0)
         self.held -= fill.quantity
-        self._rest(RestingTrigger.FILL if self.resting else RestingTrigger.FILLED_OUT)
+        self._rest(RestingTrigger.FILL if self.resting or placing else RestingTrigger.FILLED_OUT)
         # Shares the broker's stop sold cannot also be sold by a market sell decided meanwhile.
         excess = sum(self.in_flight.values()) - self.held
         for tier in (Tier.TAKE_PROFIT, Tier.PRESERVE, Tier.STOP_LOSS):

@@ -24,6 +24,7 @@ from autotrade.domain.exits import (
     DayEnd,
     ExitEvent,
     ExitStrategy,
+    RestingStatus,
     SellIntent,
     StrategyStatus,
     TierPrices,
@@ -55,13 +56,36 @@ def exit_purpose(strategy_id: int, tier: Tier, attempt: int) -> str:
     return f"EXIT:{strategy_id}:{tier.value}:{attempt}"
 
 
-def strategy_from_row(row: ThreeTierStrategy, sells: Sequence[OrderIntentRow]) -> ExitStrategy:
-    """Rebuild the domain state machine from its rows and its sell intents."""
+AT_DAY_END = frozenset(RestingStatus) - {RestingStatus.NONE}
+
+
+def is_resting(intent: OrderIntentRow) -> bool:
+    """A resting stop's intent (a stop-limit sell at the broker), not a market sell of a tier."""
+    return intent.trade_type == OrderType.STOP_LIMIT.value
+
+
+def resting_purpose(strategy_id: int, n: int) -> str:
+    return f"REST:{strategy_id}:{n}"
+
+
+def strategy_from_row(
+    row: ThreeTierStrategy, sells: Sequence[OrderIntentRow], today: date
+) -> ExitStrategy:
+    """Rebuild the domain state machine from its rows and its sell intents. A resting stop of an earlier day
+    is gone (a day order); today's rests for what it has not filled, or is being placed."""
     tiers = {o.order_type: o.status for o in row.orders}
     in_flight = {t: 0 for t in Tier}
     attempts = {t: 0 for t in Tier}
+    resting, resting_status = 0, RestingStatus.NONE
     for intent in sells:
         if intent.tier is None:
+            continue
+        if is_resting(intent):
+            if intent.trading_day == today and intent.status not in FINAL_STATUSES:
+                if intent.status in (IntentStatus.ACCEPTED, IntentStatus.PARTIALLY_FILLED):
+                    resting, resting_status = intent.quantity - intent.filled_quantity, RestingStatus.RESTING
+                else:
+                    resting_status = RestingStatus.PLACING
             continue
         attempts[intent.tier] += 1
         if intent.status not in FINAL_STATUSES:
@@ -78,6 +102,8 @@ def strategy_from_row(row: ThreeTierStrategy, sells: Sequence[OrderIntentRow]) -
         tiers={t: tiers.get(t, TierStatus.CANCELLED) for t in Tier},
         in_flight=in_flight,
         attempts=attempts,
+        resting=resting,
+        resting_status=resting_status,
     )
 
 
@@ -169,12 +195,15 @@ class ExitEngine:
                 q = q.where(ThreeTierStrategy.user_id.in_(list(user_ids)))
             rows = s.scalars(q).all()
             sells = self._sells_by_strategy(s, [r.id for r in rows])
+            today = self.today()
             for row in rows:
                 if row.id not in self.book:
-                    self._add(
-                        row.id, strategy_from_row(row, sells.get(row.id, [])), row.user_id, row.account_no
-                    )
+                    domain = strategy_from_row(row, sells.get(row.id, []), today)
+                    self._add(row.id, domain, row.user_id, row.account_no)
         return len(self.book)
+
+    def today(self) -> date:
+        return self.clock().astimezone(KST).date()
 
     def owner(self, strategy_id: int) -> tuple[str, str, str]:
         """(user id, account number, stock code) of a strategy in the book."""
@@ -232,12 +261,12 @@ class ExitEngine:
         with self.db.unit_of_work() as s:
             row = s.get_one(ThreeTierStrategy, strategy_id)
             sells = self._sells_by_strategy(s, [row.id]).get(row.id, [])
-            self._add(row.id, strategy_from_row(row, sells), row.user_id, row.account_no)
+            self._add(row.id, strategy_from_row(row, sells, self.today()), row.user_id, row.account_no)
 
     def day_end(self, at: datetime) -> int:
-        """Working sells die at the close (day orders); strategies stay armed for the next day."""
+        """Working sells and resting stops die with the day (day orders); strategies stay armed."""
         n = 0
-        for key in [k for k, s in self.book if any(s.in_flight.values())]:
+        for key in [k for k, s in self.book if any(s.in_flight.values()) or s.resting_status in AT_DAY_END]:
             self.apply(key, DayEnd(at))
             n += 1
         return n

@@ -164,7 +164,7 @@ class KiwoomAccount:
                 order_no=u.order_no, code=u.code, side=side, quantity=u.quantity, price=u.price or None,
                 filled_quantity=filled_qty, filled_amount=amount,
                 state=BrokerOrderState.OPEN if u.unfilled_quantity > 0 else BrokerOrderState.DONE,
-                ordered_at=_at(day, u.time),
+                ordered_at=_at(day, u.time), open_quantity=u.unfilled_quantity,
             )  # fmt: skip
         return list(orders.values())
 

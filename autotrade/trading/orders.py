@@ -20,7 +20,7 @@ soon as it is accepted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 CLOCK_SKEW = timedelta(minutes=2)
 
 CrashHook = Callable[[str], None]
+# Runs before an intent is claimed for sending (the resting stop is cleared out of a market sell's way); it
+# raises NotProcessed when the intent cannot go yet, and may shrink or end an intent that must not go.
+BeforeSend = Callable[[int, AccountBroker], Awaitable[None]]
 CRASH_POINTS = ("before_submitting", "after_submitting", "after_broker_call", "after_ack")
 SUBMITTING = next_status(IntentStatus.NEW, IntentEvent.SEND)
 
@@ -64,7 +67,7 @@ _CLAIM = (
     .values(status=SUBMITTING, attempts=OrderIntentRow.attempts + 1, submitted_at=sa.bindparam("p_now"))
     .returning(
         OrderIntentRow.side, OrderIntentRow.code, OrderIntentRow.quantity, OrderIntentRow.price,
-        OrderIntentRow.trade_type, OrderIntentRow.key, OrderIntentRow.attempts,
+        OrderIntentRow.trade_type, OrderIntentRow.key, OrderIntentRow.attempts, OrderIntentRow.stop_price,
     )
 )
 _SETTLE = (
@@ -105,10 +108,13 @@ class OrderService:
         self.clock = clock
         self.crash = crash_hook
         self.settle = settle
+        self.before_send: BeforeSend | None = None
 
     async def execute(self, intent_id: int, broker: AccountBroker) -> IntentStatus:
         """Drive one intent to the broker exactly once; safe to call again after any failure or crash, and
         from several workers at once: only the one whose ``NEW -> SUBMITTING`` lands sends it."""
+        if self.before_send is not None:
+            await self.before_send(intent_id, broker)
         self.crash("before_submitting")
         claimed = await self.db.run(self._claim, intent_id)
         if claimed is None:  # not NEW: done already, or its outcome must be found at the broker first
@@ -120,11 +126,15 @@ class OrderService:
             claimed = await self.db.run(self._claim, intent_id)
             if claimed is None:
                 return self._status(intent_id)
-        side, code, qty, price, trade_type, key, attempts = claimed
+        side, code, qty, price, trade_type, key, attempts, stop_price = claimed
         self.crash("after_submitting")
         ref = ORDER_REF.set(OrderRef(key, resend=attempts > 1))
         try:
-            order_no = await broker.place(side, code, qty, price, OrderType(trade_type))
+            order_type = OrderType(trade_type)
+            if order_type is OrderType.STOP_LIMIT:
+                order_no = await broker.place(side, code, qty, price, order_type, stop_price)
+            else:
+                order_no = await broker.place(side, code, qty, price, order_type)
         except OrderRejected as exc:
             return await self.db.run(self._settle, intent_id, IntentEvent.REJECT, error=str(exc))
         except NotProcessed as exc:
@@ -176,12 +186,12 @@ class OrderService:
         with self.db.unit_of_work() as s:
             return s.get_one(OrderIntentRow, intent_id).status
 
-    def _claim(self, intent_id: int) -> tuple[Side, str, int, int | None, str, str, int] | None:
+    def _claim(self, intent_id: int) -> tuple[Side, str, int, int | None, str, str, int, int | None] | None:
         """``NEW -> SUBMITTING`` as one conditional write (committed before the broker call); returns what
         to send, or None when the intent was not NEW."""
         with self.db.statement() as conn:
             row = conn.execute(_CLAIM, {"p_id": intent_id, "p_now": self.clock()}).first()
-        return None if row is None else (row[0], row[1], row[2], row[3], row[4], row[5], row[6])
+        return None if row is None else (row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
 
     def _settle(
         self, intent_id: int, event: IntentEvent, *, order_no: str | None = None, error: str | None = None

@@ -57,6 +57,7 @@ class BrokerOrder:
     ordered_at: datetime | None = None
     fee: int = 0
     tax: int = 0
+    open_quantity: int = 0  # shares still working (an OPEN order less its fills and cancelled shares)
 
     @property
     def avg_fill_price(self) -> int:

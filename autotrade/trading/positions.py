@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from autotrade.domain.calendar import hours_of
-from autotrade.domain.exits import SellEnded, SellFilled
+from autotrade.domain.exits import ExitEvent, RestingEnded, RestingFilled, SellEnded, SellFilled
 from autotrade.domain.krx import KST, CostRates
 from autotrade.domain.models import ExitReason, Side, SignalStatus, Tier, TradeAction
 from autotrade.domain.orders import FINAL_STATUSES
@@ -30,7 +30,7 @@ from autotrade.store.models import (
     TradingSignal,
 )
 from autotrade.trading.buys import AccountRef
-from autotrade.trading.exit_engine import ExitEngine, PendingSell
+from autotrade.trading.exit_engine import ExitEngine, PendingSell, is_resting
 from autotrade.trading.orders import FillDelta, fill_delta
 from autotrade.trading.ports import AccountBroker, BrokerOrder, BrokerOrderState, OrderType
 
@@ -71,7 +71,7 @@ class PositionService:
     def apply_orders(self, ref: AccountRef, orders: dict[str, BrokerOrder], day: date) -> SyncResult:
         result = SyncResult(ref.user_id, ref.account_no)
         now = self.clock()
-        sell_events: list[tuple[int, SellFilled | SellEnded]] = []
+        sell_events: list[tuple[int, ExitEvent]] = []
         with self.db.unit_of_work() as s:
             rows = s.scalars(
                 sa.select(OrderIntentRow)
@@ -101,11 +101,16 @@ class PositionService:
                         result.sell_fills.append(
                             (row.code, row.tier or Tier.STOP_LOSS, delta.quantity, price, pnl)
                         )
-                        if row.strategy_id is not None and row.tier is not None:
+                        if row.strategy_id is not None and is_resting(row):
+                            sell_events.append((row.strategy_id, RestingFilled(delta.quantity, price, now)))
+                        elif row.strategy_id is not None and row.tier is not None:
                             sell_events.append(
                                 (row.strategy_id, SellFilled(row.tier, delta.quantity, price, now))
                             )
-                if row.side is Side.SELL and delta.unfilled_at_end and row.strategy_id and row.tier:
+                if row.side is Side.SELL and row.strategy_id and is_resting(row):
+                    if delta.done and row.filled_quantity < row.quantity:
+                        sell_events.append((row.strategy_id, RestingEnded(now)))
+                elif row.side is Side.SELL and delta.unfilled_at_end and row.strategy_id and row.tier:
                     sell_events.append((row.strategy_id, SellEnded(row.tier, delta.unfilled_at_end, now)))
                 if row.side is Side.BUY and delta.done:
                     armed = self._open_position(s, row, day)

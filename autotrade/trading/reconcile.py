@@ -28,6 +28,7 @@ from autotrade.trading.exit_engine import ExitEngine, PendingSell
 from autotrade.trading.orders import OrderService
 from autotrade.trading.ports import AccountBroker, NotProcessed, OutcomeUnknown
 from autotrade.trading.positions import PositionService, SyncResult, session_end
+from autotrade.trading.resting_stops import RestingStops
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ class Reconciler:
         self.positions = positions
         self.engine = engine
         self.clock = clock
+        # Set when stops rest at the broker (resting_stop setting): each reconciliation places those missing.
+        self.resting: RestingStops | None = None
 
     async def reconcile_account(
         self, ref: AccountRef, broker: AccountBroker, day: date, *, resume_sells: bool = True
@@ -74,6 +77,8 @@ class Reconciler:
         view = await broker.account()
         report.cash = view.cash
         self._holdings(ref, {h.code: h.quantity for h in view.holdings}, report)
+        if self.resting is not None:
+            report.repaired.extend(await self.resting.place_missing(ref, broker, day))
         return report
 
     async def _resolve_intents(

@@ -8,11 +8,17 @@ client belongs to the loop it was created in); the sealed broker-token cache in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
+from pydantic import SecretStr
+
+from autotrade.broker.fallback import FallbackPriceFeed, FeedSwitch
 from autotrade.broker.feed import PriceFeed, PriceTick
-from autotrade.config import KmsProvider, Settings, broker_urls
+from autotrade.broker.messages import Credentials
+from autotrade.config import BrokerEnv, KmsProvider, Settings, broker_urls
+from autotrade.domain.calendar import hours_of, is_trading_day
 from autotrade.domain.krx import KST
 from autotrade.secret_files import load_or_create_key
 from autotrade.store.db import Database
@@ -64,6 +70,7 @@ class GatewayAccess:
         self._cache_key = load_or_create_key(settings.data_dir / "keys" / "gateway-cache.key")
         self._gateways: dict[int, BrokerGateway] = {}
         self.rest_url, self.ws_url = broker_urls(settings)
+        self._simulator_key: Credentials | None = None
 
     def gateway(self) -> BrokerGateway:
         loop = id(asyncio.get_running_loop())
@@ -91,18 +98,50 @@ class GatewayAccess:
         session = await gw.session(token, origin=self.settings.origin)
         return KiwoomAccount(session, clock=self.clock)
 
-    async def price_feed(self) -> WebSocketPrices:
-        gw = self.gateway()
-        refs = _first_active(self.db)
-        if refs is None:
-            raise LookupError("no active account to open the price feed with")
-        # The feed logs in with that user's broker token: the gateway checks and logs it like any request.
-        token = gw.get_temporary_token(*refs, frozenset({"account:read"}))
-        await gw.session(token, origin=self.settings.origin)
+    async def price_feed(self, on_switch: Callable[[FeedSwitch], None] | None = None) -> WebSocketPrices:
+        """The operator's price source: the real-time feed logged in with the operator's market-data key
+        (never a user's), polling quotes with the same key while the feed is silent in the session."""
         from autotrade.broker.feed import WebSocketPriceFeed
+        from autotrade.broker.session import KiwoomSession
+        from autotrade.broker.tokens import TokenManager
 
-        feed = WebSocketPriceFeed(self.ws_url, gw.provider(*refs), clock=self.clock)
-        return WebSocketPrices(feed)
+        credentials = await self._market_data_credentials()
+        client = self.gateway().client
+
+        async def load() -> Credentials:
+            return credentials
+
+        # Its own key id: its own token and its own rate budget in the client's limiter.
+        tokens = TokenManager(client, MARKET_DATA_KEY_ID, load, clock=self.clock)
+        feed = WebSocketPriceFeed(self.ws_url, tokens, clock=self.clock)
+        source = FallbackPriceFeed(
+            feed, KiwoomSession(client, MARKET_DATA_KEY_ID, tokens),
+            silence_seconds=self.settings.feed_silence_seconds, poll_seconds=self.settings.quote_poll_seconds,
+            expect_ticks=self._trading_expected, on_switch=on_switch, clock=self.clock,
+        )  # fmt: skip
+        return WebSocketPrices(source)
+
+    async def _market_data_credentials(self) -> Credentials:
+        key, secret = self.settings.market_data_app_key, self.settings.market_data_app_secret
+        if key is not None and secret is not None and key.get_secret_value() and secret.get_secret_value():
+            return Credentials(app_key=key, app_secret=secret)
+        if self.settings.broker_env is not BrokerEnv.SIMULATOR:
+            raise MarketDataKeyMissing(
+                "no operator market-data app key: set AUTOTRADE_MARKET_DATA_APP_KEY and "
+                "AUTOTRADE_MARKET_DATA_APP_SECRET (or the broker block's market_data_app_key and "
+                "market_data_app_secret); the price feed never logs in with a user's key"
+            )
+        if self._simulator_key is None:
+            self._simulator_key = await asyncio.to_thread(simulator_market_data_key, self.rest_url)
+        return self._simulator_key
+
+    def _trading_expected(self) -> bool:
+        """Trades print in the continuous session only (none in the closing auction), on trading days."""
+        now = self.clock().astimezone(KST)
+        if not is_trading_day(now.date()):
+            return False
+        hours = hours_of(now.date())
+        return hours.open <= now.time() < hours.closing_auction_start
 
     async def aclose(self) -> None:
         gateways, self._gateways = list(self._gateways.values()), {}
@@ -111,7 +150,7 @@ class GatewayAccess:
 
 
 class WebSocketPrices:
-    """:class:`~autotrade.runtime.PriceSource` over Kiwoom's real-time 0B feed.
+    """:class:`~autotrade.runtime.PriceSource` over a price feed (Kiwoom's 0B feed, or its fallback).
 
     A background task drains the feed into a queue: waiting on the queue with a timeout is safe to cancel,
     while cancelling the feed's own iterator would close it.
@@ -145,20 +184,29 @@ class WebSocketPrices:
         await self._feed.aclose()
 
 
-def _first_active(db: Database) -> tuple[str, str] | None:
-    import sqlalchemy as sa
+class MarketDataKeyMissing(LookupError):
+    """A real broker and no operator market-data key: the price watch cannot start."""
 
-    from autotrade.domain.models import ApiStatus
-    from autotrade.store.models import UserApiKey
 
-    with db.unit_of_work() as s:
-        row = s.execute(
-            sa.select(UserApiKey.user_id, UserApiKey.account_no)
-            .where(UserApiKey.api_status == ApiStatus.ACTIVE)
-            .order_by(UserApiKey.id)
-            .limit(1)
-        ).first()
-    return (row[0], row[1]) if row else None
+MARKET_DATA_KEY_ID = "market-data"
+# The operator's account at the simulator, which its market-data key belongs to (a real Kiwoom app key is
+# also issued to an account holder); no user's account number is ever this.
+SIMULATOR_OPERATOR_ACCOUNT = "9999999999"
+
+
+def simulator_market_data_key(base_url: str) -> Credentials:
+    """Provision an operator market-data key at the simulator, as the demo provisions its users' keys: an
+    account (the operator's, no cash) and an app key on it, through the simulator's admin API."""
+    from autotrade.sim.server import Admin
+
+    admin = Admin(base_url)
+    try:
+        with contextlib.suppress(RuntimeError):  # made by an earlier process
+            admin.create_account(SIMULATOR_OPERATOR_ACCOUNT, "operator market data", 0)
+        key = admin.create_appkey(SIMULATOR_OPERATOR_ACCOUNT)
+    finally:
+        admin.close()
+    return Credentials(app_key=SecretStr(key["appkey"]), app_secret=SecretStr(key["secretkey"]))
 
 
 def build_broker_access(

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import InitVar, dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import sqlalchemy as sa
 
@@ -29,6 +29,9 @@ from autotrade.trading.ports import AccountBroker
 from autotrade.trading.positions import PositionService
 from autotrade.trading.reconcile import Reconciler
 from autotrade.trading.resting_stops import RestingStops
+
+if TYPE_CHECKING:
+    from autotrade.broker.fallback import FeedSwitch
 
 Clock = Callable[[], datetime]
 
@@ -65,7 +68,9 @@ class BrokerAccess(Protocol):
         self, ref: AccountRef, actions: frozenset[str], spend_cap: int | None = None
     ) -> AccountBroker: ...
 
-    async def price_feed(self) -> PriceSource: ...
+    async def price_feed(self, on_switch: Callable[[FeedSwitch], None] | None = None) -> PriceSource:
+        """The operator's price source; ``on_switch`` hears when it falls back to polling and back."""
+        ...
 
     async def aclose(self) -> None: ...
 

@@ -33,7 +33,8 @@ class KiwoomBroker(Block):
     base_url: str = Field("http://127.0.0.1:8765", description="REST base URL")
     rate_per_second: float = Field(1.0, gt=0, description="requests per second per app key and API")
     burst: int = Field(2, ge=1)
-    market_data_app_key: SecretStr | None = Field(None, description="app key used for the price feed")
+    # The operator's own app key for the price feed and its fallback quotes (never a user's key).
+    market_data_app_key: SecretStr | None = Field(None, description="operator app key for the price feed")
     market_data_app_secret: SecretStr | None = None
 
 
@@ -126,6 +127,11 @@ def settings_from_blocks(base: Settings | None = None) -> Settings:
             broker_env=broker.env, broker_base_url=broker.base_url,
             broker_rate_per_second=broker.rate_per_second, broker_burst=broker.burst,
         )  # fmt: skip
+        if broker.market_data_app_key is not None and broker.market_data_app_secret is not None:
+            updates.update(
+                market_data_app_key=broker.market_data_app_key,
+                market_data_app_secret=broker.market_data_app_secret,
+            )
     vault = _load(CredentialVault, VAULT_BLOCK)
     if vault is not None:
         updates.update(

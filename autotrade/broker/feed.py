@@ -158,7 +158,7 @@ def _execution_side(code: str, kind: str) -> Side | None:
     return side_from_text(kind)
 
 
-class _Stream:
+class DropOldestStream:
     """A bounded queue read as an async iterator. When the reader falls behind, the oldest item goes:
     a price watcher wants the latest price, not a backlog."""
 
@@ -214,8 +214,8 @@ class WebSocketPriceFeed:
         self._max_delay = reconnect_max_delay
         self._open_timeout = open_timeout
         self._codes: set[str] = set()
-        self._ticks = _Stream(queue_size)
-        self._executions = _Stream(queue_size)
+        self._ticks = DropOldestStream(queue_size)
+        self._executions = DropOldestStream(queue_size)
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -394,7 +394,7 @@ class PollingPriceFeed:
         self._clock = clock
         self._codes: list[str] = []
         self._volumes: dict[str, int] = {}
-        self._ticks = _Stream(queue_size)
+        self._ticks = DropOldestStream(queue_size)
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> PollingPriceFeed:

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from pydantic import SecretStr
 
-from autotrade.access import GatewayAccess
+from autotrade.access import GatewayAccess, simulator_market_data_key
 from autotrade.config import Settings
 from autotrade.domain.krx import KST
 from autotrade.runtime import Runtime, build_notifier, set_runtime
@@ -161,8 +161,11 @@ def embedded_stack(
         sim = stack.enter_context(running_simulator(seed=seed, start=start, **(sim_options or {})))
         codes = seed_universe(sim.engine, stocks, seed)
         url = database_url or f"sqlite:///{data_dir / 'autotrade.db'}"
+        # The operator's market-data key (the price feed's, never a user's), made at the simulator.
+        market_data = simulator_market_data_key(sim.base_url)
         cfg = Settings(
             database_url=url, data_dir=data_dir, broker_base_url=sim.base_url,
+            market_data_app_key=market_data.app_key, market_data_app_secret=market_data.app_secret,
             local_master_key_path=data_dir / "keys" / "master.key", scan_location=str(data_dir / "scans"),
             # Temporary tokens live eight hours of virtual time: at 3600x that is eight seconds of the demo.
             **{"broker_rate_per_second": 50.0, "broker_burst": 50, "temp_token_ttl_seconds": 8 * 3600}

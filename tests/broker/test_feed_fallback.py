@@ -149,7 +149,9 @@ async def test_dropping_feed_polls_and_a_crossing_is_seen_by_polling(
         await source.aclose()
 
 
-async def test_silence_outside_the_session_is_no_alarm(parts: tuple[WebSocketPriceFeed, CountedQuotes]) -> None:
+async def test_silence_outside_the_session_is_no_alarm(
+    parts: tuple[WebSocketPriceFeed, CountedQuotes],
+) -> None:
     feed, quotes = parts
     switches: list[FeedSwitch] = []
     source = fallback(parts, switches, expect_ticks=lambda: False)

@@ -8,7 +8,10 @@ session step also reads the WebSocket price feed, which the simulator drops at t
 Afterwards: every intended order placed exactly once, exits against the price path, broker and database
 agreeing to the won, limits, the feed reconnected and kept delivering, and no app key, secret or broker
 token in the database (the access log and security events included) or in any log record of the run.
-``run`` returns the figures ``bench/faults.py`` prints."""
+Exits are also checked against the simulator's whole price path (every step, not only what the watch saw):
+a stop or take-profit level crossed while a position was open must be followed by a sell of it that day.
+With ``resting_stops`` a stop-limit order rests at the broker for every position (the ``resting_stop``
+setting). ``run`` returns the figures ``bench/faults.py`` prints."""
 
 from __future__ import annotations
 
@@ -29,7 +32,16 @@ from autotrade.domain.krx import KST
 from autotrade.domain.models import ApiStatus, Side
 from autotrade.runtime import PriceSource
 from autotrade.sim.server import running_simulator
-from autotrade.store.models import AccessLog, OrderIntentRow, SecurityEvent, TradingSignal, UserApiKey
+from autotrade.store.models import (
+    AccessLog,
+    FillRow,
+    OrderIntentRow,
+    SecurityEvent,
+    ThreeTierStrategy,
+    TradingSignal,
+    UserApiKey,
+)
+from autotrade.trading.resting_stops import SOLD_BY_RESTING_STOP
 from tests.trading import checks
 from tests.trading.harness import AccessKind, Trader, World, make_world
 
@@ -40,6 +52,7 @@ FAULT_KINDS = (*REST_FAULTS, "ws_disconnect")
 REST_PATHS = ("/oauth2/token", "/api/dostk/ordr", "/api/dostk/acnt", "/api/dostk/stkinfo")
 WS_PATH = "/api/dostk/websocket"
 FEED_LOGGER = "autotrade.broker.feed"
+PricePath = dict[str, list[tuple[datetime, int]]]  # code -> (time, price) of every step
 
 
 class Crash(Exception):
@@ -107,6 +120,7 @@ async def run(
     work: Path | None = None,
     access: AccessKind = "gateway",
     ws_ping_seconds: float = 0.02,
+    resting_stops: bool = False,
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """``ws_ping_seconds``: the simulator pings an idle socket this often (wall time) and the feed echoes
@@ -118,7 +132,7 @@ async def run(
     root.setLevel(logging.DEBUG)
     try:
         return await _run(users, days, fault_rate, crash_rate, seed, db_url, first_day, work, access,
-                          ws_ping_seconds, progress, log)  # fmt: skip
+                          ws_ping_seconds, resting_stops, progress, log)  # fmt: skip
     finally:
         root.removeHandler(log)
         root.setLevel(level)
@@ -135,6 +149,7 @@ async def _run(
     work: Path | None,
     access: AccessKind,
     ws_ping_seconds: float,
+    resting_stops: bool,
     progress: Callable[[str], None],
     log: RunLog,
 ) -> dict[str, Any]:
@@ -160,7 +175,14 @@ async def _run(
             Trader(f"u{i:03d}", f"{5_300_000_000 + i:010d}", 30_000_000, 4_000_000) for i in range(users)
         ]
         w = make_world(sim, db_url or f"sqlite:///{work / 'faults.db'}", work, traders, access=access,
-                       max_stock_count=5, max_per_stock=1_000_000, order_settle_seconds=1)  # fmt: skip
+                       max_stock_count=5, max_per_stock=1_000_000, order_settle_seconds=1,
+                       resting_stop=resting_stops)  # fmt: skip
+        steps: PricePath = {}  # every price step of the simulator
+
+        def record(stock: Any, price: int, at: datetime) -> None:
+            steps.setdefault(stock.code, []).append((at, price))
+
+        sim.engine.price_listeners.append(record)
 
         def crash_hook(point: str) -> None:
             if rng.random() < crash_rate:
@@ -212,11 +234,12 @@ async def _run(
             await w.aclose()  # the last process's connections, and those of any left behind
         tokens.update(sim.engine.tokens.copy())
         secrets = [k for key in sim.engine.appkeys.values() for k in (key.appkey, key.secretkey)]
-        result = _figures(w, secrets + sorted(tokens), log)
+        result = _figures(w, secrets + sorted(tokens), log, steps)
         w.db.dispose()
     return {
         "users": users, "days": days, "fault_rate": fault_rate, "crash_rate": crash_rate, "seed": seed,
-        "access": access, "faults_injected": injected, "crashes": dict(crashes),
+        "access": access, "resting_stops": resting_stops, "faults_injected": injected,
+        "crashes": dict(crashes),
         "crash_points_covered": sorted(crashes), "steps_rerun": reruns, "feed_opened": feed.opened,
         "feed_reconnects": feed.reconnects, "feed_ticks": feed.ticks,
         "feed_ticks_after_reconnect": feed.ticks_after_reconnect, **result,
@@ -262,7 +285,34 @@ async def _morning(w: World, day: date) -> None:
     await w.reconcile_all(day)
 
 
-def _figures(w: World, secrets: list[str], log: RunLog) -> dict[str, Any]:
+def _exits_missed(w: World, path: PricePath) -> list[str]:
+    """Stop or take-profit levels crossed on the simulator's price path while a position was open (armed,
+    not yet closed, nothing sold since the crossing) with no sell of that position later the same day."""
+    missed: list[str] = []
+    with w.db.unit_of_work() as s:
+        sold: dict[int, list[datetime]] = {}
+        for strategy_id, at in s.execute(
+            sa.select(OrderIntentRow.strategy_id, FillRow.executed_at)
+            .join(FillRow, FillRow.intent_id == OrderIntentRow.id)
+            .where(OrderIntentRow.side == Side.SELL)
+        ):
+            sold.setdefault(strategy_id, []).append(at)
+        for st in s.scalars(sa.select(ThreeTierStrategy)):
+            armed = st.armed_at
+            for at, px in path.get(st.code, []):
+                if at <= armed or (st.closed_at is not None and at >= st.closed_at):
+                    continue
+                if px > st.stop_loss_price and px < st.take_profit_price:
+                    continue
+                day = at.astimezone(KST).date()
+                if not any(at <= t and t.astimezone(KST).date() == day for t in sold.get(st.id, [])):
+                    level = "stop" if px <= st.stop_loss_price else "take-profit"
+                    missed.append(f"{st.code}#{st.id}: {level} at {px} {at:%m-%d %H:%M}, not sold that day")
+                break  # the first crossing decides
+    return missed
+
+
+def _figures(w: World, secrets: list[str], log: RunLog, path: PricePath) -> dict[str, Any]:
     with w.db.unit_of_work() as s:
         intents = s.scalars(sa.select(OrderIntentRow)).all()
         signals = s.scalars(sa.select(TradingSignal)).all()
@@ -281,6 +331,13 @@ def _figures(w: World, secrets: list[str], log: RunLog) -> dict[str, Any]:
                      if not o["orig_order_no"] and (acct, o["order_no"]) not in claimed)  # fmt: skip
     unsent = [i for i in intents if not i.order_no and (i.last_error or "").startswith("not sent:")]
     unresolved = [i.key for i in intents if (i.last_error or "").startswith("outcome unknown when")]
+    # Never reached the broker (or not known to have): a buy so is a missed trade; a protective sell so is a
+    # lost exit. A resting stop is not counted (the watch covers its position), nor a sell the resting stop
+    # made pointless by selling the shares first.
+    never_sent = [i for i in intents if not i.order_no
+                  and (i.last_error or "").startswith(("not sent:", "outcome unknown when"))
+                  and i.last_error != SOLD_BY_RESTING_STOP and i.trade_type != "STOP_LIMIT"]  # fmt: skip
+    missed_exits = _exits_missed(w, path)
     ended = ("REJECTED", "CANCELLED")
     lost = [f"{i.key} {i.status.value} {i.last_error or ''}"[:160] for i in intents
             if not i.order_no and i.status.value not in ended and i not in unsent
@@ -303,11 +360,18 @@ def _figures(w: World, secrets: list[str], log: RunLog) -> dict[str, Any]:
         "orders_placed": placed, "broker_orders": len(originals), "orders_duplicated": duplicated,
         "orders_lost": len(lost), "lost": lost[:10], "not_sent_session_ended": len(unsent),
         "outcome_unknown_at_day_end": len(unresolved),
+        "buys_not_sent": sum(1 for i in never_sent if i.side is Side.BUY),
+        "sells_not_sent": sum(1 for i in never_sent if i.side is Side.SELL),
+        "exits_missed": len(missed_exits), "exits_missed_detail": missed_exits[:10],
+        "resting_stops_placed": sum(1 for i in intents if i.trade_type == "STOP_LIMIT" and i.order_no),
+        "resting_stop_fills": sum(1 for i in intents if i.trade_type == "STOP_LIMIT" and i.filled_quantity),
         "mismatches": sum(len(v) for v in problems.values()),
         "problems": {k: v[:5] for k, v in problems.items()},
         "access_log_rows": access_rows, "access_refused": len(refused),
         "access_refusals": dict(Counter(r or "" for r in refused).most_common(5)),
         "security_events": dict(Counter(events)), "keys_not_active": keys_not_active,
+        # Nobody attacks in this run: a key disabled here was disabled wrongly.
+        "keys_wrongly_disabled": keys_not_active,
         "leaks": in_db + in_logs, "leaks_in_database": in_db, "leaks_in_logs": in_logs,
         "secrets_checked": len(secrets), "log_records_scanned": len(log.lines),
     }  # fmt: skip

@@ -116,6 +116,8 @@ def tiers_follow_prices(w: World) -> list[str]:
             ).all()
             path = [(at, px) for at, px in w.ticks.get(st.code, []) if at >= _aware(st.armed_at)]
             for sell in sells:
+                if sell.trade_type == "STOP_LIMIT" or sell.submitted_at is None:
+                    continue  # a resting stop is placed before any crossing, by design; never sent: nothing
                 sent = _aware(sell.submitted_at)
                 seen = [px for at, px in path if at <= sent]
                 trigger = {
@@ -125,7 +127,11 @@ def tiers_follow_prices(w: World) -> list[str]:
                 }[sell.tier or Tier.STOP_LOSS]
                 if not any(trigger(p) for p in seen):
                     bad.append(f"{st.code}#{st.id}: {sell.tier} sell without a price through its trigger")
-            fired_stop = any(x.tier is Tier.STOP_LOSS for x in sells)
+            # A resting stop counts once it sold: resting alone, it may have gapped below its limit.
+            fired_stop = any(
+                x.tier is Tier.STOP_LOSS and (x.trade_type != "STOP_LIMIT" or x.filled_quantity)
+                for x in sells
+            )
             for at, px in path:
                 open_then = st.closed_at is None or at < st.closed_at
                 if px <= st.stop_loss_price and open_then and not fired_stop:

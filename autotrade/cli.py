@@ -22,6 +22,8 @@ app.command("backtest")(backtest)
 app.add_typer(sim_app, name="sim")
 api_app = typer.Typer(help="The HTTP API (users, keys, execution, strategies).", no_args_is_help=True)
 app.add_typer(api_app, name="api")
+admin_app = typer.Typer(help="Operator commands (keys, security).", no_args_is_help=True)
+app.add_typer(admin_app, name="admin")
 
 
 @api_app.command("serve")
@@ -42,6 +44,31 @@ def api_serve(
     upgrade(rt.db.url)  # the schema at head before the first request (a no-op when it already is)
     typer.echo(f"autotrade API on http://{host}:{port} (docs at /docs); database {_safe_url(rt.db.url)}")
     uvicorn.run(create_app(build_deps(rt)), host=host, port=port, log_level="info")
+
+
+@admin_app.command("enable-key")
+def admin_enable_key(
+    user: str = typer.Argument(..., help="The user id of the key."),
+    account: str = typer.Argument(..., help="The account number of the key."),
+    by: str = typer.Option("cli", help="The operator's name, recorded in the security event."),
+) -> None:
+    """Re-enable a key the kill switch DISABLED (after the finding is understood): ACTIVE again, the user
+    told; auto-trading stays off until the user turns it back on. A DELETED key cannot come back."""
+    from autotrade.api.service import reenable
+    from autotrade.runtime import get_runtime
+
+    rt = get_runtime()
+    status = reenable(rt, user, account, by)
+    flush = getattr(rt.notifier, "flush", None)
+    if flush is not None:
+        flush()  # the notices go out before the command ends
+    if status is None:
+        typer.echo(f"no key for user {user} and account {account}", err=True)
+        raise typer.Exit(1)
+    if status.value != "ACTIVE":
+        typer.echo(f"key is {status.value}; only a DISABLED key is re-enabled", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"key of {user} / {account} is ACTIVE")
 
 
 @db_app.command("upgrade")

@@ -46,7 +46,14 @@ class Registrar(Protocol):
         self, user_id: str, account_no: str, app_key: SecretStr, app_secret: SecretStr
     ) -> None: ...
 
-    async def delete(self, user_id: str, account_no: str) -> None: ...
+    async def delete(self, user_id: str, account_no: str) -> list[str]:
+        """Crypto-shred the key; returns the open positions it leaves unmanaged (``code xN``)."""
+        ...
+
+    async def enable(self, user_id: str, account_no: str, by: str) -> ApiStatus | None:
+        """An operator (``by``) re-enables a key the kill switch disabled; only a DISABLED key becomes
+        ACTIVE. Returns the key's status afterwards (None: no such key)."""
+        ...
 
 
 ExecuteRunner = Callable[[sc.ExecuteRequest], Awaitable[sc.ExecuteResponse]]
@@ -270,15 +277,20 @@ def create_app(deps: ApiDeps) -> FastAPI:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
         return sc.MessageResponse(message="API 키 교체 완료")
 
-    @app.delete("/api/user/api-key/{account_no}", response_model=sc.MessageResponse, tags=["user"])
+    @app.delete("/api/user/api-key/{account_no}", response_model=sc.KeyDeletedResponse, tags=["user"])
     async def delete_key(
         account_no: Annotated[str, PathParam(pattern=sc.ACCOUNT_NO)], me: CurrentUser
-    ) -> sc.MessageResponse:
-        """Delete the key of one of your accounts; its data key is destroyed (crypto-shredding)."""
+    ) -> sc.KeyDeletedResponse:
+        """Delete the key of one of your accounts; its data key is destroyed (crypto-shredding), so nothing
+        can be sold with it any more: the open positions it leaves are listed as no longer managed (their
+        stop-loss and take-profit no longer run) in the answer and in a notice."""
         with deps.db.unit_of_work() as s:
             own_key(s, me.user_id, account_no)
-        await deps.registrar.delete(me.user_id, account_no)
-        return sc.MessageResponse(message="API 키 삭제 완료")
+        unmanaged = await deps.registrar.delete(me.user_id, account_no)
+        message = "API 키 삭제 완료"
+        if unmanaged:
+            message += f": 보유 종목 {len(unmanaged)}개는 더 이상 자동 관리되지 않습니다 (직접 관리하세요)"
+        return sc.KeyDeletedResponse(message=message, unmanaged_positions=unmanaged)
 
     @app.get(
         "/api/auto-trading/three-tier-strategies", response_model=sc.StrategiesResponse, tags=["trading"]
@@ -333,6 +345,29 @@ def create_app(deps: ApiDeps) -> FastAPI:
         if result.run_id is not None and not result.success:
             response.status_code = status.HTTP_202_ACCEPTED
         return result
+
+    @app.post(
+        "/api/admin/api-keys/{user_id}/{account_no}/enable",
+        response_model=sc.KeyEnabledResponse,
+        tags=["operations"],
+        responses={409: refusal("the key is not DISABLED (a deleted key cannot come back)")},
+    )
+    async def enable_key(
+        user_id: Annotated[str, PathParam(min_length=1, max_length=64)],
+        account_no: Annotated[str, PathParam(pattern=sc.ACCOUNT_NO)],
+        op: CurrentOperator,
+    ) -> sc.KeyEnabledResponse:
+        """Operator: re-enable a key the kill switch disabled, once the finding is understood. The key is
+        ACTIVE again, the user is told; auto-trading stays off until the user turns it back on."""
+        now = await deps.registrar.enable(user_id, account_no, op.user_id)
+        if now is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no registered API key for this account")
+        if now is not ApiStatus.ACTIVE:
+            why = f"key is {now.value}; only a DISABLED key is re-enabled"
+            raise HTTPException(status.HTTP_409_CONFLICT, why)
+        return sc.KeyEnabledResponse(
+            message="API 키 재활성화 완료", user_id=user_id, account_no=account_no, api_status=now.value
+        )
 
     @app.get("/api/admin/security-events", tags=["operations"])
     def security_events(

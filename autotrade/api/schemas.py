@@ -243,6 +243,43 @@ class MessageResponse(BaseModel):
     message: str
 
 
+class KeyDeletedResponse(MessageResponse):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "success": True,
+                    "message": "API 키 삭제 완료: 보유 종목 1개는 더 이상 자동 관리되지 않습니다",
+                    "unmanaged_positions": ["005930 x10"],
+                }
+            ]
+        }
+    )
+    unmanaged_positions: list[str] = Field(
+        default_factory=list,
+        description="open positions bought with this key, whose exits no longer run ('code xshares')",
+    )
+
+
+class KeyEnabledResponse(MessageResponse):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "success": True,
+                    "message": "API 키 재활성화 완료",
+                    "user_id": "3f2a9c",
+                    "account_no": "12345678901",
+                    "api_status": "ACTIVE",
+                }
+            ]
+        }
+    )
+    user_id: str
+    account_no: str
+    api_status: str
+
+
 class HealthResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"status": "ok", "database": "ok", "details": {"mode": "embedded"}}]}

@@ -21,6 +21,7 @@ from autotrade.api import schemas as sc
 from autotrade.api.app import ApiDeps, ExecuteRunner, PriceLookup, RegistrationError, in_embedded_mode
 from autotrade.api.auth import SessionTokens
 from autotrade.domain.krx import KST
+from autotrade.domain.models import ApiStatus
 from autotrade.runtime import READ, Runtime
 from autotrade.trading.buys import AccountRef
 
@@ -70,10 +71,39 @@ class GatewayRegistrar:
         await self._gateway().provider(user_id, account_no).revoke()
         await self.register(user_id, app_key, app_secret, account_no, int(limit or 1))
 
-    async def delete(self, user_id: str, account_no: str) -> None:
-        """Revoke the broker token, then crypto-shred the key."""
+    async def delete(self, user_id: str, account_no: str) -> list[str]:
+        """Revoke the broker token, then crypto-shred the key. Nothing can be sold with it afterwards: the
+        product's open positions in the account are no longer managed, and the user is told which."""
+        from autotrade.notify.messages import positions_unmanaged
+        from autotrade.vault.gateway import open_positions
+
         await self._gateway().provider(user_id, account_no).revoke()
         self.rt.brokers.keys.destroy(user_id, account_no)  # type: ignore[attr-defined]
+        unmanaged = await self.rt.db.run(open_positions, self.rt.db, user_id, account_no)
+        self.rt.notify(positions_unmanaged(user_id, account_no, unmanaged, self.rt.clock()))
+        return unmanaged
+
+    async def enable(self, user_id: str, account_no: str, by: str) -> ApiStatus | None:
+        """An operator re-enables a DISABLED key (:func:`autotrade.vault.gateway.enable_key`); the user and
+        the operator are told through the runtime's dispatcher."""
+        return await self.rt.db.run(reenable, self.rt, user_id, account_no, by)
+
+
+def reenable(runtime: Runtime, user_id: str, account_no: str, by: str) -> ApiStatus | None:
+    """Re-enable a DISABLED key for the API and the CLI: its status afterwards (None: no such key)."""
+    import sqlalchemy as sa
+
+    from autotrade.store.models import UserApiKey
+    from autotrade.vault.gateway import enable_key
+
+    alert = getattr(runtime.brokers, "alert", None)
+    enable_key(runtime.db, alert, user_id, account_no, by=by, now=runtime.clock())
+    with runtime.db.unit_of_work() as s:
+        return s.scalar(
+            sa.select(UserApiKey.api_status).where(
+                UserApiKey.user_id == user_id, UserApiKey.account_no == account_no
+            )
+        )
 
 
 def flow_runner(runtime: Runtime, wait_seconds: float = 20.0) -> ExecuteRunner:

@@ -80,7 +80,7 @@ from autotrade.vault.tokens import TemporaryTokens, TokenClaims, TokenRejected
 log = logging.getLogger(__name__)
 QUOTE_REUSE = timedelta(seconds=5)  # a buy's reference quote is shared this long
 LAST_USED_STEP = timedelta(minutes=1)  # a key's last use is recorded to this precision
-ALERT_EVERY = timedelta(minutes=10)  # a RECORD/ALERT/STEP_UP finding of one key and rule, per process
+ALERT_EVERY = timedelta(minutes=10)  # a RECORD/ALERT/STEP_UP finding of one key, rule, grade, per process
 USABLE = (ApiStatus.ACTIVE, ApiStatus.DISABLED)  # DISABLED: the sell-only scope
 Clock = Callable[[], datetime]
 
@@ -323,7 +323,7 @@ class BrokerGateway:
         self._quotes: dict[str, tuple[datetime, int]] = {}
         self._quote_fetches: dict[str, asyncio.Future[int]] = {}
         self.kill_times: list[float] = []
-        self._reported: dict[tuple[str, str], datetime] = {}
+        self._reported: dict[tuple[str, str, Grade], datetime] = {}
 
     def __repr__(self) -> str:
         return "BrokerGateway()"
@@ -371,12 +371,17 @@ class BrokerGateway:
     def store_cached_token(self, kid: str, token: str, refresh_at: datetime) -> None:
         nonce = os.urandom(12)
         sealed = base64.b64encode(nonce + self._cache.encrypt(nonce, token.encode(), kid.encode())).decode()
-        with self.db.unit_of_work() as s:
-            row = s.get(BrokerTokenCache, kid)
-            if row is None:
-                s.add(BrokerTokenCache(key_id=kid, token_sealed=sealed, expires_at=refresh_at))
-            else:
-                row.token_sealed, row.expires_at = sealed, refresh_at
+        for _ in range(2):  # another process may insert the key's row between our read and our insert
+            try:
+                with self.db.unit_of_work() as s:
+                    row = s.get(BrokerTokenCache, kid)
+                    if row is None:
+                        s.add(BrokerTokenCache(key_id=kid, token_sealed=sealed, expires_at=refresh_at))
+                    else:
+                        row.token_sealed, row.expires_at = sealed, refresh_at
+                return
+            except sa.exc.IntegrityError:
+                continue
 
     def drop_cached_token(self, kid: str) -> None:
         with self.db.unit_of_work() as s:
@@ -558,10 +563,10 @@ class BrokerGateway:
         kid = key_id(user_id, account_no)
         for f in findings:
             every_time = f.rule == "sell_only_scope"
-            last = self._reported.get((kid, f.rule))
+            last = self._reported.get((kid, f.rule, f.grade))
             if not every_time and last is not None and now - last < ALERT_EVERY:
                 continue
-            self._reported[(kid, f.rule)] = now
+            self._reported[(kid, f.rule, f.grade)] = now
             action = {Grade.RECORD: "recorded", Grade.ALERT: "operator alerted",
                       Grade.STEP_UP: "request refused, operator alerted"}[f.grade]  # fmt: skip
             await self.db.run(self._record, user_id, account_no, f.rule, f.grade, f.detail, action, now)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
@@ -14,11 +15,12 @@ from autotrade.api import schemas as sc
 from autotrade.api.app import ApiDeps, RegistrationError, create_app
 from autotrade.api.auth import SessionTokens
 from autotrade.domain.exits import StrategyStatus, TierStatus
-from autotrade.domain.models import Tier
+from autotrade.domain.models import ApiStatus, Tier
 from autotrade.store.db import Database
 from autotrade.store.migrate import upgrade
-from autotrade.store.models import ConditionalOrder, ThreeTierStrategy, User
+from autotrade.store.models import ConditionalOrder, ThreeTierStrategy, User, UserApiKey
 from autotrade.store.repositories import Users
+from autotrade.vault.gateway import enable_key, open_positions
 from autotrade.vault.keys import KeyStore
 from autotrade.vault.kms import LocalKms
 
@@ -56,8 +58,15 @@ def api(db_url: str, tmp_path: object) -> Iterator[tuple[TestClient, Database, C
         ) -> None:
             await self.register(user_id, app_key, app_secret, account_no, 10_000_000)
 
-        async def delete(self, user_id: str, account_no: str) -> None:
+        async def delete(self, user_id: str, account_no: str) -> list[str]:
             keys.destroy(user_id, account_no)
+            return open_positions(db, user_id, account_no)
+
+        async def enable(self, user_id: str, account_no: str, by: str) -> ApiStatus | None:
+            enable_key(db, None, user_id, account_no, by=by, now=datetime.now(UTC))
+            with db.unit_of_work() as s:
+                return s.scalar(sa.select(UserApiKey.api_status).where(
+                    UserApiKey.user_id == user_id, UserApiKey.account_no == account_no))  # fmt: skip
 
     async def execute(req: sc.ExecuteRequest) -> sc.ExecuteResponse:
         calls.executed.append(req)

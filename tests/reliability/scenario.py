@@ -29,7 +29,7 @@ import sqlalchemy as sa
 
 from autotrade.domain.calendar import hours_of, is_trading_day, next_trading_day
 from autotrade.domain.krx import KST
-from autotrade.domain.models import ApiStatus, Side
+from autotrade.domain.models import ApiStatus, Side, Tier
 from autotrade.runtime import PriceSource
 from autotrade.sim.server import running_simulator
 from autotrade.store.models import (
@@ -299,6 +299,8 @@ def _exits_missed(w: World, path: PricePath) -> list[str]:
             sold.setdefault(strategy_id, []).append(at)
         for st in s.scalars(sa.select(ThreeTierStrategy)):
             armed = st.armed_at
+            if armed is None:
+                continue
             for at, px in path.get(st.code, []):
                 if at <= armed or (st.closed_at is not None and at >= st.closed_at):
                     continue
@@ -310,6 +312,30 @@ def _exits_missed(w: World, path: PricePath) -> list[str]:
                     missed.append(f"{st.code}#{st.id}: {level} at {px} {at:%m-%d %H:%M}, not sold that day")
                 break  # the first crossing decides
     return missed
+
+
+def _stop_gaps(w: World, intents: list[OrderIntentRow], path: PricePath) -> dict[str, dict[str, float]]:
+    """Virtual seconds from the first step at or through a stop to its sell: the broker's fill of a resting
+    stop, or the watch's market sell being sent (this harness's watch looks every ten minutes)."""
+    gaps: dict[str, list[float]] = {"resting": [], "watch": []}
+    for i in intents:
+        if i.tier is not Tier.STOP_LOSS or not i.order_no or not i.filled_quantity:
+            continue
+        order = w.sim.engine.orders.get(i.order_no)
+        if order is None or not order.fills:
+            continue
+        resting = i.trade_type == "STOP_LIMIT"
+        stop = i.stop_price if resting else None
+        with w.db.unit_of_work() as s:
+            st = s.get(ThreeTierStrategy, i.strategy_id)
+            stop = stop or (st.stop_loss_price if st else None)
+            since = (None if resting or st is None else st.armed_at) or order.placed_at
+        crossed = next((at for at, px in path.get(i.code, []) if at >= since and stop and px <= stop), None)
+        if crossed is not None:
+            done = order.fills[0].at if resting else order.placed_at
+            gaps["resting" if resting else "watch"].append(max((done - crossed).total_seconds(), 0.0))
+    return {k: {"count": len(v), "mean": round(sum(v) / len(v), 1) if v else 0.0, "max": max(v, default=0.0)}
+            for k, v in gaps.items()}  # fmt: skip
 
 
 def _figures(w: World, secrets: list[str], log: RunLog, path: PricePath) -> dict[str, Any]:
@@ -365,6 +391,7 @@ def _figures(w: World, secrets: list[str], log: RunLog, path: PricePath) -> dict
         "exits_missed": len(missed_exits), "exits_missed_detail": missed_exits[:10],
         "resting_stops_placed": sum(1 for i in intents if i.trade_type == "STOP_LIMIT" and i.order_no),
         "resting_stop_fills": sum(1 for i in intents if i.trade_type == "STOP_LIMIT" and i.filled_quantity),
+        "stop_crossing_to_sell_seconds": _stop_gaps(w, list(intents), path),
         "mismatches": sum(len(v) for v in problems.values()),
         "problems": {k: v[:5] for k, v in problems.items()},
         "access_log_rows": access_rows, "access_refused": len(refused),

@@ -226,7 +226,11 @@ class RestingStops:
         if row is None:
             self.engine.apply(sid, RestingNotPlaced(self.clock()))
             return
-        if row.status is IntentStatus.NEW:
+        if row.status in NEEDS_RECONCILIATION:
+            if await self.orders.reconcile(row.id, broker) in NEEDS_RECONCILIATION:
+                raise NotProcessed(f"strategy {sid}: the resting stop's outcome is not known yet")
+            row = self._today_resting(sid, None) or row
+        if row.status is IntentStatus.NEW:  # never sent, or proved never received: it is not sent now
             with self.db.unit_of_work() as s:
                 r = s.get_one(OrderIntentRow, row.id)
                 if r.status is IntentStatus.NEW:
@@ -234,12 +238,7 @@ class RestingStops:
                     r.last_error = "withdrawn: a market sell of the position went first"
             self.engine.apply(sid, RestingNotPlaced(self.clock()))
             return
-        status: IntentStatus = row.status
-        if status in NEEDS_RECONCILIATION:
-            status = await self.orders.reconcile(row.id, broker)
-        if status in NEEDS_RECONCILIATION:
-            raise NotProcessed(f"strategy {sid}: the resting stop's outcome is not known yet")
-        await self._settle_placing(sid, broker)
+        await self._settle_placing(sid, broker)  # at the broker (or over): the exit learns which
 
     def _fit_sell(self, intent_id: int, sid: int, tier: Tier) -> None:
         """A market sell decided before the resting stop sold shares sends only what the exit still sells."""

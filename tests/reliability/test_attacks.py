@@ -11,7 +11,7 @@ from tests.reliability.attacks import KINDS, run_attacks
 async def test_every_attack_is_refused(db_url: str, tmp_path: Path) -> None:
     r = await run_attacks(db_url=db_url, work=tmp_path, seed=7)
     tried, succeeded = r["attacks_tried"], r["attacks_succeeded"]
-    assert set(tried) == set(succeeded) == set(KINDS)
+    assert succeeded == dict.fromkeys(KINDS, 0), "\n".join(r["details"])
     assert all(tried[k] >= 3 for k in KINDS), tried
     assert r["attacks_total_tried"] == sum(tried.values()) > 500
     assert r["secrets_checked"] >= 50
@@ -37,7 +37,14 @@ async def test_every_attack_is_refused(db_url: str, tmp_path: Path) -> None:
     assert set(reasons["api_bad_session_token"]) <= {"HTTP 401", "HTTP 400", "HTTP 431"}
     assert set(reasons["api_operator_only"]) == {"HTTP 403"}
     assert "HTTP 404" in reasons["api_cross_user"]
-    assert not [s for s in reasons["api_malformed_body"] if not s.startswith(("HTTP 2", "HTTP 4"))]
+    # A broken body is refused with a 4xx. The one 2xx allowed: junk text (markup, SQL, a path) in a free
+    # text field, which is data to store safely, not a malformed request; too-long text, huge numbers,
+    # wrong types, missing fields, bad JSON and unpaired surrogates are all refused.
+    accepted = r["api_bodies_accepted"]
+    assert set(accepted) <= {"odd_text"}, accepted
+    answers = reasons["api_malformed_body"]
+    assert not [s for s in answers if not s.startswith(("HTTP 2", "HTTP 4"))], answers
+    assert sum(n for s, n in answers.items() if s.startswith("HTTP 2")) == sum(accepted.values()), answers
     assert refused_with("scan_bad_values", "unsafe_text") and refused_with("scan_bad_values", "unique")
     assert refused_with("scan_unreadable", "ScanFormatError")
     assert refused_with("scan_stale", "trading_day") and refused_with("scan_stale", "fresh")

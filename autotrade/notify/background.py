@@ -31,6 +31,7 @@ from autotrade.notify.model import Notification
 log = logging.getLogger("autotrade.notify")
 
 QUEUE_CHANNEL = "queue"  # the channel name of failures that never reached a channel
+_RECORDS_MAX = 100_000  # drop records waiting for the recorder; beyond it a drop is counted and logged only
 
 
 class BackgroundDispatcher:
@@ -57,6 +58,9 @@ class BackgroundDispatcher:
         self.flush_timeout_seconds = flush_timeout_seconds
         self._clock = clock
         self._queue: queue.Queue[Notification | None] = queue.Queue(maxsize=queue_size)
+        # Drops are written to the recorder (a database) by a thread of their own: the caller only counts.
+        self._records: queue.Queue[DeliveryFailure | None] = queue.Queue(maxsize=_RECORDS_MAX)
+        self._record_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -74,7 +78,7 @@ class BackgroundDispatcher:
         """Queue the notice for the worker and return at once. Never raises, never waits."""
         try:
             if self._closed:
-                self._drop(notification, "dispatcher closed: not queued")
+                self._drop(notification, "dispatcher closed: not queued", at_once=True)
                 return
             self._ensure_worker()
             self._queue.put_nowait(notification)
@@ -88,7 +92,7 @@ class BackgroundDispatcher:
         """Notices queued and not yet taken by the worker."""
         return self._queue.qsize()
 
-    def _drop(self, notification: Notification, reason: str) -> None:
+    def _drop(self, notification: Notification, reason: str, *, at_once: bool = False) -> None:
         with self._lock:
             self.dropped += 1
             self._dropped_untold += 1
@@ -100,25 +104,43 @@ class BackgroundDispatcher:
             reason,
             total,
         )
-        self._record(notification, reason, attempts=0)
+        failure = self._failure(notification, reason)
+        if at_once:
+            self._write(failure)
+            return
+        try:
+            self._records.put_nowait(failure)
+        except queue.Full:
+            log.error("NOTIFICATION DROP NOT RECORDED (%d waiting): %s", _RECORDS_MAX, notification.id)
 
-    def _record(self, notification: Notification, reason: str, *, attempts: int) -> None:
+    def _failure(self, notification: Notification, reason: str) -> DeliveryFailure:
+        return DeliveryFailure(
+            notification_id=notification.id,
+            channel=QUEUE_CHANNEL,
+            audience=str(notification.audience),
+            kind=notification.kind,
+            error=reason[:512],
+            attempts=0,
+            at=self._clock(),
+        )
+
+    def _write(self, failure: DeliveryFailure) -> None:
         if self._recorder is None:
             return
         try:
-            self._recorder.record(
-                DeliveryFailure(
-                    notification_id=notification.id,
-                    channel=QUEUE_CHANNEL,
-                    audience=str(notification.audience),
-                    kind=notification.kind,
-                    error=reason[:512],
-                    attempts=attempts,
-                    at=self._clock(),
-                )
-            )
+            self._recorder.record(failure)
         except Exception as exc:
-            log.error("recording a dropped notification failed: %s", type(exc).__name__)
+            log.error("recording an undelivered notification failed: %s", type(exc).__name__)
+
+    def _run_records(self) -> None:
+        while True:
+            failure = self._records.get()
+            try:
+                if failure is None:
+                    return
+                self._write(failure)
+            finally:
+                self._records.task_done()
 
     # --- the worker ---
 
@@ -132,6 +154,10 @@ class BackgroundDispatcher:
             self._pid = pid
             self._thread = threading.Thread(target=self._run, name="autotrade-notify", daemon=True)
             self._thread.start()
+            self._record_thread = threading.Thread(
+                target=self._run_records, name="autotrade-notify-records", daemon=True
+            )
+            self._record_thread.start()
             _close_at_exit(self)
 
     def _run(self) -> None:
@@ -175,15 +201,16 @@ class BackgroundDispatcher:
         configured flush timeout). True when everything is out; False (logged) when time ran out."""
         limit = self.flush_timeout_seconds if timeout is None else timeout
         deadline = time.monotonic() + limit
-        while self._queue.unfinished_tasks:
-            if self._thread is None or not self._thread.is_alive() or time.monotonic() >= deadline:
-                log.error(
-                    "notifications not all delivered within %.1f s: %d still queued",
-                    limit,
-                    self._queue.unfinished_tasks,
-                )
-                return False
-            time.sleep(0.01)
+        for q, thread in ((self._queue, self._thread), (self._records, self._record_thread)):
+            while q.unfinished_tasks:
+                if thread is None or not thread.is_alive() or time.monotonic() >= deadline:
+                    log.error(
+                        "notifications not all handled within %.1f s: %d still queued",
+                        limit,
+                        q.unfinished_tasks,
+                    )
+                    return False
+                time.sleep(0.01)
         return True
 
     def close(self, timeout: float | None = None) -> bool:
@@ -205,14 +232,26 @@ class BackgroundDispatcher:
                 left.append(item)
         current = self._current
         if current is not None:
-            left.append(current)
+            left.append(current)  # its channels may still answer; recorded as it may not
+        unwritten: list[DeliveryFailure] = []
+        while True:
+            try:
+                failure = self._records.get_nowait()
+            except queue.Empty:
+                break
+            self._records.task_done()
+            if failure is not None:
+                unwritten.append(failure)
         for notification in left:
             log.error(
                 "NOTIFICATION NOT DELIVERED at shutdown: %s to %s", notification.kind, notification.audience
             )
-            self._record(notification, "not delivered before the process ended", attempts=0)
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)  # wakes an idle worker so it ends
+            unwritten.append(self._failure(notification, "not delivered before the process ended"))
+        for failure in unwritten:
+            self._write(failure)
+        for q in (self._queue, self._records):
+            with contextlib.suppress(queue.Full):
+                q.put_nowait(None)  # wakes an idle thread so it ends
         return drained and not left
 
 

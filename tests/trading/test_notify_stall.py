@@ -216,7 +216,7 @@ async def test_a_stalled_slack_and_sns_do_not_delay_the_sells(
                     f"p95 {p95(stalled):.3f} s (max {max(stalled):.3f})"
                 )
             assert p95(stalled) <= p95(healthy) + 0.5
-            assert max(stalled) <= max(healthy) + 1.0
+            assert max(stalled) <= max(healthy) + 1.5
             # The notices are still stuck behind Slack's Retry-After and the hanging SNS, seconds after
             # the last sell reached the broker: the stall was real while the sells went through.
             assert len(fake_429.received) >= 1

@@ -30,7 +30,7 @@ QUOTE = ("ka10001", "/api/dostk/stkinfo", {"stk_cd": "005930"})
 @pytest.fixture(params=["httpx", "aiohttp"])
 async def any_client(request: pytest.FixtureRequest, base_url: str) -> AsyncIterator[KiwoomClient]:
     async with KiwoomClient(
-        base_url, transport=request.param, rate_per_second=100, burst=100, timeout=0.5
+        base_url, transport=request.param, rate_per_second=100, burst=100, timeout=2.0
     ) as c:
         yield c
 
@@ -124,7 +124,7 @@ async def test_error_envelopes_over_http(
 
 async def test_timeout(any_client: KiwoomClient, fake: FakeKiwoom) -> None:
     token = await _token(any_client)
-    fake.script("ka10001", Fault(delay=1.0, body={"return_code": 0}))
+    fake.script("ka10001", Fault(delay=3.0, body={"return_code": 0}))
     with pytest.raises(BrokerTimeoutError) as info:
         await any_client.request(*QUOTE, token=token, key_id="alice")
     assert info.value.retry_safe and not info.value.outcome_unknown
@@ -132,7 +132,7 @@ async def test_timeout(any_client: KiwoomClient, fake: FakeKiwoom) -> None:
 
 async def test_order_timeout_is_outcome_unknown(any_client: KiwoomClient, fake: FakeKiwoom) -> None:
     token = await _token(any_client)
-    fake.script("kt10000", Fault(delay=1.0, accept=True, body={"return_code": 0, "ord_no": "x"}))
+    fake.script("kt10000", Fault(delay=3.0, accept=True, body={"return_code": 0, "ord_no": "x"}))
     body = {
         "dmst_stex_tp": "KRX",
         "stk_cd": "005930",

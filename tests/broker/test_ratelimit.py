@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 
 import pytest
@@ -58,16 +57,17 @@ def test_invalid_limits(rate: float, burst: int) -> None:
 
 
 async def test_cancelled_waiter_gives_its_slot_back() -> None:
-    bucket = TokenBucket(Limit(10.0, 1))
+    """One request per 100 s on a clock that stands still: the first caller goes at once, the second is
+    told 100 s and is cancelled while it waits; the next caller gets that same 100 s slot, not 200 s."""
+    bucket = TokenBucket(Limit(0.01, 1), FakeClock())
     await bucket.acquire()
     waiter = asyncio.create_task(bucket.acquire())
     await asyncio.sleep(0.01)
+    assert not waiter.done()
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
-    started = time.monotonic()
-    await bucket.acquire()
-    assert time.monotonic() - started < 0.1  # not pushed behind the cancelled reservation
+    assert bucket.reserve() == pytest.approx(100.0)  # not pushed behind the cancelled reservation
 
 
 def _session(client: KiwoomClient, key_id: str, loader: CredentialLoader) -> KiwoomSession:
@@ -75,14 +75,22 @@ def _session(client: KiwoomClient, key_id: str, loader: CredentialLoader) -> Kiw
 
 
 async def test_measured_spacing_over_http(base_url: str, fake: FakeKiwoom, loader: CredentialLoader) -> None:
+    """10 a second, burst 2, seven quotes at once: the seventh may leave no earlier than 5 x 0.1 = 0.5 s
+    after the first reservation. A loaded machine can only delay requests, so only lower bounds are
+    measured in wall time."""
     async with KiwoomClient(base_url, rate_per_second=10, burst=2) as client:
         session = _session(client, "alice", loader)
+        await session.quote("005930")  # the token first, then the bucket starts full again after 0.2 s
+        await asyncio.sleep(0.25)
+        fake.requests.clear()
+        first = time.monotonic()
         await asyncio.gather(*(session.quote("005930") for _ in range(7)))
-    arrivals = [r.at for r in fake.of("ka10001")]
-    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert gaps[0] < 0.05  # the burst
-    assert all(g > 0.08 for g in gaps[1:]), gaps  # then 1/rate = 0.1 s apart, minus timer jitter
-    assert arrivals[-1] - arrivals[0] >= 0.5 - 0.02
+    arrivals = sorted(r.at for r in fake.of("ka10001"))
+    assert len(arrivals) == 7
+    assert arrivals[-1] - first >= 0.5 - 0.01
+    # The i-th request (from 0) cannot arrive before its slot: 0, 0, 0.1, ..., 0.5 s after the first.
+    for i, at in enumerate(arrivals):
+        assert at - first >= max(0, i - 1) * 0.1 - 0.01, (i, at - first)
 
 
 async def test_default_budget_keeps_within_the_broker_limit(loader: CredentialLoader) -> None:
@@ -98,25 +106,34 @@ async def test_default_budget_keeps_within_the_broker_limit(loader: CredentialLo
 
 
 async def test_keys_do_not_block_each_other(fake: FakeKiwoom) -> None:
+    """On a clock that stands still, 10/s burst 1: each key's quote bucket hands out its own slots. After
+    five quotes per key (burst 1, so 4 tokens owed), each key's next slot owes 5 tokens, 0.5 s; one budget
+    shared by both keys would owe 10, 1.0 s."""
     fake.keys["APPKEY-BOB"] = "SECRET-BOB"
-    async with serve(fake.app()) as url, KiwoomClient(url, rate_per_second=10, burst=1) as client:
+    limiter = RateLimiter(Limit(10, 1), clock=FakeClock())
+    async with serve(fake.app()) as url, KiwoomClient(url, limiter=limiter) as client:
         alice = _session(client, "alice", CredentialLoader())
         bob = _session(client, "bob", CredentialLoader("APPKEY-BOB", "SECRET-BOB"))
         await asyncio.gather(alice.quote("005930"), bob.quote("005930"))  # tokens first
-        started = time.monotonic()
         await asyncio.gather(*(s.quote("005930") for s in (alice, bob) for _ in range(4)))
-        elapsed = time.monotonic() - started
-    # 4 per key at 10/s takes ~0.4 s; sharing one budget would take ~0.8 s
-    assert 0.3 - 0.02 <= elapsed < 0.6
+    assert len(fake.of("ka10001")) == 10
+    for key in ("alice", "bob"):
+        assert limiter.bucket(key, "ka10001").reserve() == pytest.approx(0.5)  # the 6th slot: 5 owed
 
 
 async def test_api_ids_have_separate_budgets(
     base_url: str, fake: FakeKiwoom, loader: CredentialLoader
 ) -> None:
+    """On a clock that stands still, 5/s burst 1: the quote empties its own bucket (its next slot is 0.2 s
+    away), and the three other api-ids each still go at once."""
     fake.page_size = 10  # one page each, so each api-id is used exactly once below
-    async with KiwoomClient(base_url, rate_per_second=5, burst=1) as client:
+    limiter = RateLimiter(Limit(5, 1), clock=FakeClock())
+    async with KiwoomClient(base_url, limiter=limiter) as client:
         session = _session(client, "alice", loader)
         await session.quote("005930")
-        started = time.monotonic()
+        assert limiter.bucket("alice", "ka10001").reserve() == pytest.approx(0.2)
+        limiter.bucket("alice", "ka10001").refund()
         await asyncio.gather(session.deposit(), session.holdings(), session.unfilled_orders())
-        assert time.monotonic() - started < 0.15  # none waited for the quote's bucket
+    for api_id in ("kt00001", "kt00018", "ka10075"):
+        assert len(fake.of(api_id)) == 1, api_id
+        assert limiter.bucket("alice", api_id).reserve() == pytest.approx(0.2), api_id  # one used each

@@ -51,8 +51,8 @@ async def test_no_secret_leaks_anywhere(
     fake.script("au10001", Fault(body=direct_error(8001, f"appkey {APP_KEY} secret {APP_SECRET} invalid")))
     fake.expire_tokens()
     await attempt(session.deposit())
-    async with KiwoomClient(base_url, timeout=0.2) as slow:
-        fake.script("kt10000", Fault(delay=0.4))  # an order, so the timeout is not retried away
+    async with KiwoomClient(base_url, timeout=2.0) as slow:
+        fake.script("kt10000", Fault(delay=3.0))  # an order, so the timeout is not retried away
         await attempt(
             KiwoomSession(slow, "alice", TokenManager(slow, "alice", CredentialLoader())).buy("005930", 1, 1)
         )

@@ -139,9 +139,9 @@ async def test_order_server_error_is_never_retried(
 async def test_order_timeout_is_never_retried(
     base_url: str, fake: FakeKiwoom, loader: CredentialLoader
 ) -> None:
-    async with KiwoomClient(base_url, timeout=0.3, rate_per_second=100, burst=100) as client:
+    async with KiwoomClient(base_url, timeout=2.0, rate_per_second=100, burst=100) as client:
         session = KiwoomSession(client, "alice", TokenManager(client, "alice", loader))
-        fake.script("kt10001", Fault(delay=0.6, accept=True))
+        fake.script("kt10001", Fault(delay=3.0, accept=True))
         with pytest.raises(BrokerTimeoutError) as info:
             await session.sell("005930", 1, None, TradeType.MARKET)
     assert info.value.outcome_unknown
@@ -365,6 +365,6 @@ async def test_query_timeout_is_retried(base_url: str, fake: FakeKiwoom, loader:
         base_url, timeout=0.2, retry_base_delay=0.01, rate_per_second=100, burst=100
     ) as c:
         session = KiwoomSession(c, "alice", TokenManager(c, "alice", loader))
-        fake.script("ka10001", Fault(delay=0.4, body={"return_code": 0}))
+        fake.script("ka10001", Fault(delay=3.0, body={"return_code": 0}))
         assert (await session.quote("005930")).price == 70100
     assert len(fake.of("ka10001")) == 2

@@ -94,6 +94,7 @@ def build_notifiers(settings: NotifySettings) -> list[Notifier]:
                 region=settings.sns_region,
                 endpoint_url=settings.sns_endpoint_url,
                 default_target=settings.sns_topic_arn,
+                timeout_seconds=settings.timeout_seconds,
             )
         )
     if settings.kakao_app_key and settings.kakao_secret_key and settings.kakao_sender_key:

@@ -45,6 +45,7 @@ class SnsNotifier:
         region: str,
         endpoint_url: str | None = None,
         default_target: str | None = None,
+        timeout_seconds: float = 10.0,
         client: SNSClient | None = None,
     ) -> None:
         self._default_target = default_target
@@ -54,7 +55,9 @@ class SnsNotifier:
             region_name=region,
             endpoint_url=endpoint_url,
             config=Config(
-                retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=10
+                retries={"max_attempts": 2, "mode": "standard"},
+                connect_timeout=min(5.0, timeout_seconds),
+                read_timeout=timeout_seconds,
             ),
         )
 

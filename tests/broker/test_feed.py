@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -27,10 +27,18 @@ async def next_item(stream: AsyncIterator[object], within: float = 3.0) -> objec
         return await anext(stream)
 
 
+# The feed's clock: one second after midnight in Seoul (00:00:01 KST on the 25th is 15:00:01 UTC on the
+# 24th). A tick's HHMMSS takes the date of this clock in KST (the 25th), not the UTC date, and not the
+# machine's date.
+FEED_NOW = datetime(2026, 11, 24, 15, 0, 1, tzinfo=UTC)
+
+
 @pytest.fixture
 async def feed(base_url: str, tokens: TokenManager) -> AsyncIterator[WebSocketPriceFeed]:
     ws_url = base_url.replace("http://", "ws://") + "/api/dostk/websocket"
-    async with WebSocketPriceFeed(ws_url, tokens, reconnect_base_delay=0.02, order_executions=True) as f:
+    async with WebSocketPriceFeed(
+        ws_url, tokens, reconnect_base_delay=0.02, order_executions=True, clock=lambda: FEED_NOW
+    ) as f:
         yield f
 
 
@@ -58,7 +66,7 @@ async def test_login_register_and_ticks(feed: WebSocketPriceFeed, fake: FakeKiwo
         15,
         KST.utcoffset(None),
     )
-    assert tick.at.date() == datetime.now(KST).date()
+    assert tick.at.date() == date(2026, 11, 25)
 
 
 async def test_ping_is_echoed_unchanged(feed: WebSocketPriceFeed, fake: FakeKiwoom) -> None:

@@ -221,7 +221,11 @@ async def test_websocket_feed_ping_and_reconnect(sim: RunningSimulator, account:
         assert (tick.code, tick.price) == ("002930", 31_000)
         assert feed.connections == 1
         sim.admin.add_fault("ws_disconnect", count=1)
-        await asyncio.sleep(0.8)  # a PING echo trips the disconnect fault; the feed reconnects
+        # The next PING echo (every 0.3 s) trips the disconnect fault and the feed reconnects: wait for the
+        # second connection itself, as long as a loaded machine needs (bounded), not for a fixed 0.8 s.
+        async with asyncio.timeout(15):
+            while feed.connections < 2:  # noqa: ASYNC110 - the feed has no event for a reconnect
+                await asyncio.sleep(0.05)
         sim.admin.clear_faults()
         await asyncio.wait_for(feed.wait_connected(), 5)
         tick = await publish_until_seen(sim, feed, "002930", 31_500)

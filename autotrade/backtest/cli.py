@@ -34,13 +34,28 @@ def _read(path: Path, option: str) -> pd.DataFrame:
         raise typer.BadParameter(f"cannot read {path}: {exc}", param_hint=option) from None
 
 
+def _read_bars(path: Path) -> pd.DataFrame:
+    from autotrade.backtest.sources import read_bars
+
+    if not path.exists():
+        raise typer.BadParameter(f"{path} does not exist", param_hint="--bars")
+    try:
+        return read_bars(path)
+    except (ValueError, OSError, ImportError, KeyError) as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc}", param_hint="--bars") from None
+
+
 def _percent(value: Any) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
 def backtest(
     bars: Path | None = typer.Option(
-        None, "--bars", help="Daily bars, CSV or Parquet: date,code,open,high,low,close[,volume]."
+        None,
+        "--bars",
+        help="Daily bars, CSV or Parquet, a file or a directory of files: date,code,open,high,low,close"
+        "[,volume], or a KRX data-portal export (CP949), or a saved pykrx / FinanceDataReader frame "
+        "(see autotrade.backtest.sources).",
     ),
     scans: Path | None = typer.Option(
         None, "--scans", help="Scan results, CSV or Parquet: date,code,name,score,price."
@@ -100,7 +115,7 @@ def backtest(
             raise typer.BadParameter("--scans needs --bars", param_hint="--bars")
         if scans is None:
             raise typer.BadParameter("--bars needs --scans", param_hint="--scans")
-        bar_frame = _read(bars, "--bars")
+        bar_frame = _read_bars(bars)
         scan_frame = _read(scans, "--scans")
         minute_frame = _read(minutes, "--minutes") if minutes is not None else None
         source = f"bars {bars}, scans {scans}"

@@ -95,8 +95,9 @@ def inputs(tmp_path: Path) -> dict[str, str]:
         (["--scans", "{scans}"], "--scans needs --bars"),
         (["--bars", "/nonexistent/bars.csv", "--scans", "{scans}"], "does not exist"),
         (["--bars", "{bars}", "--scans", "/nonexistent/scans.csv"], "does not exist"),
-        (["--bars", "{no_low}", "--scans", "{scans}"], "missing column(s) low"),
-        (["--bars", "{scans}", "--scans", "{bars}"], "missing column(s)"),
+        (["--bars", "{no_low}", "--scans", "{scans}"], "unknown column layout"),
+        (["--bars", "{scans}", "--scans", "{bars}"], "unknown column layout"),
+        (["--bars", "{bars}", "--scans", "{bars}"], "missing column(s) name"),
         (["--bars", "{txt}", "--scans", "{scans}"], "expected a .csv or .parquet"),
         (["--bars", "{empty}", "--scans", "{scans}"], "cannot read"),
         (["--synthetic", "0", "1"], "must be positive"),
@@ -111,6 +112,15 @@ def test_bad_input_is_a_usage_error(inputs: dict[str, str], args: list[str], mes
     flat = " ".join(output.replace("│", " ").split())
     assert "Invalid value" in flat and message in flat, flat
     assert "Traceback" not in output
+
+
+def test_krx_export_directory_runs(tmp_path: Path) -> None:
+    data = Path(__file__).parent / "data"
+    out = tmp_path / "out"
+    code, output = invoke("--bars", str(data / "krx"), "--scans", str(data / "scans.csv"), "--out", str(out))
+    assert code == 0, output
+    assert "22 trading days" in output and "43 bars, 2 stocks" in output
+    assert (out / "trades.csv").read_text().count("BUY") == 4
 
 
 def test_out_must_be_a_directory(tmp_path: Path) -> None:

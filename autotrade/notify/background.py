@@ -71,6 +71,7 @@ class BackgroundDispatcher:
         self.handled = 0  # notices the worker finished (delivered, or recorded as failed)
         self._dropped_untold = 0  # drops the operator has not heard about yet
         inner._sleep = self._wait  # the retry backoff waits on the worker and ends early on close
+        inner._stopped = self._stopping.is_set  # and no further attempt starts after close
 
     # --- the caller's side: never blocks ---
 

@@ -180,6 +180,8 @@ class NotificationDispatcher:
         self._breaker = _Breaker(breaker_threshold, breaker_cooldown_seconds, monotonic)
         self._sleep = sleep
         self._clock = clock
+        # Set by the background worker: once the process is ending, no further route or attempt is tried.
+        self._stopped: Callable[[], bool] = lambda: False
 
     def dispatch(self, notification: Notification) -> DispatchReport:
         """Deliver to every route of the audience (and the operator where due). Never raises."""
@@ -200,10 +202,12 @@ class NotificationDispatcher:
             )
             targets = [_Target(notification.audience, r) for r in self._fallback_routes]
         for target in targets:
+            if self._stopped():
+                return
             failure, opened = self._deliver(notification, target, report)
             # An operator channel failing is recorded only: there is nobody further to tell. Failures
             # that were never attempted (circuit open) were announced once when the circuit opened.
-            if failure is None or target.audience.is_operator or failure.attempts == 0:
+            if failure is None or target.audience.is_operator or failure.attempts == 0 or self._stopped():
                 continue
             error = f"{failure.channel} 채널 차단(연속 실패): {failure.error}" if opened else failure.error
             self._tell_operator(notification, failure, error)
@@ -265,7 +269,7 @@ class NotificationDispatcher:
                 self._retry.attempts,
                 error,
             )
-            if not retryable:
+            if not retryable or self._stopped():
                 break
             if attempt < self._retry.attempts:
                 self._sleep(self._retry.delay(attempt))

@@ -220,3 +220,62 @@ def test_a_long_retry_after_is_not_slept_through(slack_server: tuple[FakeSlack, 
     ).send(_buy("u1", at), "U1")
     first, second = fake.received
     assert second.at - first.at >= 1.0
+
+
+_EXIT_SCRIPT = """
+import sys, time
+from datetime import UTC, datetime
+from autotrade.notify import BackgroundDispatcher, NotificationDispatcher, RetryPolicy, Route, StaticRoutes
+from autotrade.notify.messages import OrderLine, buy_orders_placed
+
+out, send_seconds, flush_timeout = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+
+class Slow:
+    channel = "slack"
+    def send(self, notification, to=None):
+        time.sleep(send_seconds)
+        with open(out, "a") as f:
+            f.write(f"sent {to}\\n")
+
+class FileRecorder:
+    def record(self, failure):
+        with open(out, "a") as f:
+            f.write(f"failed {failure.audience} {failure.channel}|{failure.error}\\n")
+
+routes = StaticRoutes({u: [Route("slack", u)] for u in ("u1", "u2", "u3")})
+inner = NotificationDispatcher([Slow()], user_routes=routes, operator_routes=[], recorder=FileRecorder(),
+                               retry=RetryPolicy(attempts=1))
+d = BackgroundDispatcher(inner, recorder=FileRecorder(), flush_timeout_seconds=flush_timeout)
+at = datetime.now(UTC)
+for u in ("u1", "u2", "u3"):
+    d.dispatch(buy_orders_placed(u, [OrderLine("005930", "삼성전자", 1, 71_000)], at))
+print("dispatched", flush=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("send_seconds", "flush_timeout", "expected"),
+    [
+        # The process ends at once after queueing: the exit hook lets the worker finish all three.
+        (0.2, 10.0, ["sent u1", "sent u2", "sent u3"]),
+        # A channel far slower than the flush timeout: the one in flight and the two queued are recorded as
+        # undelivered at exit rather than silently lost (the in-flight one may still go out first).
+        (3.0, 0.3, ["failed user:u1 queue", "failed user:u2 queue", "failed user:u3 queue"]),
+    ],
+)
+def test_a_process_that_ends_delivers_or_records_every_queued_notice(
+    tmp_path: Path, send_seconds: float, flush_timeout: float, expected: list[str]
+) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "out.txt"
+    out.touch()
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_SCRIPT, str(out), str(send_seconds), str(flush_timeout)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "dispatched"
+    lines = [line.split("|")[0] for line in out.read_text().splitlines()]
+    assert sorted(set(lines)) == expected

@@ -102,6 +102,12 @@ class Settings(BaseSettings, TradingRules):
     # connections per process (a server database; SQLite writes one transaction at a time)
     database_pool_size: int = Field(10, ge=1, le=200)
     data_dir: Path = Path("var")
+    # backups (autotrade/ops/backup.py): a folder or s3://bucket/prefix, never where the master key lives
+    backup_location: str = "var/backups"
+    backup_keep: int = Field(14, ge=1, description="the newest backups kept at the location")
+    backup_s3_endpoint_url: str | None = None  # an S3-compatible store; None: AWS
+    # log lines: "text" (Prefect's and Python's usual format) or "json" (one object a line, with run ids)
+    log_format: str = Field("text", pattern="^(text|json)$")
 
     # the daily limit of a key registered without one (the rules' other risk fields: TradingRules)
     default_daily_limit: int = Field(10_000_000, gt=0)
@@ -111,6 +117,10 @@ class Settings(BaseSettings, TradingRules):
     # scan intake: a file, a folder (newest scan of the day), or s3://bucket/prefix
     scan_location: str = "var/scans"
     scan_max_age_minutes: int = Field(180, gt=0)
+    # the evening run waits this long past its start for the day's scan (a missing file, one still being
+    # written, a transient S3 error are retried every scan_poll_seconds), then fails saying what it saw
+    scan_wait_minutes: float = Field(15.0, ge=0)
+    scan_poll_seconds: float = Field(10.0, gt=0)
 
     # orchestration
     batch_size: int = Field(500, gt=0, description="accounts per Prefect task run")
@@ -152,6 +162,9 @@ class Settings(BaseSettings, TradingRules):
     kms_key_id: str = "alias/autotrade"
     kms_region: str = "ap-northeast-2"
     kms_endpoint_url: str | None = None
+    # AWS credentials for KMS (the vault block's AwsCredentials); unset: boto3's usual chain
+    kms_aws_access_key_id: SecretStr | None = None
+    kms_aws_secret_access_key: SecretStr | None = None
     local_master_key_path: Path = Path("var/master.key")
     jwt_signing_key: SecretStr = SecretStr("")
     # Measured on the broker's clock. Five minutes live; the demo compresses a trading day into seconds of
@@ -175,6 +188,19 @@ class Settings(BaseSettings, TradingRules):
     slack_token: SecretStr | None = None
     slack_webhook_url: SecretStr | None = None
     slack_operator_channel: str = "#autotrade-ops"
+    # AWS SNS (a topic ARN for the operator; users' SMS go to their phone). Credentials: these, or boto3's
+    # usual chain (environment, profile, instance role) when they are unset.
+    sns_topic_arn: str | None = None
+    sns_region: str = "ap-northeast-2"
+    sns_endpoint_url: str | None = None
+    sns_aws_access_key_id: SecretStr | None = None
+    sns_aws_secret_access_key: SecretStr | None = None
+    # KakaoTalk alimtalk (NHN Cloud): built when all three keys are set
+    kakao_base_url: str | None = None
+    kakao_app_key: SecretStr | None = None
+    kakao_secret_key: SecretStr | None = None
+    kakao_sender_key: SecretStr | None = None
+    operator_phone: str | None = None  # the operator's KakaoTalk number when "kakao" is in ``notifier``
     # Delivery runs on a worker thread behind a bounded queue, never on the loop that sends sells: a full
     # queue drops the notice (recorded in notification_failures, channel "queue"); a flow waits at most
     # notify_flush_timeout_seconds at its end for the queue to drain. Each channel request times out after

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from prefect import task
 
+from autotrade.access import MarketDataKeyMissing
+from autotrade.broker.fallback import FeedMode, FeedSwitch
 from autotrade.domain.calendar import hours_of
 from autotrade.domain.krx import KST
 from autotrade.domain.models import Tier
-from autotrade.runtime import SELL, Runtime, get_runtime
+from autotrade.notify import OPERATOR, Notification, NotificationKind, Severity, error_occurred
+from autotrade.runtime import SELL, PriceSource, Runtime, get_runtime
+from autotrade.store.leases import Lease, process_holder
 from autotrade.store.models import ThreeTierStrategy
 from autotrade.trading.buys import AccountRef
 from autotrade.trading.exit_engine import PendingSell
@@ -54,16 +59,100 @@ def _close_of(day: date) -> datetime:
     return datetime.combine(day, hours_of(day).close, tzinfo=KST)
 
 
+def _lease_name(users: list[str] | None) -> str:
+    """One watch for everyone; a watch run by hand for some users is a watch of its own."""
+    return "intraday" if not users else "intraday:" + ",".join(sorted(users))[:110]
+
+
 @task(name="watch_prices", persist_result=False)
 async def watch_prices(
     day: date, users: list[str] | None = None, until: datetime | None = None
 ) -> dict[str, Any]:
-    """Watch prices from now until ``until`` (the close), firing exits and reconciling periodically."""
+    """Watch prices from now until ``until`` (the close), firing exits and reconciling periodically.
+
+    One process watches at a time: it holds the watch's lease (``autotrade.store.leases``) and renews it
+    every ``watcher_renew_seconds``. A run that finds the lease live elsewhere leaves at once (the schedule
+    starts one every few minutes in the session); one that finds it expired (its holder died) takes over."""
     rt = get_runtime()
     stop_at = until or _close_of(day)
+    lease = Lease(rt.db, _lease_name(users), timedelta(seconds=rt.settings.watcher_lease_seconds))
+    holder = process_holder()
+    state = await rt.db.run(lease.acquire, holder)
+    if not state.acquired:
+        _logger().info("price watch held by %s (until %s): nothing to do", state.holder, state.expires_at)
+        return {"skipped": "watched by another process", "holder": state.holder}
+    if rt.clock() >= stop_at and state.watched_until is not None and state.watched_until >= stop_at:
+        await rt.db.run(lease.release, holder)
+        return {"skipped": "the day's watch is over"}
+    _logger().info("price watch lease taken by %s", holder)
+    lost = asyncio.Event()
+    keeper = asyncio.create_task(_keep_lease(rt, lease, holder, lost), name="watcher-lease")
+    finished = False
+    try:
+        result = await _watch(rt, day, users, stop_at, lost)
+        finished = not lost.is_set()
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        if not lost.is_set():
+            await rt.db.run(lease.release, holder, stop_at if finished else None)
+    return result
+
+
+async def _keep_lease(rt: Runtime, lease: Lease, holder: str, lost: asyncio.Event) -> None:
+    every = rt.settings.watcher_renew_seconds
+    while True:
+        await asyncio.sleep(every)
+        try:
+            ours = await rt.db.run(lease.renew, holder)
+        except Exception as exc:  # the database away for a moment: try again; the lease has some time
+            _logger().warning("price watch lease not renewed (%s); retrying", type(exc).__name__)
+            continue
+        if not ours:
+            _logger().error("price watch lease taken over by another process: this watcher stops")
+            lost.set()
+            return
+
+
+def _feed_switched(rt: Runtime, switch: FeedSwitch) -> None:
+    """Tell the operator when the watch polls quotes because the feed went silent, and when it is back."""
+    at = rt.clock()
+    if switch.mode is FeedMode.POLLING:
+        text = (
+            f"실시간 시세가 {switch.seconds:.0f}초 동안 끊겨 {switch.codes}종목 시세를 조회 방식으로 "
+            f"감시합니다 (price feed silent {switch.seconds:.0f} s: polling quotes)"
+        )
+        rt.notify(error_occurred("intraday_reconcile", "price feed", text, at))
+        return
+    text = (
+        f"실시간 시세 수신이 복구되어 조회 감시를 멈췄습니다 ({switch.seconds:.0f}초 동안 조회) "
+        f"(price feed ticking again after {switch.seconds:.0f} s of polling)"
+    )
+    rt.notify(
+        Notification(
+            kind=NotificationKind.ERROR, audience=OPERATOR, title="복구: intraday_reconcile / price feed",
+            lines=(text,), severity=Severity.INFO, occurred_at=at,
+            template_params={"flow": "intraday_reconcile", "step": "price feed", "error": text},
+        )
+    )  # fmt: skip
+
+
+async def _open_prices(rt: Runtime) -> PriceSource:
+    try:
+        return await rt.brokers.price_feed(on_switch=lambda switch: _feed_switched(rt, switch))
+    except MarketDataKeyMissing as exc:
+        _logger().error("price watch cannot start: %s", exc)
+        rt.notify(error_occurred("intraday_reconcile", "price feed", str(exc), rt.clock()))
+        raise
+
+
+async def _watch(
+    rt: Runtime, day: date, users: list[str] | None, stop_at: datetime, lost: asyncio.Event
+) -> dict[str, Any]:
     every = timedelta(minutes=rt.settings.reconcile_every_minutes)
     rt.engine.load(users)
-    feed = await rt.brokers.price_feed()
+    feed = await _open_prices(rt)
     watched = {st.code for _, st in rt.engine.book}
     await feed.subscribe(sorted(watched))
     control = rt.time
@@ -78,7 +167,7 @@ async def watch_prices(
     ticks = fired = reconciles = 0
     next_reconcile = rt.clock() + every
     try:
-        while rt.clock() < stop_at:
+        while rt.clock() < stop_at and not lost.is_set():
             tick = await feed.next_tick(wait_seconds=0.5)
             if tick is not None:
                 ticks += 1
@@ -100,6 +189,9 @@ async def watch_prices(
                     watched |= new
         if inflight:
             await asyncio.gather(*inflight, return_exceptions=True)
+        if lost.is_set():  # the watcher that took over closes the day
+            return {"ticks": ticks, "sells_fired": fired, "reconciliations": reconciles,
+                    "watched": len(watched), "lease_lost": True}  # fmt: skip
         await _reconcile_watched(rt, day, users)
         rt.engine.day_end(stop_at)
     finally:

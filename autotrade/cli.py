@@ -71,6 +71,49 @@ def admin_enable_key(
     typer.echo(f"key of {user} / {account} is ACTIVE")
 
 
+@app.command("backup")
+def backup_cmd(
+    to: str = typer.Option(None, help="A folder or s3://bucket/prefix (default: AUTOTRADE_BACKUP_LOCATION)."),
+    keep: int = typer.Option(None, min=1, help="Backups kept there, newest first (default: backup_keep)."),
+    url: str = typer.Option(None, help="Database URL (default: AUTOTRADE_DATABASE_URL / settings)."),
+) -> None:
+    """Back the database up (PostgreSQL: pg_dump custom format; SQLite: its online backup API) and delete
+    the backups beyond the newest ``keep``. Refuses a folder that holds the master key."""
+    from autotrade.ops.backup import BackupError, backup
+
+    s = get_settings()
+    try:
+        done = backup(
+            url or s.database_url, to or s.backup_location, keep=keep or s.backup_keep,
+            master_key_path=s.local_master_key_path, s3_endpoint_url=s.backup_s3_endpoint_url,
+        )  # fmt: skip
+    except BackupError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"backup {done.location} ({done.size:,} bytes); kept {len(done.kept)}, deleted {len(done.deleted)}"
+    )
+
+
+@app.command("restore")
+def restore_cmd(
+    source: str = typer.Argument(..., help="A backup file, a folder or s3:// prefix (its newest backup)."),
+    url: str = typer.Option(None, help="The EMPTY database to restore into (default: settings)."),
+) -> None:
+    """Restore a backup into an empty database (a database that has tables is refused). The sealed keys
+    need the same master key (local provider) or KMS key as when they were sealed."""
+    from autotrade.ops.backup import BackupError, restore
+
+    s = get_settings()
+    target = url or s.database_url
+    try:
+        name = restore(source, target, s3_endpoint_url=s.backup_s3_endpoint_url)
+    except BackupError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"restored {name} into {_safe_url(target)}")
+
+
 @db_app.command("upgrade")
 def db_upgrade(
     url: str = typer.Option(None, help="Database URL (default: AUTOTRADE_DATABASE_URL / settings)."),

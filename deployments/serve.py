@@ -1,4 +1,4 @@
-"""Serve all four flows with their schedules from this process (embedded defaults, no work pool).
+"""Serve the flows with their schedules from this process (embedded defaults, no work pool).
 
     .venv/bin/python -m deployments.serve
 
@@ -17,6 +17,7 @@ from prefect import Flow, serve
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
+from flows.backup import backup_flow
 from flows.daily_report import daily_report
 from flows.evening_signal_and_buy import evening_signal_and_buy
 from flows.intraday_reconcile import intraday_reconcile
@@ -30,6 +31,7 @@ SCHEDULES: dict[str, tuple[Flow[Any, Any], tuple[str, ...]]] = {
     "morning": (morning_fill_and_arm, ("5 9 * * 1-5",)),
     "intraday": (intraday_reconcile, ("*/3 9-14 * * 1-5", "0-30/3 15 * * 1-5")),
     "daily-report": (daily_report, ("30 16 * * 1-5",)),
+    "backup": (backup_flow, ("30 18 * * 1-5",)),
 }
 
 

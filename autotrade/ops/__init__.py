@@ -1,0 +1,1 @@
+"""Operating the product: backups that restore, incident reports, the specification's indicators."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from autotrade.backtest.cli import backtest
+from autotrade.backtest.cli import backtest_app
 from autotrade.config import get_settings
 from autotrade.demo.cli import demo
 from autotrade.sim.cli import sim_app
@@ -18,12 +18,38 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.command("demo")(demo)
-app.command("backtest")(backtest)
+app.add_typer(backtest_app, name="backtest")
 app.add_typer(sim_app, name="sim")
 api_app = typer.Typer(help="The HTTP API (users, keys, execution, strategies).", no_args_is_help=True)
 app.add_typer(api_app, name="api")
 admin_app = typer.Typer(help="Operator commands (keys, security).", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
+blocks_app = typer.Typer(
+    help="Prefect blocks: the configuration every run reads (PREFECT_API_URL must name the server).",
+    no_args_is_help=True,
+)
+app.add_typer(blocks_app, name="blocks")
+
+
+@blocks_app.command("register")
+def blocks_register() -> None:
+    """Register the block types (broker, vault, notifiers, database) with the Prefect server."""
+    from blocks.autotrade_blocks import BLOCK_TYPES, register_block_types
+
+    register_block_types()
+    typer.echo("registered: " + ", ".join(t.get_block_type_name() for t in BLOCK_TYPES))
+
+
+@blocks_app.command("save-defaults")
+def blocks_save_defaults(
+    overwrite: bool = typer.Option(False, help="Replace blocks that exist (default: keep them)."),
+) -> None:
+    """Write the blocks from the current settings (environment and .env); secrets go in as secret fields."""
+    from blocks.autotrade_blocks import register_block_types, save_embedded_defaults
+
+    register_block_types()
+    saved = save_embedded_defaults(get_settings(), overwrite=overwrite)
+    typer.echo(f"saved: {', '.join(saved) or 'nothing (every block exists; --overwrite replaces them)'}")
 
 
 @api_app.command("serve")
@@ -119,10 +145,11 @@ def db_upgrade(
     url: str = typer.Option(None, help="Database URL (default: AUTOTRADE_DATABASE_URL / settings)."),
     revision: str = typer.Option("head"),
 ) -> None:
-    """Create or migrate the schema to ``revision``."""
+    """Create or migrate the schema to ``revision`` (the database block's, when a Prefect API is set)."""
+    from autotrade.runtime import configured_settings
     from autotrade.store.migrate import upgrade
 
-    target = url or get_settings().database_url
+    target = url or configured_settings().database_url
     upgrade(target, revision)
     typer.echo(f"schema at {revision}: {_safe_url(target)}")
 

@@ -271,6 +271,31 @@ class MarketData:
             **scans_by_day(scans, tuple(days)),
         )
 
+    def bars_between(self, start: int, end: int) -> int:
+        """Bars on days ``start..end`` (end exclusive)."""
+        if start == 0 and end == len(self.days):
+            return self.bars
+        return int(np.count_nonzero(self.ohlc[start:end, :, CLOSE]))
+
+    def until(self, end: int) -> MarketData:
+        """The data of the first ``end`` days only (array views, no copy): what was known on day end - 1."""
+        if not 0 < end <= len(self.days):
+            raise ValueError(f"end {end} outside 1..{len(self.days)}")
+        if end == len(self.days):
+            return self
+        last = self.days[end - 1]
+        return MarketData(
+            days=self.days[:end],
+            codes=self.codes,
+            ohlc=self.ohlc[:end],
+            scans=self.scans[:end],
+            calendar=self.calendar,
+            bars=int(np.count_nonzero(self.ohlc[:end, :, CLOSE])),
+            minutes={k: v for k, v in self.minutes.items() if k[1] <= last},
+            code_index=self.code_index,
+            last_close=self.last_close[:end],
+        )
+
     def bar(self, day: int, code: str) -> Bar | None:
         c = self.code_index.get(code)
         if c is None:

@@ -403,15 +403,32 @@ def progress_bar(enabled: bool, total: int, label: str = "backtest") -> Iterator
         yield lambda: bar.advance(task)
 
 
-def run_backtest(data: MarketData, config: BacktestConfig, *, progress: bool = False) -> BacktestResult:
-    """Run the product's rules over ``data`` (indexed bar access)."""
+def run_backtest(
+    data: MarketData,
+    config: BacktestConfig,
+    *,
+    progress: bool = False,
+    start: int = 0,
+    end: int | None = None,
+) -> BacktestResult:
+    """Run the product's rules over ``data`` (indexed bar access).
+
+    ``start``/``end`` (indices into ``data.days``, end exclusive) run a window with a fresh account: the
+    first day's previous close still comes from the day before the window, as it would live.
+    """
+    stop = len(data.days) if end is None else end
+    if not 0 <= start < stop <= len(data.days):
+        raise ValueError(f"window {start}..{stop} outside the {len(data.days)} days of the data")
     sim = Simulation(config)
-    sim.skip(OUTSIDE_BARS, data.scans_outside)
+    if start == 0 and stop == len(data.days):
+        sim.skip(OUTSIDE_BARS, data.scans_outside)
     hours = session_times_for(data.calendar)
     view = _IndexedDay(data)
-    with progress_bar(progress, len(data.days)) as advance:
-        for i, day in enumerate(data.days):
+    with progress_bar(progress, stop - start) as advance:
+        for i in range(start, stop):
+            day = data.days[i]
             view.index, view.day = i, day
             sim.trading_day(i, day, hours(day), view, data.scans[i])
             advance()
-    return sim.result(bars=data.bars, stocks=len(data.codes), calendar_source=data.calendar)
+    bars = data.bars_between(start, stop)
+    return sim.result(bars=bars, stocks=len(data.codes), calendar_source=data.calendar)

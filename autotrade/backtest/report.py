@@ -264,8 +264,12 @@ Files: <a href="trades.csv">trades.csv</a>, <a href="positions.csv">positions.cs
 """
 
 
-def write_outputs(result: BacktestResult, out: Path) -> tuple[Outputs, dict[str, Any]]:
-    """Write every output into ``out`` (created if needed); returns their paths and the metrics."""
+def write_outputs(
+    result: BacktestResult, out: Path, *, charts: bool = True
+) -> tuple[Outputs, dict[str, Any]]:
+    """Write the outputs into ``out`` (created if needed); returns their paths and the metrics.
+
+    ``charts=False`` skips the PNG charts and the HTML report (matplotlib is then never imported)."""
     out.mkdir(parents=True, exist_ok=True)
     metrics = compute_metrics(result)
     paths = Outputs(
@@ -281,6 +285,8 @@ def write_outputs(result: BacktestResult, out: Path) -> tuple[Outputs, dict[str,
     paths.positions.write_bytes(positions_csv(result).encode("utf-8"))
     paths.equity.write_bytes(equity_csv(result).encode("utf-8"))
     paths.metrics.write_bytes(metrics_json(metrics).encode("utf-8"))
+    if not charts:
+        return paths, metrics
     eq, dd = equity_png(result), drawdown_png(result)
     paths.equity_chart.write_bytes(eq)
     paths.drawdown_chart.write_bytes(dd)

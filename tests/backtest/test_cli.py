@@ -9,11 +9,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from autotrade.backtest.cli import backtest
+from autotrade.backtest.cli import backtest_app
 from tests.backtest.helpers import frames
 
 app = typer.Typer()
-app.command("backtest")(backtest)
+app.add_typer(backtest_app, name="backtest")
 
 
 @app.command("other")

@@ -140,6 +140,40 @@ def restore_cmd(
     typer.echo(f"restored {name} into {_safe_url(target)}")
 
 
+@app.command("incident")
+def incident_cmd(
+    account: str = typer.Argument(..., help="The account number."),
+    since: str = typer.Option(..., help="ISO time, e.g. 2026-11-19T09:00 (no offset: Seoul time)."),
+    json_path: str = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
+    url: str = typer.Option(None, help="Database URL (default: AUTOTRADE_DATABASE_URL / settings)."),
+) -> None:
+    """Incident report of one account since a time, from the database alone: gateway requests, refusals,
+    kill-switch decisions, orders, fills, trades and the money at risk; Markdown on stdout."""
+    import json
+    from datetime import datetime
+    from pathlib import Path
+
+    from autotrade.report.incident import UnknownAccount, as_json, incident_report, markdown
+    from autotrade.store.db import Database
+
+    try:
+        moment = datetime.fromisoformat(since)
+    except ValueError:
+        typer.echo(f"--since is not an ISO time: {since!r}", err=True)
+        raise typer.Exit(2) from None
+    db = Database(url or get_settings().database_url)
+    try:
+        report = incident_report(db, account, moment)
+    except UnknownAccount:
+        typer.echo(f"no account {account}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        db.dispose()
+    if json_path:
+        Path(json_path).write_text(json.dumps(as_json(report), ensure_ascii=False, indent=1), encoding="utf-8")
+    typer.echo(markdown(report))
+
+
 @db_app.command("upgrade")
 def db_upgrade(
     url: str = typer.Option(None, help="Database URL (default: AUTOTRADE_DATABASE_URL / settings)."),

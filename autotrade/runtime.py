@@ -200,12 +200,21 @@ def build_notifier(settings: Settings, db: Database, notifiers: Sequence[object]
     that sends sells (``autotrade.notify.background``)."""
     from autotrade.notify import Channel, NotifySettings, Route, build_background_dispatcher
     from autotrade.notify.dispatcher import DeliveryFailure
+    from autotrade.notify.kakao import NHN_ALIMTALK_URL
 
     cfg = NotifySettings(
         slack_token=settings.slack_token,
         slack_webhook_url=settings.slack_webhook_url,
         slack_operator_channel=settings.slack_operator_channel,
-        operator_channels=[Channel(c) for c in settings.notifier.split(",") if c],
+        sns_region=settings.sns_region,
+        sns_endpoint_url=settings.sns_endpoint_url,
+        sns_topic_arn=settings.sns_topic_arn,
+        kakao_base_url=settings.kakao_base_url or NHN_ALIMTALK_URL,
+        kakao_app_key=settings.kakao_app_key,
+        kakao_secret_key=settings.kakao_secret_key,
+        kakao_sender_key=settings.kakao_sender_key,
+        operator_phone=settings.operator_phone,
+        operator_channels=[Channel(c.strip()) for c in settings.notifier.split(",") if c.strip()],
         timeout_seconds=settings.notify_timeout_seconds,
         slack_max_retry_after_seconds=settings.notify_max_retry_after_seconds,
         queue_size=settings.notify_queue_size,
@@ -217,7 +226,7 @@ def build_notifier(settings: Settings, db: Database, notifiers: Sequence[object]
             user = s.get(User, user_id)
             channels = (user.notify_channels if user else "console").split(",")
             phone = user.phone if user else None
-        return [Route(c.strip(), phone if c.strip() == "kakao" else None) for c in channels if c.strip()]
+        return [Route(c.strip(), _address(c.strip(), phone)) for c in channels if c.strip()]
 
     class DbRecorder:
         def record(self, failure: DeliveryFailure) -> None:
@@ -229,7 +238,52 @@ def build_notifier(settings: Settings, db: Database, notifiers: Sequence[object]
                     )
                 )  # fmt: skip
 
+    if notifiers is None:
+        notifiers = _channels(cfg, settings)
     return build_background_dispatcher(cfg, routes, recorder=DbRecorder(), notifiers=notifiers)  # type: ignore[arg-type]
+
+
+def _address(channel: str, phone: str | None) -> str | None:
+    """A user's address on a channel: KakaoTalk takes the mobile number as stored (01012345678), an SMS over
+    SNS its E.164 form (+821012345678); Slack and the console use their default destination."""
+    if phone is None:
+        return None
+    if channel == "kakao":
+        return phone
+    if channel == "sns":
+        digits = "".join(ch for ch in phone if ch.isdigit())
+        return "+82" + digits[1:] if digits.startswith("0") else "+" + digits
+    return None
+
+
+def _channels(cfg: object, settings: Settings) -> list[object]:
+    """Every channel the settings configure (console, Slack, SNS, KakaoTalk); SNS signs with the
+    configured AWS credentials (the notifier block's), else with boto3's usual chain."""
+    from autotrade.notify.settings import NotifySettings, build_notifiers
+    from autotrade.notify.sns import SnsNotifier
+
+    assert isinstance(cfg, NotifySettings)  # noqa: S101
+    built: list[object] = list(build_notifiers(cfg))
+    key_id, secret = settings.sns_aws_access_key_id, settings.sns_aws_secret_access_key
+    if key_id is None or secret is None:
+        return built
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "sns", region_name=settings.sns_region, endpoint_url=settings.sns_endpoint_url,
+        aws_access_key_id=key_id.get_secret_value(), aws_secret_access_key=secret.get_secret_value(),
+        config=Config(
+            retries={"max_attempts": 2, "mode": "standard"},
+            connect_timeout=min(5.0, settings.notify_timeout_seconds),
+            read_timeout=settings.notify_timeout_seconds,
+        ),
+    )  # fmt: skip
+    sns = SnsNotifier(
+        region=settings.sns_region, default_target=settings.sns_topic_arn,
+        timeout_seconds=settings.notify_timeout_seconds, client=client,
+    )  # fmt: skip
+    return [sns if isinstance(n, SnsNotifier) else n for n in built]
 
 
 _runtime: Runtime | None = None
@@ -241,11 +295,31 @@ def set_runtime(runtime: Runtime | None) -> None:
 
 
 def get_runtime() -> Runtime:
-    """The process's runtime, built from the settings (and Prefect blocks, when present) on first use."""
+    """The process's runtime, built from the settings (and Prefect blocks, when present) on first use:
+    ``get_runtime().settings`` is what the blocks say, over the environment."""
     global _runtime
     if _runtime is None:
-        _runtime = build_runtime(get_settings())
+        _runtime = build_runtime(configured_settings())
     return _runtime
+
+
+def prefect_api_configured() -> bool:
+    """A Prefect API to read blocks from: ``PREFECT_API_URL`` set (a server, the test harness). The embedded
+    mode has none; Prefect's ephemeral in-process server holds no blocks of ours, so it is not asked."""
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
+def configured_settings(base: Settings | None = None) -> Settings:
+    """The environment's settings, overlaid with every saved block when a Prefect API is configured (four
+    reads, once per process: :func:`get_runtime` keeps the result)."""
+    settings = base or get_settings()
+    if not prefect_api_configured():
+        return settings
+    from blocks.autotrade_blocks import settings_from_blocks
+
+    return settings_from_blocks(settings)
 
 
 def build_runtime(

@@ -20,7 +20,20 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 	$(UV) sync --frozen --quiet
 	@touch $@
 
-install: $(VENV)/.synced
+# The web app (web/, Next.js static export served by `autotrade api serve` at /): rebuilt only when a file
+# under web/ changed. It needs Node.js 18+ and npm; without them the API still runs, and this says so.
+WEB_SRC := $(shell find web -path web/node_modules -prune -o -path web/.next -prune -o -path web/out -prune \
+	-o -type f ! -name next-env.d.ts -print 2>/dev/null)
+web/node_modules/.package-lock.json: web/package-lock.json
+	@command -v npm >/dev/null || { echo "make install: npm not found: install Node.js 18+ (apt-get install nodejs npm) to build the web app; the API runs without it"; exit 0; }
+	cd web && NEXT_TELEMETRY_DISABLED=1 npm ci --no-audit --no-fund --loglevel=error
+
+web/out/index.html: web/node_modules/.package-lock.json $(WEB_SRC)
+	@command -v npm >/dev/null || { echo "make install: skipping the web app (no Node.js); see above"; exit 0; }
+	cd web && NEXT_TELEMETRY_DISABLED=1 npx --no-install next build >/dev/null
+	@touch $@
+
+install: $(VENV)/.synced web/out/index.html
 	@mkdir -p "$(PREFECT_HOME)"
 
 test: install

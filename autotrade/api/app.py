@@ -390,6 +390,9 @@ def create_app(deps: ApiDeps) -> FastAPI:
                 for r in rows
             ]
 
+    from autotrade.api.web import include_web
+
+    include_web(app, deps)  # the web app at / and its live feed (autotrade/api/web.py)
     return app
 
 

@@ -1,0 +1,190 @@
+"use client";
+
+import { useCallback, useEffect, useState, type FormEvent } from "react";
+import { Alert, button, Field, Shell } from "@/components/Shell";
+import { formatKrw } from "@/lib/format";
+import { api, useSession } from "@/lib/session";
+
+type AccountInfo = { account_no: string; account_name: string | null; balance: number };
+type Account = {
+  account_no: string;
+  account_name: string | null;
+  api_status: string;
+  is_auto_trading_enabled: boolean;
+  daily_limit: number;
+};
+
+export default function KeysPage() {
+  const { token, logout, t } = useSession();
+  const [accounts, setAccounts] = useState<Account[] | null>(null);
+  const [answer, setAnswer] = useState<AccountInfo | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+
+  const load = useCallback(async () => {
+    if (!token) return;
+    try {
+      setAccounts(await api<Account[]>("/api/user/accounts", { token, onUnauthorized: logout }));
+    } catch (err) {
+      setError(`${t("failed")}: ${(err as Error).message}`);
+    }
+  }, [token, logout, t]);
+
+  useEffect(() => {
+    void load();
+  }, [load]);
+
+  async function submit(e: FormEvent<HTMLFormElement>) {
+    e.preventDefault();
+    const form = e.currentTarget;
+    const f = new FormData(form);
+    setBusy(true);
+    setError(null);
+    setAnswer(null);
+    try {
+      const r = await api<{ account_info: AccountInfo }>("/api/user/register-api", {
+        token,
+        onUnauthorized: logout,
+        body: {
+          app_key: f.get("app_key"),
+          app_secret: f.get("app_secret"),
+          account_no: f.get("account_no"),
+          daily_limit: Number(f.get("daily_limit")),
+        },
+      });
+      setAnswer(r.account_info);
+      form.reset(); // the secret leaves the page as soon as the broker has answered
+      await load();
+    } catch (err) {
+      setError(`${t("failed")}: ${(err as Error).message}`);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  async function toggle(a: Account) {
+    setError(null);
+    try {
+      await api("/api/user/auto-trading", {
+        token,
+        onUnauthorized: logout,
+        body: { account_no: a.account_no, enabled: !a.is_auto_trading_enabled },
+      });
+      await load();
+    } catch (err) {
+      setError(`${t("failed")}: ${(err as Error).message}`);
+    }
+  }
+
+  return (
+    <Shell>
+      <h1 className="mb-4 text-2xl font-bold">{t("keysTitle")}</h1>
+      <div className="grid gap-6 md:grid-cols-2">
+        <section aria-labelledby="guide" className="rounded-lg bg-white p-5 shadow-sm">
+          <h2 id="guide" className="mb-2 text-lg font-semibold">
+            {t("keysGuideTitle")}
+          </h2>
+          <ol className="list-decimal space-y-1 pl-5 text-sm">
+            <li>{t("keysGuide1")}</li>
+            <li>{t("keysGuide2")}</li>
+            <li>{t("keysGuide3")}</li>
+            <li>{t("keysGuide4")}</li>
+          </ol>
+          <p className="mt-3 rounded bg-slate-100 p-3 text-sm">{t("keysSafety")}</p>
+        </section>
+        <form onSubmit={submit} className="flex flex-col gap-4 rounded-lg bg-white p-5 shadow-sm">
+          <Field id="app_key" label={t("appKey")} autoComplete="off" minLength={8} required />
+          <Field
+            id="app_secret"
+            label={t("appSecret")}
+            type="password"
+            autoComplete="off"
+            minLength={8}
+            required
+          />
+          <Field
+            id="account_no"
+            label={t("accountNo")}
+            hint={t("accountNoHint")}
+            inputMode="numeric"
+            pattern="[0-9]{8,11}(-[0-9]{2})?"
+            required
+          />
+          <Field
+            id="daily_limit"
+            label={t("dailyLimit")}
+            type="number"
+            min={1}
+            step={1}
+            defaultValue={5000000}
+            required
+          />
+          {error && <Alert kind="error">{error}</Alert>}
+          <button type="submit" className={button} disabled={busy}>
+            {busy ? t("registering") : t("register")}
+          </button>
+        </form>
+      </div>
+
+      {answer && (
+        <section
+          aria-labelledby="answer"
+          data-testid="broker-answer"
+          className="mt-6 rounded-lg border border-green-300 bg-green-50 p-5"
+        >
+          <h2 id="answer" className="mb-2 text-lg font-semibold">
+            {t("brokerAnswer")} — {t("registered")}
+          </h2>
+          <dl className="grid grid-cols-[auto_1fr] gap-x-4 gap-y-1 text-sm">
+            <dt>{t("accountNo")}</dt>
+            <dd className="num">{answer.account_no}</dd>
+            <dt>{t("accountName")}</dt>
+            <dd>{answer.account_name ?? "-"}</dd>
+            <dt>{t("balance")}</dt>
+            <dd className="num">{formatKrw(answer.balance)}</dd>
+          </dl>
+          <p className="mt-2 text-xs text-slate-700">{t("secretHidden")}</p>
+        </section>
+      )}
+
+      <section aria-labelledby="accounts" className="mt-6">
+        <h2 id="accounts" className="mb-2 text-lg font-semibold">
+          {t("yourAccounts")}
+        </h2>
+        {accounts === null ? (
+          <p>{t("loading")}</p>
+        ) : accounts.length === 0 ? (
+          <p>{t("noAccounts")}</p>
+        ) : (
+          <ul className="flex flex-col gap-3">
+            {accounts.map((a) => (
+              <li
+                key={a.account_no}
+                data-testid={`account-${a.account_no}`}
+                className="flex flex-wrap items-center gap-x-6 gap-y-2 rounded-lg bg-white p-4 shadow-sm"
+              >
+                <span className="num font-medium">{a.account_no}</span>
+                <span>{a.account_name ?? ""}</span>
+                <span>
+                  {t("status")}: <strong>{a.api_status}</strong>
+                </span>
+                <span className="num">
+                  {t("dailyLimit")}: {formatKrw(a.daily_limit)}
+                </span>
+                <span>
+                  {t("autoTrading")}:{" "}
+                  <strong data-testid="auto-state">{a.is_auto_trading_enabled ? t("on") : t("off")}</strong>
+                </span>
+                {a.api_status === "ACTIVE" && (
+                  <button type="button" className={`${button} ml-auto`} onClick={() => toggle(a)}>
+                    {a.is_auto_trading_enabled ? t("turnOff") : t("turnOn")}
+                  </button>
+                )}
+              </li>
+            ))}
+          </ul>
+        )}
+      </section>
+    </Shell>
+  );
+}

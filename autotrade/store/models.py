@@ -380,3 +380,18 @@ class WatcherLease(Base):
     acquired_at: Mapped[datetime] = mapped_column(AwareDateTime())
     expires_at: Mapped[datetime] = mapped_column(AwareDateTime())
     watched_until: Mapped[datetime | None] = mapped_column(AwareDateTime())
+
+
+class UserNotice(Base):
+    """One thing a user was told on a trading day (an order placed, a fill, an armed exit): a re-run or a
+    Prefect retry of a flow sends a user only the items not yet here (tasks/notifications.py)."""
+
+    __tablename__ = "user_notices"
+    __table_args__ = (sa.UniqueConstraint("user_id", "trading_day", "kind", "item"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[str] = mapped_column(sa.String(64))
+    trading_day: Mapped[date] = mapped_column(sa.Date)
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    item: Mapped[str] = mapped_column(sa.String(255))
+    told_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)

@@ -170,7 +170,8 @@ def incident_cmd(
     finally:
         db.dispose()
     if json_path:
-        Path(json_path).write_text(json.dumps(as_json(report), ensure_ascii=False, indent=1), encoding="utf-8")
+        text = json.dumps(as_json(report), ensure_ascii=False, indent=1)
+        Path(json_path).write_text(text, encoding="utf-8")
     typer.echo(markdown(report))
 
 

@@ -393,6 +393,9 @@ def create_app(deps: ApiDeps) -> FastAPI:
     from autotrade.api.web import include_web
 
     include_web(app, deps)  # the web app at / and its live feed (autotrade/api/web.py)
+    from autotrade.api.ops import include_ops
+
+    include_ops(app, deps)  # operator routes for running the product (autotrade/api/ops.py)
     return app
 
 

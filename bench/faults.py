@@ -57,11 +57,19 @@ def main() -> None:
             seed=args.seed, access=args.access, resting_stops=args.resting_stops,
             progress=lambda m: print(f"[faults bench] {m}", file=sys.stderr, flush=True))
     )  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="autotrade-attacks-") as work:
-        attacks = asyncio.run(
-            run_attacks(db_url=f"sqlite:///{work}/attacks.db", work=Path(work), seed=args.seed,
-                        progress=lambda m: print(f"[faults bench] attacks: {m}", file=sys.stderr, flush=True))
-        )  # fmt: skip
+    # The month's figures are printed even when the attacks step breaks (an error is a failed bench).
+    print(json.dumps({"month": result}, ensure_ascii=False), file=sys.stderr, flush=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="autotrade-attacks-") as work:
+            attacks = asyncio.run(
+                run_attacks(db_url=f"sqlite:///{work}/attacks.db", work=Path(work), seed=args.seed,
+                            progress=lambda m: print(f"[faults bench] attacks: {m}", file=sys.stderr,
+                                                     flush=True))
+            )  # fmt: skip
+    except Exception as exc:
+        result["attacks_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        print(json.dumps(result, ensure_ascii=False))
+        sys.exit(1)
     result |= {
         "attacks_tried": attacks["attacks_tried"], "attacks_succeeded": attacks["attacks_succeeded"],
         "attacks_total_tried": attacks["attacks_total_tried"],

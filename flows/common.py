@@ -33,10 +33,19 @@ def skip_if_closed(day: date) -> dict[str, Any] | None:
 def notify_operator(flow: Any, flow_run: Any, state: Any) -> None:
     """Failure and crash hook: tell the operator which flow failed and why (no secrets in the text)."""
     from autotrade.notify import error_occurred
+    from autotrade.notify.format import scrub_secrets
 
+    message = getattr(state, "message", None) or str(getattr(state, "name", "failed"))
+    try:  # the notice in the run's own Prefect log, too (not only the worker's stdout)
+        from prefect.logging.loggers import flow_run_logger
+
+        flow_run_logger(flow_run, flow).error(
+            "operator notified: %s failed: %s", getattr(flow, "name", "?"), scrub_secrets(message)[:2000]
+        )
+    except Exception as exc:
+        log.error("could not log the failure notice: %s", type(exc).__name__)
     try:
         rt = get_runtime()
-        message = getattr(state, "message", None) or str(getattr(state, "name", "failed"))
         rt.notify(error_occurred(flow.name, getattr(flow_run, "name", "?"), message, datetime.now(KST)))
         _flush_notices(rt.notifier)  # the run is over: its notices (this one too) go out before it ends
     except Exception as exc:  # the hook must never raise
@@ -60,6 +69,39 @@ async def deliver_notices() -> bool:
 async def wait_until(moment: datetime) -> None:
     """Wait until ``moment`` on the runtime's clock (the simulator's virtual clock in the demo)."""
     await get_runtime().time.wait_until(moment)
+
+
+def failed_accounts(outcomes: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per account that still failed after the retries: ``user/account: reason``."""
+    lines = []
+    for o in outcomes:
+        reasons = [str(o["error"])] if o.get("error") else []
+        reasons += [f"{code} {err}" for code, err in o.get("failed") or []]
+        if reasons:
+            lines.append(f"{o.get('user_id', '?')}/{o.get('account_no', '?')}: {', '.join(reasons)}")
+    return lines
+
+
+FIRST_REASONS = 5
+
+
+def failure_message(what: str, failed: Sequence[str], accounts: int) -> str:
+    """The state message of a run whose accounts failed: counts and the first reasons."""
+    first = "; ".join(failed[:FIRST_REASONS])
+    more = f" (and {len(failed) - FIRST_REASONS} more)" if len(failed) > FIRST_REASONS else ""
+    return f"{len(failed)} of {accounts} accounts failed after retries ({what}): {first}{more}"
+
+
+async def summary_artifact(key: str, title: str, summary: dict[str, Any], failed: Sequence[str]) -> None:
+    """The run's summary as a markdown artifact: its counts, then the accounts that failed and why."""
+    from prefect.artifacts import acreate_markdown_artifact
+
+    rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items())
+    text = f"# {title}\n\n| | |\n|---|---|\n{rows}\n"
+    if failed:
+        listed = "\n".join(f"- {line}" for line in failed[:ARTIFACT_ROWS])
+        text += f"\n## {len(failed)} accounts failed after retries\n\n{listed}\n"
+    await acreate_markdown_artifact(key=key, markdown=text, description=title)
 
 
 ARTIFACT_ROWS = 1_000  # a table artifact is one event on the Prefect server; 100,000 rows would not fit

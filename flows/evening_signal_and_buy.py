@@ -14,10 +14,13 @@ from autotrade.runtime import get_runtime
 from autotrade.trading.scan import warm_up_in_background
 from flows.common import (
     deliver_notices,
+    failed_accounts,
+    failure_message,
     in_worker_processes,
     notify_operator,
     resolve_day,
     skip_if_closed,
+    summary_artifact,
     table_artifact,
     wait_until,
 )
@@ -39,7 +42,13 @@ async def evening_signal_and_buy(
 ) -> dict[str, Any]:
     """Turn the day's scan into buy orders on every enabled account; re-running the same day places nothing
     twice. With ``collect_fills`` the flow waits for the after-hours session to end and records the fills.
-    ``limits`` (max_daily_investment, max_stock_count, max_per_stock) can only tighten the settings."""
+    ``limits`` (max_daily_investment, max_stock_count, max_per_stock) can only tighten the settings.
+
+    Accounts that still fail after the retries make the run end **Failed** (after every other account has
+    bought and its fills are in), its message the counts and the first reasons; the failure hook tells the
+    operator the same, and the ``evening-summary`` artifact lists every such account. Failed rather than a
+    green run with a note: a user whose buys were not placed is a day lost that the operator must look at
+    today, the run list is where an operator looks, and a retry is safe (nothing is placed twice)."""
     day = resolve_day(trading_day)
     skipped = skip_if_closed(day)
     if skipped:
@@ -80,7 +89,7 @@ async def evening_signal_and_buy(
     ]
     what = f"buy orders {day}{' (dry run)' if dry_run else ''}"
     await table_artifact("orders-placed", placed, "no orders", what)
-    errors = [o for o in outcomes if o.get("error") or o.get("failed")]
+    failed = failed_accounts(outcomes)
     if not dry_run:
         notify_buys(outcomes, day)
     summary: dict[str, Any] = {
@@ -88,7 +97,7 @@ async def evening_signal_and_buy(
         "accounts": len(accounts),
         "orders": len(placed),
         "invested": sum(o["quantity"] * o["price"] for o in placed),
-        "accounts_with_errors": len(errors),
+        "accounts_with_errors": len(failed),
         "dry_run": dry_run,
     }
     if collect_fills and not dry_run:
@@ -99,5 +108,14 @@ async def evening_signal_and_buy(
         fills = [r for b in done for r in b]
         notify_fills(fills, day)
         summary["positions_armed"] = sum(len((r.get("sync") or {}).get("armed", [])) for r in fills)
+        fill_failures = failed_accounts(fills)
+        summary["fills_with_errors"] = len(fill_failures)
+        failed += [f"{line} (fills)" for line in fill_failures]
+    await summary_artifact("evening-summary", f"evening run {day}", summary, failed)
+    if failed:
+        from prefect.states import Failed
+
+        what = "no buys placed" if not placed else f"{len(placed)} orders placed for the others"
+        return Failed(message=failure_message(what, failed, len(accounts)), data=summary)  # type: ignore[return-value]
     await deliver_notices()
     return summary

@@ -44,6 +44,6 @@ async def morning_fill_and_arm(
         for k, st in rt.engine.book
     ]  # fmt: skip
     await table_artifact("exits-armed", table, "no open positions", f"three-tier exits armed {day}")
-    told = 0 if dry_run else notify_exits_armed(users)
+    told = 0 if dry_run else notify_exits_armed(users, day)
     await deliver_notices()
     return {"trading_day": day.isoformat(), "accounts": len(accounts), "armed": armed, "users_notified": told}

@@ -1,4 +1,6 @@
-"""User and operator notifications built from the database, so a re-run tells the same story.
+"""User and operator notifications built from the database, so a re-run tells the same story, and told
+once: every item a user was told (an order placed, a fill, an armed exit) is recorded in ``user_notices``
+for the day, and a re-run or a Prefect retry sends a user only the items not told yet.
 
 Plain functions rather than tasks: the dispatcher never raises, and a notice must not fail the trade.
 """
@@ -6,25 +8,71 @@ Plain functions rather than tasks: the dispatcher never raises, and a notice mus
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from autotrade.domain.exits import WATCHED_STATUSES, TierStatus
+from autotrade.domain.krx import KST
 from autotrade.domain.models import Side, Tier
 from autotrade.domain.orders import IntentStatus
 from autotrade.runtime import get_runtime
-from autotrade.store.models import OrderIntentRow, ThreeTierStrategy, TradingSignal
+from autotrade.store.models import OrderIntentRow, ThreeTierStrategy, TradingSignal, UserNotice
+
+L = TypeVar("L")
 
 
-def _buy_rows(day: date, users: set[str]) -> list[tuple[str, str, str, int, int, int, int]]:
+def only_new(kind: str, day: date, items: dict[str, list[tuple[str, L]]]) -> dict[str, list[L]]:
+    """Of each user's ``(item key, line)`` pairs, the lines whose key was not yet told on ``day``; records
+    them as told. Two runs racing on the same items: the second one's insert fails, and it tells nothing."""
+    rt = get_runtime()
+    users = sorted(u for u, lines in items.items() if lines)
+    if not users:
+        return {}
+    try:
+        with rt.db.unit_of_work() as s:
+            told = set(
+                s.execute(
+                    sa.select(UserNotice.user_id, UserNotice.item).where(
+                        UserNotice.trading_day == day, UserNotice.kind == kind, UserNotice.user_id.in_(users)
+                    )
+                ).tuples()
+            )
+            new: dict[str, list[L]] = {}
+            now = rt.clock()
+            for user in users:
+                fresh = [(key, line) for key, line in items[user] if (user, key) not in told]
+                if fresh:
+                    new[user] = [line for _, line in fresh]
+                    s.add_all(
+                        UserNotice(user_id=user, trading_day=day, kind=kind, item=key[:255], told_at=now)
+                        for key, _ in fresh
+                    )
+    except IntegrityError:
+        return {}
+    return new
+
+
+def _send_new(
+    kind: str, day: date, items: dict[str, list[tuple[str, L]]], build: Callable[[str, list[L]], object]
+) -> int:
+    rt = get_runtime()
+    new = only_new(kind, day, items)
+    for user, lines in new.items():
+        rt.notify(build(user, lines))
+    return len(new)
+
+
+def _buy_rows(day: date, users: set[str]) -> list[tuple[int, str, str, str, int, int, int, int]]:
     rt = get_runtime()
     with rt.db.unit_of_work() as s:
         rows = s.execute(
             sa.select(
-                OrderIntentRow.user_id, OrderIntentRow.code, TradingSignal.name, OrderIntentRow.quantity,
+                OrderIntentRow.id, OrderIntentRow.user_id, OrderIntentRow.code, TradingSignal.name,
+                OrderIntentRow.quantity,
                 OrderIntentRow.price, OrderIntentRow.filled_quantity, OrderIntentRow.filled_amount,
             )
             .join(TradingSignal, TradingSignal.id == OrderIntentRow.signal_id, isouter=True)
@@ -37,7 +85,7 @@ def _buy_rows(day: date, users: set[str]) -> list[tuple[str, str, str, int, int,
             )
             .order_by(OrderIntentRow.id)
         ).all()  # fmt: skip
-    return [(r[0], r[1], r[2] or r[1], r[3], r[4] or 0, r[5], r[6]) for r in rows]
+    return [(r[0], r[1], r[2], r[3] or r[2], r[4], r[5] or 0, r[6], r[7]) for r in rows]
 
 
 def _users(outcomes: Sequence[dict[str, Any]]) -> set[str]:
@@ -45,39 +93,39 @@ def _users(outcomes: Sequence[dict[str, Any]]) -> set[str]:
 
 
 def notify_buys(outcomes: Sequence[dict[str, Any]], day: date) -> int:
-    """BUY_ORDERS_PLACED to every user with orders today; returns how many users were told."""
+    """BUY_ORDERS_PLACED to every user with orders today not told yet; returns how many users were told."""
     from autotrade.notify import OrderLine, buy_orders_placed
 
     rt = get_runtime()
-    lines: dict[str, list[OrderLine]] = defaultdict(list)
-    for user, code, name, qty, price, _, _ in _buy_rows(day, _users(outcomes)):
-        lines[user].append(OrderLine(code, name, qty, price))
-    for user, orders in lines.items():
-        rt.notify(buy_orders_placed(user, orders, rt.clock()))
-    return len(lines)
+    lines: dict[str, list[tuple[str, OrderLine]]] = defaultdict(list)
+    for intent, user, code, name, qty, price, _, _ in _buy_rows(day, _users(outcomes)):
+        lines[user].append((f"order:{intent}", OrderLine(code, name, qty, price)))
+    return _send_new("BUY_ORDERS_PLACED", day, lines, lambda u, ls: buy_orders_placed(u, ls, rt.clock()))
 
 
 def notify_fills(outcomes: Sequence[dict[str, Any]], day: date) -> int:
-    """FILLS_CONFIRMED per user for the day's buys, then EXITS_ARMED for their watched positions."""
+    """FILLS_CONFIRMED per user for the day's buys whose filled quantity (none included) was not told yet,
+    then EXITS_ARMED for their watched positions."""
     from autotrade.notify import FillLine, fills_confirmed
 
     rt = get_runtime()
-    lines: dict[str, list[FillLine]] = defaultdict(list)
-    for user, code, name, qty, _, filled, amount in _buy_rows(day, _users(outcomes)):
+    lines: dict[str, list[tuple[str, FillLine]]] = defaultdict(list)
+    for intent, user, code, name, qty, _, filled, amount in _buy_rows(day, _users(outcomes)):
         avg = (2 * amount + filled) // (2 * filled) if filled else 0
-        lines[user].append(FillLine(code, name, qty, filled, avg))
-    for user, fills in lines.items():
-        rt.notify(fills_confirmed(user, fills, rt.clock()))
-    notify_exits_armed(sorted(lines))
-    return len(lines)
+        lines[user].append((f"fill:{intent}:{filled}", FillLine(code, name, qty, filled, avg)))
+    told = _send_new("FILLS_CONFIRMED", day, lines, lambda u, ls: fills_confirmed(u, ls, rt.clock()))
+    notify_exits_armed(sorted(lines), day)
+    return told
 
 
-def notify_exits_armed(users: Sequence[str] | None = None) -> int:
-    """EXITS_ARMED (the 09:15 message): every watched position with its three levels."""
+def notify_exits_armed(users: Sequence[str] | None = None, day: date | None = None) -> int:
+    """EXITS_ARMED (the 09:15 message): every watched position with its three levels, once a day per
+    position and levels (a re-run the same day tells only positions armed or moved since)."""
     from autotrade.notify import ArmedExit, exits_armed
 
     rt = get_runtime()
-    per_user: dict[str, list[ArmedExit]] = defaultdict(list)
+    day = day or rt.clock().astimezone(KST).date()
+    per_user: dict[str, list[tuple[str, ArmedExit]]] = defaultdict(list)
     with rt.db.unit_of_work() as s:
         q = sa.select(ThreeTierStrategy).where(ThreeTierStrategy.status.in_(list(WATCHED_STATUSES)))
         if users is not None:
@@ -85,12 +133,11 @@ def notify_exits_armed(users: Sequence[str] | None = None) -> int:
         for st in s.scalars(q.order_by(ThreeTierStrategy.id)).all():
             preserve = next((o for o in st.orders if o.order_type is Tier.PRESERVE), None)
             skipped = preserve is None or preserve.status is TierStatus.SKIPPED
-            per_user[st.user_id].append(
-                ArmedExit(
-                    st.code, st.name, st.held_quantity, st.entry_price, st.stop_loss_price,
-                    None if skipped else st.preserve_price, st.take_profit_price,
-                )
+            line = ArmedExit(
+                st.code, st.name, st.held_quantity, st.entry_price, st.stop_loss_price,
+                None if skipped else st.preserve_price, st.take_profit_price,
             )  # fmt: skip
-    for user, exits in per_user.items():
-        rt.notify(exits_armed(user, exits, rt.clock()))
-    return len(per_user)
+            levels = (st.held_quantity, st.stop_loss_price, line.preserve_price, st.take_profit_price)
+            key = f"armed:{st.id}:" + ":".join(map(str, levels))
+            per_user[st.user_id].append((key, line))
+    return _send_new("EXITS_ARMED", day, per_user, lambda u, ls: exits_armed(u, ls, rt.clock()))

@@ -1,15 +1,20 @@
 """The evening flow end to end at scale: Prefect (a temporary server), the simulator (its own process,
 over real HTTP), PostgreSQL, the vault gateway; and, in the same run, the raw client loop for comparison.
 
-    python bench/evening.py --users 1000 [--signals 10] [--raw-accounts 500] [--processes 2]
+    python bench/evening.py --users 1000 [--signals 10] [--raw-accounts 500] [--processes 2] [--raw-first]
 
 Every user registers a simulated Kiwoom account through the vault (setup, not timed). The timed part is
 one run of ``evening_signal_and_buy`` at 15:40 on a 10-row scan (after-hours-at-close buys; the 16:00 fill
 collection is not part of it), its accounts shared among ``--processes`` worker processes. Then the raw
 loop: the bare ``KiwoomSession`` placing the same number of orders per account for ``--raw-accounts``
 accounts with the same concurrency and per-key rate limits, nothing else (no database, no gateway, no
-Prefect). Prints one JSON object: users, orders, seconds, orders_per_second, raw_orders, raw_seconds,
-raw_orders_per_second, ratio.
+Prefect).
+
+Each side has a simulator of its own, fresh (same seed, same stocks, the same accounts and keys): the raw
+loop never meets an order book the flow has grown, nor the other way round. ``--raw-first`` runs the raw
+loop before the flow (the default runs it after); run both orders and report both. Prints one JSON
+object: users, orders, seconds, orders_per_second, raw_orders, raw_seconds, raw_orders_per_second, ratio
+(flow rate / raw rate), order.
 
 Needs PostgreSQL on 127.0.0.1:5432 (database ``test`` to create a scratch database in;
 AUTOTRADE_BENCH_PG_ADMIN_URL overrides). Everything stays on 127.0.0.1 and stops by itself.
@@ -172,6 +177,7 @@ def main() -> None:
     ap.add_argument("--raw-accounts", type=int, default=None, help="accounts in the raw loop (default all)")
     ap.add_argument("--stocks", type=int, default=60)
     ap.add_argument("--processes", type=int, default=1, help="worker processes (1: the flow's own)")
+    ap.add_argument("--raw-first", action="store_true", help="run the raw loop before the flow")
     args = ap.parse_args()
     if args.users < 1 or not 1 <= args.signals <= 30:
         ap.error("--users must be positive and --signals between 1 and 30")
@@ -195,6 +201,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="autotrade-bench-"))
     processes = ExitStack()
     base = processes.enter_context(simulator_process(start=at, stocks=args.stocks, log_path=work / "sim.log"))
+    raw_base = processes.enter_context(
+        simulator_process(start=at, stocks=args.stocks, log_path=work / "sim-raw.log")
+    )
     url, drop = scratch_database()
     server = SubprocessASGIServer()
     try:
@@ -211,6 +220,21 @@ def main() -> None:
         set_runtime(Runtime(settings, db, clock, access))
         keys = asyncio.run(register(access, admin, args.users, cash=100_000_000, limit=20_000_000))
         payload = scan_payload(admin, day, args.signals)
+        raw_keys = keys[: args.raw_accounts or len(keys)]
+        raw_admin = Admin(raw_base)
+        for k in raw_keys:  # the same accounts and keys at the raw loop's own simulator (setup, not timed)
+            raw_admin.create_account(k["account_no"], k["user"], 100_000_000)
+            raw_admin.create_appkey(k["account_no"], k["appkey"], k["secretkey"])
+        if scan_payload(raw_admin, day, args.signals)["scan_results"] != payload["scan_results"]:
+            raise SystemExit("the two simulators do not list the same stocks")
+        codes = [r["code"] for r in payload["scan_results"]]
+
+        def raw() -> tuple[int, float]:
+            log(f"raw client loop: {len(raw_keys)} accounts x {len(codes)} orders")
+            return asyncio.run(raw_loop(raw_base, raw_keys, codes, settings, clock))
+
+        if args.raw_first:
+            raw_orders, raw_seconds = raw()
         log(f"setup done in {time.monotonic() - setup_started:.0f} s; starting a Prefect server")
         server.start(timeout=120)
         with temporary_settings({PREFECT_API_URL: server.api_url}):
@@ -240,10 +264,8 @@ def main() -> None:
         if sent != orders:
             raise SystemExit(f"the flow reported {orders} orders but {sent} reached the broker")
         log(f"flow: {orders} orders in {seconds:.1f} s ({orders / seconds:.1f}/s)")
-        raw_keys = keys[: args.raw_accounts or len(keys)]
-        codes = [r["code"] for r in payload["scan_results"]]
-        log(f"raw client loop: {len(raw_keys)} accounts x {len(codes)} orders")
-        raw_orders, raw_seconds = asyncio.run(raw_loop(base, raw_keys, codes, settings, clock))
+        if not args.raw_first:
+            raw_orders, raw_seconds = raw()
         flow_rate = orders / seconds if seconds else 0.0
         raw_rate = raw_orders / raw_seconds if raw_seconds else 0.0
         print(json.dumps({
@@ -255,7 +277,8 @@ def main() -> None:
             "database": "postgresql", "broker": "simulator (separate process, HTTP)",
             "per_key_rate": settings.broker_rate_per_second, "per_key_burst": settings.broker_burst,
             "batch_size": settings.batch_size, "account_concurrency": settings.account_concurrency,
-            "processes": args.processes,
+            "processes": args.processes, "order": "raw first" if args.raw_first else "flow first",
+            "simulators": "one fresh simulator per side",
         }))  # fmt: skip
     finally:
         set_runtime(None)

@@ -206,6 +206,10 @@ async def _run(
                 except Exception as exc:  # a crash or a broker failure: a new process runs the step again
                     progress(f"  {name}: {type(exc).__name__} ({exc}); re-run {attempt + 1}")
                     reruns += 1
+                    # ... after Prefect's retry delay (exponential, 2 s doubling; capped here at 30 s): the
+                    # virtual clock does not pass by itself, and re-runs at one frozen instant would count
+                    # as one account's burst of requests at the gateway.
+                    w.sim.admin.set_clock(w.now() + timedelta(seconds=min(2 * 2**attempt, 30)))
                     w.restart()
                 finally:
                     tokens.update(sim.engine.tokens.copy())  # revoked tokens leave the broker's table

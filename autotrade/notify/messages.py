@@ -426,6 +426,22 @@ def delivery_failed(
     )
 
 
+def indicators_missed(day: date, missed: Sequence[tuple[str, str, str]], at: datetime) -> Notification:
+    """The day's operating indicators that missed their target, as ``(name, value and target, basis)``.
+    Template keys: ``day``, ``missed`` (the names), ``time``."""
+    names = ", ".join(name for name, _, _ in missed)
+    return Notification(
+        kind=NotificationKind.ERROR,
+        audience=OPERATOR,
+        title=f"{day.isoformat()} 운영 지표 미달: {names}",
+        lines=tuple(f"{name}: {shown} ({basis})" for name, shown, basis in missed),
+        facts=tuple(Fact(label=name, value=shown) for name, shown, _ in missed),
+        severity=Severity.WARNING,
+        occurred_at=at,
+        template_params={"day": day.isoformat(), "missed": names, "time": kst(at)},
+    )
+
+
 __all__ = [
     "TIER_LABELS",
     "ArmedExit",
@@ -438,6 +454,7 @@ __all__ = [
     "error_occurred",
     "exits_armed",
     "fills_confirmed",
+    "indicators_missed",
     "key_disabled",
     "key_enabled",
     "positions_unmanaged",

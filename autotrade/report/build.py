@@ -17,6 +17,7 @@ from autotrade.domain.models import ExitReason, TradeAction
 from autotrade.notify.format import signed_won, won
 from autotrade.notify.messages import ReportSummary
 from autotrade.report.charts import equity_charts
+from autotrade.report.indicators import Indicator, indicators_markdown, operating_indicators
 from autotrade.report.metrics import HoldingDays, Performance, Position, max_drawdown, performance, unrealized
 from autotrade.store.db import Database
 from autotrade.store.models import EquitySnapshot, ThreeTierStrategy, TradeRecordRow, User
@@ -68,6 +69,7 @@ class DailyReports:
     users: list[Report]
     operator: Report
     out_dir: Path
+    indicators: list[Indicator] = field(default_factory=list)  # the operating indicators of the day
 
 
 def build_daily_reports(
@@ -77,6 +79,7 @@ def build_daily_reports(
     out_dir.mkdir(parents=True, exist_ok=True)
     trades, positions, equity, known = _load(db, day, users)
     holding = HoldingDays(trading_days(day - timedelta(days=3650), day))
+    indicators = operating_indicators(db, day)
     reports = [
         _report(uid, day, out_dir, trades[uid], positions[uid], equity[uid], prices, holding)
         for uid in sorted(known)
@@ -84,9 +87,9 @@ def build_daily_reports(
     everyone = _report(
         OPERATOR_ID, day, out_dir, [t for u in sorted(known) for t in trades[u]],
         [p for u in sorted(known) for p in positions[u]], _sum_curves([equity[u] for u in known]), prices,
-        holding, users_count=len(known),
+        holding, users_count=len(known), extra=indicators_markdown(indicators),
     )  # fmt: skip
-    return DailyReports(day, reports, everyone, out_dir)
+    return DailyReports(day, reports, everyone, out_dir, indicators)
 
 
 def _load(
@@ -164,6 +167,7 @@ def _report(
     prices: dict[str, int],
     holding: HoldingDays,
     users_count: int | None = None,
+    extra: str = "",
 ) -> Report:
     perf = performance(positions, holding)
     realized_today = sum(t.profit_loss or 0 for t in trades)
@@ -182,7 +186,7 @@ def _report(
         max_drawdown(values), summary, out_dir / f"{stem}.html",
     )  # fmt: skip
     report.charts = equity_charts(equity, out_dir / stem)
-    report.markdown = markdown(report, users_count)
+    report.markdown = markdown(report, users_count) + (f"\n\n{extra}" if extra else "")
     report.html_path.write_text(_html(report), encoding="utf-8")
     return report
 

@@ -209,6 +209,9 @@ def _safe_url(url: str) -> str:
 
 
 def main() -> None:
+    from autotrade.ops.logs import configure_logging
+
+    configure_logging(get_settings().log_format)  # AUTOTRADE_LOG_FORMAT=json: one JSON object a line
     app()
 
 

@@ -327,6 +327,9 @@ def build_runtime(
 ) -> Runtime:
     """The services of one process, over its own database pool and broker access."""
     from autotrade.access import build_broker_access
+    from autotrade.ops.logs import configure_logging
+
+    configure_logging(settings.log_format)  # AUTOTRADE_LOG_FORMAT=json: JSON lines with the run ids
 
     pooled = {} if settings.database_url.startswith("sqlite") else {"pool_size": settings.database_pool_size}
     from autotrade.vault.notices import security_notices

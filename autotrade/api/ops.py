@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, HTTPException, Query, status
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi import Path as PathParam
 from fastapi.responses import PlainTextResponse
 
 from autotrade.api import schemas as sc
 from autotrade.api.app import ApiDeps, CurrentOperator
+from autotrade.ops.logs import request_id
 from autotrade.report.incident import UnknownAccount, as_json, incident_report, markdown
+
+log = logging.getLogger(__name__)
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def ops_router(deps: ApiDeps) -> APIRouter:
@@ -43,3 +52,20 @@ def ops_router(deps: ApiDeps) -> APIRouter:
 
 def include_ops(app: FastAPI, deps: ApiDeps) -> None:
     app.include_router(ops_router(deps))
+
+    @app.middleware("http")
+    async def request_ids(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """Every request gets an id (the caller's X-Request-ID when it is sane, else a new one): it is on
+        each log line written while the request is served (AUTOTRADE_LOG_FORMAT=json) and in the answer."""
+        given = request.headers.get("x-request-id", "")
+        rid = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+            log.info("%s %s %s in %.0f ms", request.method, request.url.path, response.status_code,
+                     (time.perf_counter() - started) * 1000)  # fmt: skip
+        finally:
+            request_id.reset(token)
+        response.headers["X-Request-ID"] = rid
+        return response

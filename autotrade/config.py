@@ -188,6 +188,7 @@ class Settings(BaseSettings, TradingRules):
     slack_token: SecretStr | None = None
     slack_webhook_url: SecretStr | None = None
     slack_operator_channel: str = "#autotrade-ops"
+    slack_base_url: str | None = None  # the Slack Web API's base (None: https://slack.com/api)
     # AWS SNS (a topic ARN for the operator; users' SMS go to their phone). Credentials: these, or boto3's
     # usual chain (environment, profile, instance role) when they are unset.
     sns_topic_arn: str | None = None
@@ -200,6 +201,8 @@ class Settings(BaseSettings, TradingRules):
     kakao_app_key: SecretStr | None = None
     kakao_secret_key: SecretStr | None = None
     kakao_sender_key: SecretStr | None = None
+    # the approved alimtalk template code of each notification kind (JSON: {"EXITS_ARMED": "AT_ARMED_01"})
+    kakao_templates: dict[str, str] = Field(default_factory=dict)
     operator_phone: str | None = None  # the operator's KakaoTalk number when "kakao" is in ``notifier``
     # Delivery runs on a worker thread behind a bounded queue, never on the loop that sends sells: a full
     # queue drops the notice (recorded in notification_failures, channel "queue"); a flow waits at most

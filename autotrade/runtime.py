@@ -201,11 +201,13 @@ def build_notifier(settings: Settings, db: Database, notifiers: Sequence[object]
     from autotrade.notify import Channel, NotifySettings, Route, build_background_dispatcher
     from autotrade.notify.dispatcher import DeliveryFailure
     from autotrade.notify.kakao import NHN_ALIMTALK_URL
+    from autotrade.notify.model import NotificationKind
 
     cfg = NotifySettings(
         slack_token=settings.slack_token,
         slack_webhook_url=settings.slack_webhook_url,
         slack_operator_channel=settings.slack_operator_channel,
+        **({"slack_base_url": settings.slack_base_url} if settings.slack_base_url else {}),
         sns_region=settings.sns_region,
         sns_endpoint_url=settings.sns_endpoint_url,
         sns_topic_arn=settings.sns_topic_arn,
@@ -213,6 +215,7 @@ def build_notifier(settings: Settings, db: Database, notifiers: Sequence[object]
         kakao_app_key=settings.kakao_app_key,
         kakao_secret_key=settings.kakao_secret_key,
         kakao_sender_key=settings.kakao_sender_key,
+        kakao_templates={NotificationKind(k): v for k, v in settings.kakao_templates.items()},
         operator_phone=settings.operator_phone,
         operator_channels=[Channel(c.strip()) for c in settings.notifier.split(",") if c.strip()],
         timeout_seconds=settings.notify_timeout_seconds,

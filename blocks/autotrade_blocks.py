@@ -74,6 +74,7 @@ class Notifiers(Block):
     kakao_app_key: SecretStr | None = None
     kakao_secret_key: SecretStr | None = None
     kakao_sender_key: SecretStr | None = None
+    kakao_templates: dict[str, str] = Field(default_factory=dict, description="notification kind: template")
 
 
 ANOMALY_FIELDS = tuple(n for n in CredentialVault.model_fields if n.startswith("anomaly_"))
@@ -128,7 +129,7 @@ def blocks_from_settings(s: Settings) -> dict[str, Block]:
             aws_credentials=_aws(s.sns_aws_access_key_id, s.sns_aws_secret_access_key, s.sns_region),
             kakao_base_url=s.kakao_base_url, kakao_app_key=s.kakao_app_key,
             kakao_secret_key=s.kakao_secret_key, kakao_sender_key=s.kakao_sender_key,
-            operator_phone=s.operator_phone,
+            kakao_templates=dict(s.kakao_templates), operator_phone=s.operator_phone,
         ),
     }  # fmt: skip
 
@@ -216,6 +217,8 @@ def settings_from_blocks(base: Settings | None = None) -> Settings:
         if notifiers.slack_webhook is not None:
             updates["slack_webhook_url"] = notifiers.slack_webhook.url
         updates["slack_operator_channel"] = notifiers.slack_operator_channel
+        if notifiers.kakao_templates:
+            updates["kakao_templates"] = dict(notifiers.kakao_templates)
         for name in NOTIFIER_FIELDS:
             value = getattr(notifiers, name)
             if value is not None:

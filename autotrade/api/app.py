@@ -396,6 +396,9 @@ def create_app(deps: ApiDeps) -> FastAPI:
     from autotrade.api.ops import include_ops
 
     include_ops(app, deps)  # operator routes for running the product (autotrade/api/ops.py)
+    from autotrade.api.preferences import router as preferences  # imports this module: here, not on top
+
+    app.include_router(preferences)
     return app
 
 

@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PREFECT_HOME ?= $(CURDIR)/var/prefect
 
-.PHONY: install test test-pg lint typecheck bench demo clean
+.PHONY: install test test-pg lint typecheck bench demo clean mutation
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -52,6 +52,36 @@ lint: install
 
 bench: install
 	@for b in bench/*.py; do echo "== $$b"; $(VENV)/bin/python $$b || exit 1; done
+
+# Mutation testing (mutmut, configured in pyproject.toml) of autotrade/domain/ and autotrade/trading/orders.py
+# against tests/unit, in a scratch copy under var/ (nice -n 10, two workers, stopped after MUTATION_TIMEOUT
+# seconds). The last line is JSON: killed, survived, score (percent of mutants killed; timeouts count as killed),
+# overall and for autotrade/domain/ alone; the lines before it name the surviving mutants.
+MUTATION_TIMEOUT ?= 1800
+define MUTATION_SUMMARY
+import json, sys
+status = dict(line.strip().rsplit(": ", 1) for line in sys.stdin if ": " in line)
+def count(prefix):
+    mine = {n: s for n, s in status.items() if n.startswith(prefix)}
+    killed = sum(s in ("killed", "timeout", "caught by type check") for s in mine.values())
+    survived = sorted(n for n, s in mine.items() if s == "survived")
+    return mine, killed, survived
+every, killed, survived = count("")
+domain, d_killed, d_survived = count("autotrade.domain.")
+print("\n".join("survived: " + n for n in survived))
+untested = sum(s == "no tests" for s in every.values())
+print(json.dumps({"mutants": len(every), "killed": killed, "survived": len(survived), "no_tests": untested,
+                  "score": round(100 * killed / max(len(every), 1), 1),
+                  "domain": {"mutants": len(domain), "killed": d_killed, "survived": len(d_survived),
+                             "score": round(100 * d_killed / max(len(domain), 1), 1)}}))
+endef
+export MUTATION_SUMMARY
+mutation: install
+	rm -rf var/mutation && mkdir -p var/mutation
+	cp -r autotrade tests pyproject.toml var/mutation/
+	cd var/mutation && nice -n 10 timeout $(MUTATION_TIMEOUT) ../../$(VENV)/bin/mutmut run --max-children 2 \
+		> run.log 2>&1 || { tail -c 2000 run.log; exit 1; }
+	@cd var/mutation && ../../$(VENV)/bin/mutmut results --all true 2>/dev/null | ../../$(VENV)/bin/python -c "$$MUTATION_SUMMARY"
 
 clean:
 	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WEB_OUT = Path(__file__).resolve().parents[2] / "web" / "out"
-_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+_INLINE_SCRIPT = re.compile(rb"<script(?![^>]*\ssrc=)[^>]*>(.*?)</script>", re.DOTALL)  # without src=
 _API_PREFIXES = ("/api/", "/docs", "/redoc", "/openapi.json", "/health")
 
 

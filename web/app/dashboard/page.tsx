@@ -50,7 +50,7 @@ function PositionCard({ p }: { p: Position }) {
           </dd>
         </div>
       </dl>
-      <table className="num mt-3 w-full text-sm">
+      <table className="num mt-3 w-full table-fixed text-sm">
         <caption className="sr-only">{t("tiers")}</caption>
         <thead>
           <tr className="text-left text-slate-600">
@@ -207,7 +207,10 @@ export default function DashboardPage() {
                         <td className="p-2">{formatKst(tr.executed_at)}</td>
                         <td className="p-2">{tr.name}</td>
                         <td className="p-2">
-                          {tr.action} {tr.exit_reason ? <span className="text-xs">({tr.exit_reason})</span> : null}
+                          {tr.action}
+                          {tr.exit_reason && tr.exit_reason !== tr.action ? (
+                            <span className="text-xs"> ({tr.exit_reason})</span>
+                          ) : null}
                         </td>
                         <td className="p-2">{tr.quantity}</td>
                         <td className="p-2">{formatKrw(tr.price)}</td>

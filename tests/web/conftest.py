@@ -72,8 +72,29 @@ class Product:
     api_runtime: Any
 
     async def shot(self, page: Any, name: str) -> None:
+        """A full-page screenshot into /tmp/web-shots/, and the page must pass axe-core with no serious or
+        critical violation."""
         SHOTS.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, tiny
         await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        violations = await axe(page)
+        assert not violations, (name, violations)
+
+
+AXE = Path(__file__).resolve().parents[2] / "web" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+async def axe(page: Any) -> list[str]:
+    """axe-core's serious and critical violations on the page (evaluated through the DevTools protocol, which
+    the page's CSP does not govern; the page itself never loads it)."""
+    if not await page.evaluate("typeof window.axe !== 'undefined'"):
+        await page.evaluate(AXE.read_text(encoding="utf-8") + "\n;0")
+    found: list[str] = await page.evaluate(
+        """axe.run(document, {resultTypes: ['violations']}).then(r => r.violations
+            .filter(v => v.impact === 'serious' || v.impact === 'critical')
+            .map(v => `${v.id} (${v.impact}): ` +
+                 v.nodes.map(n => n.target.join(' ')).slice(0, 3).join(', ')))"""
+    )
+    return found
 
 
 class ApiServer:

@@ -58,8 +58,10 @@ async def test_sign_up_register_trade_and_watch_live(product: Product, browser: 
     # Sign up (the home page sends a visitor to the login page).
     await page.goto(base + "/")
     await page.wait_for_url("**/login/")
+    await product.shot(page, "login-desktop")
     await page.get_by_role("link", name="회원가입").first.click()
     await page.wait_for_url("**/signup/")
+    await product.shot(page, "signup-desktop")
     await page.get_by_label("이메일").fill(EMAIL)
     await page.get_by_label("비밀번호").fill(PASSWORD)
     await page.get_by_role("button", name="회원가입").click()

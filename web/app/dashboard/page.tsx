@@ -151,7 +151,12 @@ export default function DashboardPage() {
             {snapshot.orders.length === 0 ? (
               <p>{t("noOrders")}</p>
             ) : (
-              <div className="overflow-x-auto rounded-lg bg-white shadow-sm">
+              <div
+                tabIndex={0}
+                role="region"
+                aria-label={t("ordersToday")}
+                className="overflow-x-auto rounded-lg bg-white shadow-sm focus:outline-2 focus:outline-blue-700"
+              >
                 <table className="num w-full min-w-[32rem] text-sm" data-testid="orders">
                   <thead>
                     <tr className="border-b text-left text-slate-600">
@@ -189,7 +194,12 @@ export default function DashboardPage() {
             {snapshot.trades.length === 0 ? (
               <p>{t("noTrades")}</p>
             ) : (
-              <div className="overflow-x-auto rounded-lg bg-white shadow-sm">
+              <div
+                tabIndex={0}
+                role="region"
+                aria-label={t("trades")}
+                className="overflow-x-auto rounded-lg bg-white shadow-sm focus:outline-2 focus:outline-blue-700"
+              >
                 <table className="num w-full min-w-[36rem] text-sm" data-testid="trades">
                   <thead>
                     <tr className="border-b text-left text-slate-600">

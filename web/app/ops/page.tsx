@@ -42,7 +42,12 @@ export default function OpsPage() {
           ) : events.length === 0 ? (
             <p>{t("noEvents")}</p>
           ) : (
-            <div className="overflow-x-auto rounded-lg bg-white shadow-sm">
+            <div
+                tabIndex={0}
+                role="region"
+                aria-label={t("securityEvents")}
+                className="overflow-x-auto rounded-lg bg-white shadow-sm focus:outline-2 focus:outline-blue-700"
+              >
               <table className="num w-full min-w-[36rem] text-sm">
                 <thead>
                   <tr className="border-b text-left text-slate-600">

@@ -390,12 +390,11 @@ def create_app(deps: ApiDeps) -> FastAPI:
                 for r in rows
             ]
 
+    from autotrade.api.ops import include_ops
     from autotrade.api.web import include_web
 
+    include_ops(app, deps)  # operator routes, /metrics and /ready (autotrade/api/ops.py)
     include_web(app, deps)  # the web app at / and its live feed (autotrade/api/web.py)
-    from autotrade.api.ops import include_ops
-
-    include_ops(app, deps)  # operator routes for running the product (autotrade/api/ops.py)
     from autotrade.api.preferences import router as preferences  # imports this module: here, not on top
 
     app.include_router(preferences)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi import Path as PathParam
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from autotrade.api import schemas as sc
 from autotrade.api.app import ApiDeps, CurrentOperator
@@ -51,7 +51,27 @@ def ops_router(deps: ApiDeps) -> APIRouter:
 
 
 def include_ops(app: FastAPI, deps: ApiDeps) -> None:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from autotrade.config import broker_urls, get_settings
+    from autotrade.ops.metrics import api_registry, readiness
+
     app.include_router(ops_router(deps))
+    registry, latency = api_registry(deps.db)
+
+    @app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
+    def metrics() -> Response:
+        """Prometheus exposition (autotrade/ops/metrics.py says what is there). No authentication: serve the
+        API where only the operator's network reaches it, or block /metrics at the proxy."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/ready", include_in_schema=False)  # infrastructure, not the product API (503 by design)
+    async def ready(request: Request) -> JSONResponse:
+        """200 when the database answers and the broker's REST and feed hosts accept a connection, else 503
+        naming the failed checks."""
+        checks = await readiness(request.app.state.deps.db, *broker_urls(get_settings()))
+        code = status.HTTP_200_OK if all(checks.values()) else status.HTTP_503_SERVICE_UNAVAILABLE
+        return JSONResponse({"ready": all(checks.values()), "checks": checks}, status_code=code)
 
     @app.middleware("http")
     async def request_ids(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -63,6 +83,10 @@ def include_ops(app: FastAPI, deps: ApiDeps) -> None:
         started = time.perf_counter()
         try:
             response = await call_next(request)
+            route = getattr(request.scope.get("route"), "path", "unmatched")  # a template: bounded labels
+            latency.labels(request.method, route, str(response.status_code)).observe(
+                time.perf_counter() - started
+            )
             log.info("%s %s %s in %.0f ms", request.method, request.url.path, response.status_code,
                      (time.perf_counter() - started) * 1000)  # fmt: skip
         finally:

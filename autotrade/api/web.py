@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 WEB_OUT = Path(__file__).resolve().parents[2] / "web" / "out"
 _INLINE_SCRIPT = re.compile(rb"<script(?![^>]*\ssrc=)[^>]*>(.*?)</script>", re.DOTALL)  # without src=
-_API_PREFIXES = ("/api/", "/docs", "/redoc", "/openapi.json", "/health")
+_API_PREFIXES = ("/api/", "/docs", "/redoc", "/openapi.json", "/health", "/metrics", "/ready")
 
 
 def web_dir() -> Path:

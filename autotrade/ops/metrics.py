@@ -1,0 +1,166 @@
+"""Prometheus metrics of the API process and readiness.
+
+What ``/metrics`` exposes (a registry of its own per app, ``prometheus-client``):
+
+- ``autotrade_api_request_seconds{method,route,status}``: a histogram of this API's request latency.
+- Gauges read from the database at each scrape, for the current trading day (KST) so a scrape stays cheap
+  however long the ledger grows, and the same from every process (the workers write the database):
+  ``autotrade_orders{side,status}`` (order intents of the day by side and outcome),
+  ``autotrade_order_shares{side,kind}`` (ordered and filled shares of orders that reached the broker),
+  ``autotrade_fill_rate`` (filled / ordered shares), ``autotrade_fills`` (fill rows),
+  ``autotrade_exit_tier_firings{tier}`` (sells of the day by exit reason),
+  ``autotrade_gateway_requests{action,allowed}`` (the access log),
+  ``autotrade_kill_switch_events`` and ``autotrade_security_events{rule}``,
+  ``autotrade_notification_failures{channel}``.
+
+Not exposed yet (the issue asks for them): broker answers by return code, the gateway's own latency
+histogram, the tick-to-decision lag and flow runs by state. They live inside the worker processes
+(broker client, gateway, watcher), which have no exposition of their own yet; the plan is a
+multiprocess-mode registry (``PROMETHEUS_MULTIPROC_DIR``) those processes write and this endpoint reads.
+
+``/ready``: the database answers ``SELECT 1``, and the broker's REST and WebSocket hosts accept a TCP
+connection within ``wait`` seconds; 503 with the failed checks otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from datetime import date, datetime, time, timedelta
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from autotrade.domain.krx import KST
+from autotrade.store.db import Database
+from autotrade.store.models import (
+    AccessLog,
+    FillRow,
+    NotificationFailure,
+    OrderIntentRow,
+    SecurityEvent,
+    TradeRecordRow,
+)
+
+
+def today_kst() -> date:
+    return datetime.now(KST).date()
+
+
+class LedgerCollector(Collector):
+    """Today's figures from the database at each scrape."""
+
+    def __init__(self, db: Database, day: Callable[[], date] = today_kst) -> None:
+        self.db = db
+        self.day = day
+
+    def collect(self) -> Iterator[Metric]:
+        day = self.day()
+        start = datetime.combine(day, time(0), tzinfo=KST)
+        end = start + timedelta(days=1)
+        orders = GaugeMetricFamily("autotrade_orders", "order intents of the day", labels=["side", "status"])
+        shares = GaugeMetricFamily("autotrade_order_shares", "shares of the day's orders at the broker",
+                                   labels=["side", "kind"])  # fmt: skip
+        tiers = GaugeMetricFamily(
+            "autotrade_exit_tier_firings", "sells of the day by exit reason", labels=["tier"]
+        )
+        requests = GaugeMetricFamily("autotrade_gateway_requests", "gateway requests of the day",
+                                     labels=["action", "allowed"])  # fmt: skip
+        rules = GaugeMetricFamily("autotrade_security_events", "security events of the day", labels=["rule"])
+        failures = GaugeMetricFamily("autotrade_notification_failures", "undelivered notices of the day",
+                                     labels=["channel"])  # fmt: skip
+        with self.db.unit_of_work() as s:
+            ordered = filled = 0
+            for side, status, n in s.execute(
+                sa.select(OrderIntentRow.side, OrderIntentRow.status, sa.func.count())
+                .where(OrderIntentRow.trading_day == day)
+                .group_by(OrderIntentRow.side, OrderIntentRow.status)
+            ):
+                orders.add_metric([side.value, status.value], n)
+            for side, qty, done in s.execute(
+                sa.select(OrderIntentRow.side, sa.func.sum(OrderIntentRow.quantity),
+                          sa.func.sum(OrderIntentRow.filled_quantity))
+                .where(OrderIntentRow.trading_day == day, OrderIntentRow.order_no.is_not(None))
+                .group_by(OrderIntentRow.side)
+            ):  # fmt: skip
+                shares.add_metric([side.value, "ordered"], int(qty or 0))
+                shares.add_metric([side.value, "filled"], int(done or 0))
+                ordered, filled = ordered + int(qty or 0), filled + int(done or 0)
+            fills = s.scalar(
+                sa.select(sa.func.count(FillRow.id)).where(
+                    FillRow.executed_at >= start, FillRow.executed_at < end
+                )
+            )
+            for reason, n in s.execute(
+                sa.select(TradeRecordRow.exit_reason, sa.func.count())
+                .where(TradeRecordRow.trading_day == day, TradeRecordRow.exit_reason.is_not(None))
+                .group_by(TradeRecordRow.exit_reason)
+            ):
+                tiers.add_metric([reason.value], n)
+            for action, allowed, n in s.execute(
+                sa.select(AccessLog.action, AccessLog.allowed, sa.func.count())
+                .where(AccessLog.at >= start, AccessLog.at < end)
+                .group_by(AccessLog.action, AccessLog.allowed)
+            ):
+                requests.add_metric([action, "true" if allowed else "false"], n)
+            kills = 0
+            for rule, action_taken, n in s.execute(
+                sa.select(SecurityEvent.rule, SecurityEvent.action_taken, sa.func.count())
+                .where(SecurityEvent.at >= start, SecurityEvent.at < end)
+                .group_by(SecurityEvent.rule, SecurityEvent.action_taken)
+            ):
+                rules.add_metric([rule], n)
+                kills += n if "DISABLED" in (action_taken or "") else 0
+            for channel, n in s.execute(
+                sa.select(NotificationFailure.channel, sa.func.count())
+                .where(NotificationFailure.at >= start, NotificationFailure.at < end)
+                .group_by(NotificationFailure.channel)
+            ):
+                failures.add_metric([channel], n)
+        yield orders
+        yield shares
+        yield GaugeMetricFamily("autotrade_fill_rate", "filled / ordered shares, orders at the broker",
+                                value=filled / ordered if ordered else 0.0)  # fmt: skip
+        yield GaugeMetricFamily("autotrade_fills", "fills of the day", value=fills or 0)
+        yield tiers
+        yield requests
+        yield GaugeMetricFamily("autotrade_kill_switch_events", "keys disabled today", value=kills)
+        yield rules
+        yield failures
+
+
+def api_registry(db: Database, day: Callable[[], date] = today_kst) -> tuple[CollectorRegistry, Histogram]:
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(LedgerCollector(db, day))
+    latency = Histogram("autotrade_api_request_seconds", "API request latency", ["method", "route", "status"],
+                        registry=registry)  # fmt: skip
+    return registry, latency
+
+
+async def readiness(db: Database, rest_url: str, ws_url: str, wait: float = 2.0) -> dict[str, bool]:
+    """Each check's outcome: the database, the broker's REST host, the price feed's host."""
+
+    def database() -> bool:
+        try:
+            with db.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    async def reachable(url: str) -> bool:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme in ("https", "wss") else 80)
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, port), wait)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        return True
+
+    db_ok = await asyncio.to_thread(database)
+    broker_ok, feed_ok = await asyncio.gather(reachable(rest_url), reachable(ws_url))
+    return {"database": db_ok, "broker": broker_ok, "feed": feed_ok}

@@ -286,6 +286,13 @@ class AccessLog(Base):
     __table_args__ = (
         sa.Index("ix_access_log_account_action_at", "account_no", "action", "at"),
         sa.Index("ix_access_log_account_no_at", "account_no", "at"),  # the security rules' windows
+        sa.Index(  # the refusal window reads only the refusals, however busy the key
+            "ix_access_log_refused_account_no_at",
+            "account_no",
+            "at",
+            postgresql_where=sa.text("allowed = false"),
+            sqlite_where=sa.text("allowed = 0"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import aliased
 
 from autotrade.broker.client import KiwoomClient
 from autotrade.broker.errors import BrokerError
@@ -112,26 +113,34 @@ _SPENT_BY_TOKEN = (  # across every gateway process that saw the token
 
 
 # The security rules' sliding windows, shared by every process: the account's rows of the access log since
-# the window's start and since the key's last status change (ix_access_log_account_no_at).
-_IN_WINDOW = sa.or_(UserApiKey.status_changed_at.is_(None), AccessLog.at > UserApiKey.status_changed_at)
-_RECENT = (
-    sa.select(sa.func.count())
-    .select_from(AccessLog)
-    .where(
-        AccessLog.account_no == sa.bindparam("p_account"),
-        AccessLog.at > sa.bindparam("p_burst_since", type_=AccessLog.at.type), _IN_WINDOW,
-    )
+# the window's start and since the key's last status change, counted up to one past the rule's threshold
+# (all a rule needs to know), so a busy key costs no more than a quiet one (ix_access_log_account_no_at,
+# and for the refusals ix_access_log_refused_account_no_at).
+_KEY_AGAIN = aliased(UserApiKey)
+_CHANGED = (  # not correlated: a derived table cannot see the outer row on every backend
+    sa.select(_KEY_AGAIN.status_changed_at)
+    .where(_KEY_AGAIN.user_id == sa.bindparam("p_user"), _KEY_AGAIN.account_no == sa.bindparam("p_account"))
     .scalar_subquery()
 )
-_FAILURES = (  # refusals, except those of a STEP_UP rule
-    sa.select(sa.func.count())
-    .select_from(AccessLog)
-    .where(
-        AccessLog.account_no == sa.bindparam("p_account"), AccessLog.allowed.is_(False),
-        AccessLog.at > sa.bindparam("p_fail_since", type_=AccessLog.at.type), _IN_WINDOW,
-        sa.or_(AccessLog.reason.is_(None), ~AccessLog.reason.startswith(HELD)),
-    )
-    .scalar_subquery()
+_IN_WINDOW = sa.or_(_CHANGED.is_(None), AccessLog.at > _CHANGED)
+
+
+def _capped_count(*where: sa.ColumnElement[bool], cap: str) -> sa.ScalarSelect[int]:
+    rows = sa.select(sa.literal(1).label("one")).where(*where).limit(sa.bindparam(cap)).subquery()
+    return sa.select(sa.func.count()).select_from(rows).scalar_subquery()
+
+
+_RECENT = _capped_count(
+    AccessLog.account_no == sa.bindparam("p_account"),
+    AccessLog.at > sa.bindparam("p_burst_since", type_=AccessLog.at.type), _IN_WINDOW,
+    cap="p_burst_cap",
+)
+_FAILURES = _capped_count(  # refusals, except those of a STEP_UP rule
+    # "= false", as the partial index ix_access_log_refused_account_no_at says it
+    AccessLog.account_no == sa.bindparam("p_account"), AccessLog.allowed == sa.false(),
+    AccessLog.at > sa.bindparam("p_fail_since", type_=AccessLog.at.type), _IN_WINDOW,
+    sa.or_(AccessLog.reason.is_(None), ~AccessLog.reason.startswith(HELD)),
+    cap="p_fail_cap",
 )
 _HELD = (  # what the product's open positions hold of the code (a sell's or cancel's)
     sa.select(sa.func.coalesce(sa.func.sum(ThreeTierStrategy.held_quantity), 0))
@@ -455,7 +464,8 @@ class BrokerGateway:
                 {"p_user": claims.user_id, "p_account": claims.account_no, "p_jti": claims.jti,
                  "p_since": _day_start(now), "p_code": code,
                  "p_burst_since": now - timedelta(seconds=s.burst_window_seconds),
-                 "p_fail_since": now - timedelta(seconds=s.failed_window_seconds)},
+                 "p_fail_since": now - timedelta(seconds=s.failed_window_seconds),
+                 "p_burst_cap": s.burst_requests + 1, "p_fail_cap": s.failed_checks},
             ).first()  # fmt: skip
             if found is None:
                 status, limit, last_used, revoked, spent_today, by_token, version = (

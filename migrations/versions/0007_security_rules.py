@@ -1,8 +1,8 @@
 """security rules graded by action: shared sliding windows and finding grades
 
 The burst and refusal windows count an account's recent access-log rows inside the admission's read
-(index on account and time); a key's windows start again when its status changes (``status_changed_at``,
-set by the kill switch and by an operator's re-enable).
+(an index on account and time, and one on the refusals only); a key's windows start again when its
+status changes (``status_changed_at``, set by the kill switch and by an operator's re-enable).
 
 Revision ID: 0007
 Revises: 0006
@@ -23,9 +23,14 @@ def upgrade() -> None:
     with op.batch_alter_table("user_api_keys") as batch:
         batch.add_column(sa.Column("status_changed_at", sa.DateTime(timezone=True), nullable=True))
     op.create_index("ix_access_log_account_no_at", "access_log", ["account_no", "at"])
+    op.create_index(
+        "ix_access_log_refused_account_no_at", "access_log", ["account_no", "at"],
+        postgresql_where=sa.text("allowed = false"), sqlite_where=sa.text("allowed = 0"),
+    )  # fmt: skip
 
 
 def downgrade() -> None:
+    op.drop_index("ix_access_log_refused_account_no_at", table_name="access_log")
     op.drop_index("ix_access_log_account_no_at", table_name="access_log")
     with op.batch_alter_table("user_api_keys") as batch:
         batch.drop_column("status_changed_at")

@@ -60,7 +60,7 @@ async def evening_signal_and_buy(
         unknown = set(limits) - set(CAPPABLE)
         if unknown or any(int(v) <= 0 for v in limits.values()):
             raise ValueError(f"limits: only positive {', '.join(CAPPABLE)}; got {sorted(limits)}")
-    batch_id = validate_scan_task(day, scan, scan_payload)
+    batch_id = await validate_scan_task(day, scan, scan_payload)
     accounts = list_accounts(users)
     processes = min(rt.settings.worker_processes, -(-len(accounts) // rt.settings.batch_size))
     if processes > 1:

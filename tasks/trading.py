@@ -19,7 +19,7 @@ from autotrade.domain.models import ScanRow
 from autotrade.runtime import SELL, TRADE, get_runtime, many_accounts_at_once
 from autotrade.store.models import ScanBatch
 from autotrade.trading.buys import AccountRef
-from autotrade.trading.scan import RawScan, parse_scan_payload, read_scan, validate_scan
+from autotrade.trading.scan import RawScan, parse_scan_payload, validate_scan, wait_for_scan
 from tasks.common import RETRY, TRANSIENT, RetryBatch
 
 T = TypeVar("T")
@@ -38,16 +38,24 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
 
 
 @task(name="validate_scan", persist_result=False)
-def validate_scan_task(day: date, scan: str | None = None, payload: dict[str, Any] | None = None) -> int:
-    """Read and validate the day's scan; store the batch; raise ScanRejected when it fails."""
-    from prefect.artifacts import create_markdown_artifact
+async def validate_scan_task(
+    day: date, scan: str | None = None, payload: dict[str, Any] | None = None
+) -> int:
+    """Read and validate the day's scan; store the batch; raise ScanRejected when it fails. A scan read
+    from its location is waited for up to ``scan_wait_minutes`` (none yet, a file still being written, an
+    S3 error), then :class:`~autotrade.trading.scan.ScanUnavailable` says what was seen."""
+    from prefect.artifacts import acreate_markdown_artifact
 
     rt = get_runtime()
-    raw: RawScan = (
-        parse_scan_payload(payload)
-        if payload is not None
-        else read_scan(scan or rt.settings.scan_location, day)
-    )
+    if payload is not None:
+        raw: RawScan = parse_scan_payload(payload)
+    else:
+        raw = await wait_for_scan(
+            scan or rt.settings.scan_location, day,
+            deadline=rt.clock() + timedelta(minutes=rt.settings.scan_wait_minutes),
+            poll_seconds=rt.settings.scan_poll_seconds, clock=rt.clock, wait_until=rt.time.wait_until,
+            log=_logger(),
+        )  # fmt: skip
     result = validate_scan(
         raw, trading_day=day, now=rt.clock(), max_age=timedelta(minutes=rt.settings.scan_max_age_minutes)
     )
@@ -63,7 +71,7 @@ def validate_scan_task(day: date, scan: str | None = None, payload: dict[str, An
             s.add(existing)
             s.flush()
         batch_id = existing.id
-    create_markdown_artifact(
+    await acreate_markdown_artifact(
         key="scan-validation", markdown=f"{result.report()}\n\nsource: `{raw.source}`", description=status
     )
     if not result.success:

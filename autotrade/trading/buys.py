@@ -128,7 +128,8 @@ class BuyService:
                 out.placed = [(b.code, b.quantity, b.price) for b in plan.buys]
                 out.skipped = [(k.code, k.reason.value) for k in plan.skipped]
                 return PreparedBuys(out, [])
-            recorded = await self.db.run(self._record_plan, ref, day, plan, scan_batch_id)
+            reasons = {r.code: list(r.reasons) for r in scan}
+            recorded = await self.db.run(self._record_plan, ref, day, plan, scan_batch_id, reasons)
             if recorded is not None:
                 out.skipped, intents = recorded
                 return PreparedBuys(out, intents)
@@ -210,7 +211,8 @@ class BuyService:
         )
 
     def _record_plan(
-        self, ref: AccountRef, day: date, plan: BuyPlan, scan_batch_id: int | None
+        self, ref: AccountRef, day: date, plan: BuyPlan, scan_batch_id: int | None,
+        reasons: Mapping[str, list[str]] | None = None,
     ) -> tuple[list[tuple[str, str]], list[tuple[int, str, int, int, IntentStatus]]] | None:
         """The account's signals and buy intents of the day, all or nothing, in one transaction of three
         statements whatever the plan's size; returns (skips, intents) as :meth:`_skips_and_intents` would
@@ -227,7 +229,10 @@ class BuyService:
                         {**signal, "code": b.code, "name": b.name, "score": b.score, "current_price": b.price,
                          "target_quantity": b.quantity, "confidence": min(b.score / 10, 1.0),
                          "status": SignalStatus.ORDERED,
-                         "reasons": json.dumps([f"bound by {b.bound_by.value}"], ensure_ascii=False)}
+                         # the scan's reasons, then the risk limit that sized the buy
+                         "reasons": json.dumps(
+                             [*(reasons or {}).get(b.code, ()), f"bound by {b.bound_by.value}"],
+                             ensure_ascii=False)}
                         for b in plan.buys
                     ]  # fmt: skip
                     signal_ids = conn.scalars(_INSERT_SIGNALS, ordered).all()

@@ -143,6 +143,55 @@ def read_scan(location: str | Path, trading_day: date | None = None) -> RawScan:
         return parse_scan_bytes(f.read(MAX_BYTES + 1), str(path))
 
 
+class ScanUnavailable(Exception):
+    """No readable scan of the day came by the deadline (the message says where, until when, and what was
+    last seen there)."""
+
+
+def _transient_scan_errors() -> tuple[type[BaseException], ...]:
+    """What waiting can cure: no file yet, one still being written (cut JSON, an empty file), an S3 error."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (ScanFormatError, OSError, BotoCoreError, ClientError)
+
+
+async def wait_for_scan(
+    location: str | Path,
+    trading_day: date,
+    *,
+    deadline: datetime,
+    poll_seconds: float,
+    clock: Any,
+    wait_until: Any,
+    log: Any = log,
+) -> RawScan:
+    """Read the scan of ``trading_day`` at ``location``, retrying until ``deadline`` (on ``clock``) while
+    there is none yet, the file cannot be parsed yet (still being written), S3 answers with an error, or the
+    newest scan there is of another day; ``wait_until`` (the runtime's) waits between attempts. Raises
+    :class:`ScanUnavailable` at the deadline. Validation is the caller's: a readable but bad scan is
+    rejected at once, not waited on."""
+    transient = _transient_scan_errors()
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            raw = read_scan(location, trading_day)
+            if raw.trading_day is None or raw.trading_day == trading_day:
+                return raw
+            last = f"the newest scan there ({raw.source}) is of {raw.trading_day}"
+        except transient as exc:
+            last = str(exc) if isinstance(exc, ScanFormatError) else type(exc).__name__
+        now = clock()
+        if now >= deadline:
+            raise ScanUnavailable(
+                f"no readable scan of {trading_day} at {location} by {deadline.astimezone(KST):%H:%M} KST "
+                f"({attempts} attempts, every {poll_seconds:g} s); last: {last}"
+            )
+        if attempts == 1:
+            log.info("waiting for the scan of %s at %s until %s: %s", trading_day, location, deadline, last)
+        await wait_until(min(deadline, now + timedelta(seconds=poll_seconds)))
+
+
 def _newest_in_folder(folder: Path, trading_day: date | None) -> Path:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".json", ".csv"))
     if trading_day is not None:

@@ -5,13 +5,16 @@ summary is an artifact; a re-run or a retry tells users only what is new."""
 from __future__ import annotations
 
 import io
-from datetime import time
+import json
+from datetime import datetime, time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from autotrade.demo.stack import Stack
-from autotrade.store.models import UserNotice
+from autotrade.domain.krx import KST
+from autotrade.store.models import TradingSignal, UserNotice
 from flows.evening_signal_and_buy import evening_signal_and_buy
 from flows.morning_fill_and_arm import morning_fill_and_arm
 from tasks.trading import place_buy_orders
@@ -45,12 +48,40 @@ async def test_accounts_failing_after_retries_fail_the_run_and_reach_the_operato
 
 
 async def test_a_clean_run_stays_completed_with_its_summary(stack: Stack) -> None:
-    evening_scan(stack, DAY1)
+    path = evening_scan_path(stack)
     state, result, run_id = await run(evening_signal_and_buy, trading_day=DAY1, collect_fills=False)
     assert state.is_completed(), state.message
     assert result["accounts_with_errors"] == 0 and result["orders"] > 0
     [summary] = [a for a in await artifacts_of([run_id]) if a.key == "evening-summary"]
     assert f"| orders | {result['orders']} |" in str(summary.data) and "failed" not in str(summary.data)
+    # each signal carries the scan's reasons for its stock, then the limit that sized the buy
+    scanned = {r["code"]: r["reasons"] for r in json.loads(path.read_text(encoding="utf-8"))["scan_results"]}
+    with stack.db.unit_of_work() as s:
+        signals = s.execute(sa.select(TradingSignal.code, TradingSignal.reasons)).all()
+    assert len(signals) == result["orders"]
+    for code, reasons in signals:
+        stored = json.loads(reasons)
+        assert stored[:-1] == scanned[code] and stored[-1].startswith("bound by "), stored
+
+
+def evening_scan_path(stack: Stack) -> Path:
+    evening_scan(stack, DAY1)
+    return stack.scans_dir / f"scan_{DAY1:%Y%m%d}.json"
+
+
+async def test_a_weekday_run_with_no_scan_waits_then_fails_and_tells_the_operator(
+    stack: Stack, notes: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waiting = stack.settings.model_copy(update={"scan_wait_minutes": 5.0, "scan_poll_seconds": 30.0})
+    monkeypatch.setattr(stack.runtime, "settings", waiting)
+    stack.at(DAY1, time(15, 40))
+    state, _, _ = await run(evening_signal_and_buy, trading_day=DAY1)
+    assert state.is_failed()
+    message = str(state.message)
+    assert f"no readable scan of {DAY1} at {stack.scans_dir} by 15:45 KST (11 attempts" in message, message
+    assert stack.now() >= datetime.combine(DAY1, time(15, 45), tzinfo=KST)  # it did wait, on the clock
+    assert broker_orders(stack) == 0
+    assert "no readable scan of 2026-11-18" in notes.getvalue()  # the operator's failure notice
 
 
 def _count(notes: io.StringIO, kind: str) -> int:

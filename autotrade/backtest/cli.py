@@ -7,6 +7,7 @@ Kept light at import (typer only): the data stack (pandas, numpy, matplotlib) lo
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -165,15 +166,18 @@ def backtest(
     if ctx.invoked_subcommand is not None:
         return
     out = _out_dir(out)
-    settings = _settings(config)
-    data, source = _market(bars, scans, minutes, synthetic, seed, settings)
+    from autotrade.backtest.report import ReportProcess, write_outputs
 
-    from autotrade.backtest.engine import run_backtest
-    from autotrade.backtest.report import write_outputs
+    # Forked before pandas loads: the child imports matplotlib while this process loads and runs.
+    with ReportProcess() if report else nullcontext() as drawer:
+        settings = _settings(config)
+        data, source = _market(bars, scans, minutes, synthetic, seed, settings)
 
-    show = sys.stderr.isatty() if progress is None else progress
-    result = run_backtest(data, settings, progress=show)
-    paths, metrics = write_outputs(result, out, charts=report)
+        from autotrade.backtest.engine import run_backtest
+
+        show = sys.stderr.isatty() if progress is None else progress
+        result = run_backtest(data, settings, progress=show)
+        paths, metrics = write_outputs(result, out, charts=report, drawer=drawer)
 
     typer.echo(f"backtest of {source}")
     typer.echo(

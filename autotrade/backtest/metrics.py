@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from autotrade.backtest.engine import BacktestResult
 from autotrade.domain.models import ExitReason, Side
+
+if TYPE_CHECKING:
+    from autotrade.backtest.engine import BacktestResult
 
 TRADING_DAYS_PER_YEAR = 252
 DIGITS = 6

@@ -4,6 +4,11 @@ The CSV and JSON files are written byte for byte the same for the same inputs (f
 line ends, sorted keys, rounded floats, no timestamps of the run). Charts are drawn with matplotlib's Agg
 backend through the object API (no pyplot global state) and embedded in the HTML report as data URIs, so
 the report is one self-contained file.
+
+Drawing costs more than the backtest of a small market (matplotlib's import alone is about half a second),
+so :class:`ReportProcess` does it in a child process forked when the command starts: the child imports
+matplotlib while the parent loads the data and runs, then draws from the equity series it is sent. This
+module imports neither pandas nor the engine at load time, so the child stays small.
 """
 
 from __future__ import annotations
@@ -13,12 +18,19 @@ import csv
 import html
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from autotrade.backtest.engine import BacktestResult
 from autotrade.backtest.metrics import compute_metrics, drawdowns
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from multiprocessing.process import BaseProcess
+
+    from autotrade.backtest.engine import BacktestResult
 
 TRADE_COLUMNS = (
     "trade_id",
@@ -149,15 +161,19 @@ def metrics_json(metrics: dict[str, Any]) -> str:
 
 
 def equity_png(result: BacktestResult) -> bytes:
-    days = [e.day for e in result.equity]
-    values = [e.equity / 1_000_000 for e in result.equity]
-    return _chart(days, values, "Equity", "KRW (millions)", fill=False)
+    return _equity_chart([e.day for e in result.equity], [e.equity for e in result.equity])
 
 
 def drawdown_png(result: BacktestResult) -> bytes:
-    days = [e.day for e in result.equity]
-    values = [-100 * d for d in drawdowns(result)]
-    return _chart(days, values, "Drawdown from peak", "%", fill=True)
+    return _drawdown_chart([e.day for e in result.equity], drawdowns(result))
+
+
+def _equity_chart(days: Sequence[date], equity: Sequence[int]) -> bytes:
+    return _chart(list(days), [v / 1_000_000 for v in equity], "Equity", "KRW (millions)", fill=False)
+
+
+def _drawdown_chart(days: Sequence[date], drawdown: Sequence[float]) -> bytes:
+    return _chart(list(days), [-100 * d for d in drawdown], "Drawdown from peak", "%", fill=True)
 
 
 def _chart(days: list[Any], values: list[float], title: str, ylabel: str, *, fill: bool) -> bytes:
@@ -264,12 +280,86 @@ Files: <a href="trades.csv">trades.csv</a>, <a href="positions.csv">positions.cs
 """
 
 
+def _write_report(
+    paths: Outputs, metrics: dict[str, Any], days: Sequence[date], equity: Sequence[int], dd: Sequence[float]
+) -> None:
+    eq_png, dd_png = _equity_chart(days, equity), _drawdown_chart(days, dd)
+    paths.equity_chart.write_bytes(eq_png)
+    paths.drawdown_chart.write_bytes(dd_png)
+    paths.report.write_bytes(report_html(metrics, eq_png, dd_png).encode("utf-8"))
+
+
+def _report_child(conn: Connection, parent_end: Connection) -> None:
+    """The forked child: import matplotlib now, then draw what the parent sends (or exit on EOF)."""
+    parent_end.close()  # else the parent closing its end would never reach this process as EOF
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+    from matplotlib.figure import Figure  # noqa: F401
+
+    try:
+        job = conn.recv()
+    except EOFError:  # the parent gave up (bad input): nothing to draw
+        return
+    try:
+        _write_report(*job)
+        conn.send("")
+    except Exception as exc:  # reported by the parent
+        conn.send(f"{type(exc).__name__}: {exc}")
+
+
+class ReportProcess:
+    """Charts and the HTML report drawn in a child forked at the start (in this process where fork is not
+    available). :meth:`write` sends the series and waits; :meth:`close` ends an unused child."""
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        self._conn: Connection | None = None
+        self._proc: BaseProcess | None = None
+        if "fork" in multiprocessing.get_all_start_methods():
+            ctx = multiprocessing.get_context("fork")
+            parent, child = ctx.Pipe()
+            self._proc = ctx.Process(target=_report_child, args=(child, parent), daemon=True)
+            self._proc.start()
+            child.close()
+            self._conn = parent
+
+    def write(self, paths: Outputs, metrics: dict[str, Any], result: BacktestResult) -> None:
+        job = (paths, metrics, [e.day for e in result.equity], [e.equity for e in result.equity],
+               drawdowns(result))  # fmt: skip
+        if self._conn is None or self._proc is None:
+            _write_report(*job)
+            return
+        self._conn.send(job)
+        error = self._conn.recv()
+        self.close()
+        if error:
+            raise RuntimeError(f"drawing the report failed: {error}")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._proc is not None:
+            self._proc.join(timeout=30)
+            if self._proc.is_alive():  # never expected; do not leave it behind
+                self._proc.kill()
+                self._proc.join()
+            self._proc = None
+
+    def __enter__(self) -> ReportProcess:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
 def write_outputs(
-    result: BacktestResult, out: Path, *, charts: bool = True
+    result: BacktestResult, out: Path, *, charts: bool = True, drawer: ReportProcess | None = None
 ) -> tuple[Outputs, dict[str, Any]]:
     """Write the outputs into ``out`` (created if needed); returns their paths and the metrics.
 
-    ``charts=False`` skips the PNG charts and the HTML report (matplotlib is then never imported)."""
+    ``charts=False`` skips the PNG charts and the HTML report (matplotlib is then never imported);
+    ``drawer`` draws them in its child process."""
     out.mkdir(parents=True, exist_ok=True)
     metrics = compute_metrics(result)
     paths = Outputs(
@@ -287,8 +377,9 @@ def write_outputs(
     paths.metrics.write_bytes(metrics_json(metrics).encode("utf-8"))
     if not charts:
         return paths, metrics
-    eq, dd = equity_png(result), drawdown_png(result)
-    paths.equity_chart.write_bytes(eq)
-    paths.drawdown_chart.write_bytes(dd)
-    paths.report.write_bytes(report_html(metrics, eq, dd).encode("utf-8"))
+    if drawer is not None:
+        drawer.write(paths, metrics, result)
+    else:
+        _write_report(paths, metrics, [e.day for e in result.equity], [e.equity for e in result.equity],
+                      drawdowns(result))  # fmt: skip
     return paths, metrics

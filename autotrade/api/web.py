@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from autotrade.api.app import CurrentUser  # app.py includes this module only inside create_app
 from autotrade.domain.krx import KST
 from autotrade.store.db import Database
-from autotrade.store.models import OrderIntentRow, ThreeTierStrategy, TradeRecordRow
+from autotrade.store.models import EquitySnapshot, OrderIntentRow, ThreeTierStrategy, TradeRecordRow
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -137,7 +137,7 @@ class StaticWeb:
 def snapshots(db: Database, users: list[str]) -> dict[str, dict[str, Any]]:
     """Every watched user's dashboard data in a few queries for all of them together (no current prices)."""
     out: dict[str, dict[str, Any]] = {
-        u: {"positions": [], "orders": [], "trades": [], "realized_pnl": 0} for u in users
+        u: {"positions": [], "orders": [], "trades": [], "realized_pnl": 0, "equity": []} for u in users
     }
     if not users:
         return out
@@ -207,6 +207,19 @@ def snapshots(db: Database, users: list[str]) -> dict[str, dict[str, Any]]:
             .group_by(TradeRecordRow.user_id)
         ).all():
             out[u]["realized_pnl"] = int(total)
+        days: dict[str, dict[Any, int]] = {u: {} for u in users}
+        for u, day, equity in s.execute(
+            sa.select(EquitySnapshot.user_id, EquitySnapshot.trading_day, sa.func.sum(EquitySnapshot.equity))
+            .where(EquitySnapshot.user_id.in_(users))
+            .group_by(EquitySnapshot.user_id, EquitySnapshot.trading_day)
+        ).all():
+            days[u][day] = int(equity)
+    for u, by_day in days.items():
+        peak = 0
+        for day in sorted(by_day)[-250:]:  # about a year of trading days
+            peak = max(peak, by_day[day])
+            drawdown = round((by_day[day] - peak) / peak * 100, 2) if peak else 0.0
+            out[u]["equity"].append({"day": day.isoformat(), "equity": by_day[day], "drawdown": drawdown})
     return out
 
 
@@ -219,7 +232,9 @@ SNAPSHOT_EXAMPLE = {
          "tiers": [{"type": "STOP_LOSS", "price": 66500, "status": "ACTIVE", "quantity": 5},
                    {"type": "PRESERVE", "price": 72800, "status": "EXECUTED", "quantity": 5},
                    {"type": "TAKE_PROFIT", "price": 75600, "status": "ACTIVE", "quantity": 5}]}],
-    "orders": [], "trades": [],
+    "unrealized_pnl": 14000, "orders": [], "trades": [],
+    "equity": [{"day": "2026-11-18", "equity": 30000000, "drawdown": 0.0},
+               {"day": "2026-11-19", "equity": 29850000, "drawdown": -0.5}],
 }  # fmt: skip
 
 PriceLookup = Callable[[str, list[str]], Awaitable[dict[str, int]]]
@@ -300,11 +315,14 @@ class LiveHub:
     async def _add_prices(self, user_id: str, snap: dict[str, Any], now: float) -> None:
         codes = sorted({p["code"] for p in snap["positions"]})
         px = await self._current_prices(user_id, codes, now)
+        unrealized = 0
         for p in snap["positions"]:
             cur = px.get(p["code"])
             p["current_price"] = cur
             entry = p["entry_price"]
             p["profit_rate"] = round((cur - entry) / entry * 100, 2) if cur else None
+            unrealized += (cur - entry) * p["held_quantity"] if cur else 0
+        snap["unrealized_pnl"] = unrealized  # before costs; positions without a price count 0
 
     async def poll_once(self) -> None:
         users = sorted({v.user_id for v in self.viewers})

@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from autotrade.domain.exits import TierStatus
 from autotrade.domain.krx import KST
 from autotrade.domain.models import Tier
-from autotrade.store.models import ThreeTierStrategy
+from autotrade.store.models import EquitySnapshot, ThreeTierStrategy
+from flows.daily_report import daily_report
 from flows.evening_signal_and_buy import evening_signal_and_buy
 from flows.intraday_reconcile import intraday_reconcile
 from flows.morning_fill_and_arm import morning_fill_and_arm
@@ -157,6 +158,20 @@ async def test_sign_up_register_trade_and_watch_live(product: Product, browser: 
     finally:
         stack.sim.admin.set_clock(until)  # the watch ends at its `until`
         await asyncio.wait_for(watch, 60)
+
+    # The tier's sell is in the trade history, and the 16:30 report's equity reaches the chart, live.
+    trades = page.get_by_test_id("trades")
+    await trades.get_by_role("row").filter(has_text=target.name).filter(has_text="PRESERVE").first.wait_for()
+    assert await page.get_by_test_id("equity-summary").count() == 0
+    stack.at(DAY2, time(16, 30))
+    report = await run_flow(daily_report, trading_day=DAY2)
+    assert report["users"] == 2, report
+    summary = page.get_by_test_id("equity-summary")
+    await summary.wait_for(timeout=3000)
+    with stack.db.unit_of_work() as s:
+        equity = s.scalar(sa.select(EquitySnapshot.equity).where(EquitySnapshot.user_id == user_id))
+    assert equity and f"₩{equity:,}" in await summary.inner_text()
+    await product.shot(page, "dashboard-report-desktop")
 
     # Phone width: every page, and nothing wider than the screen.
     await page.set_viewport_size(PHONE)

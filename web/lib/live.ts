@@ -41,6 +41,7 @@ export type Trade = {
   exit_reason: string | null;
   executed_at: string;
 };
+export type EquityPoint = { day: string; equity: number; drawdown: number };
 export type Snapshot = {
   at: string;
   version: string;
@@ -48,6 +49,8 @@ export type Snapshot = {
   orders: Order[];
   trades: Trade[];
   realized_pnl: number;
+  unrealized_pnl: number;
+  equity: EquityPoint[];
 };
 
 export type LiveState = "connecting" | "live" | "offline";

@@ -1,6 +1,7 @@
 "use client";
 
 import Link from "next/link";
+import { EquityChart } from "@/components/EquityChart";
 import { Shell } from "@/components/Shell";
 import { formatKrw, formatKst, formatRate } from "@/lib/format";
 import type { Key } from "@/lib/i18n";
@@ -116,11 +117,19 @@ export default function DashboardPage() {
           </span>
         )}
         {snapshot && (
-          <span className="num ml-auto text-sm">
-            {t("realized")}:{" "}
-            <strong className={rateClass(snapshot.realized_pnl)} data-testid="realized">
-              {formatKrw(snapshot.realized_pnl)}
-            </strong>
+          <span className="num ml-auto flex flex-wrap gap-x-4 text-sm">
+            <span>
+              {t("realized")}:{" "}
+              <strong className={rateClass(snapshot.realized_pnl)} data-testid="realized">
+                {formatKrw(snapshot.realized_pnl)}
+              </strong>
+            </span>
+            <span>
+              {t("unrealized")}:{" "}
+              <strong className={rateClass(snapshot.unrealized_pnl)} data-testid="unrealized">
+                {formatKrw(snapshot.unrealized_pnl)}
+              </strong>
+            </span>
           </span>
         )}
       </div>
@@ -143,6 +152,20 @@ export default function DashboardPage() {
               ))}
             </ul>
           )}
+
+          <section aria-labelledby="equity" className="mt-8">
+            <h2 id="equity" className="mb-2 text-lg font-semibold">
+              {t("equityTitle")}
+            </h2>
+            {snapshot.equity.length === 0 ? (
+              <p>{t("noEquity")}</p>
+            ) : (
+              <EquityChart
+                points={snapshot.equity}
+                labels={{ equity: t("equity"), drawdown: t("drawdown"), summary: t("equityTitle") }}
+              />
+            )}
+          </section>
 
           <section aria-labelledby="orders" className="mt-8">
             <h2 id="orders" className="mb-2 text-lg font-semibold">

@@ -250,3 +250,41 @@ def test_the_backup_flow_backs_up_the_runtime_database(prefect_server: None, tmp
         set_runtime(None)
     assert first["kept"] == second["kept"] == 1 and second["deleted"] == [Path(first["location"]).name]
     assert [p.name for p in (tmp_path / "backups").iterdir()] == [Path(second["location"]).name]
+
+
+@pytest.mark.postgres
+def test_a_whole_postgresql_database_restores_into_a_new_one(pg_url: str, tmp_path: Path) -> None:
+    """Production's shape: the product in a database's public schema, restored into a new database."""
+    import uuid
+
+    from tests.conftest import PG_ADMIN_URL
+
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    names = [f"ops_{role}_{uuid.uuid4().hex[:8]}" for role in ("live", "restored")]
+    with admin.connect() as conn:
+        for name in names:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    base = sa.engine.make_url(PG_ADMIN_URL)
+    live, restored = (base.set(database=n).render_as_string(hide_password=False) for n in names)
+    try:
+        upgrade(live)
+        engine = sa.create_engine(live)
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO users (user_id, role, has_api_key, auto_trading_enabled, "
+                                 "notify_channels, created_at, updated_at) "
+                                 "VALUES ('u0', 'user', false, false, 'console', now(), now())"))  # fmt: skip
+        engine.dispose()
+        made = backup(live, str(tmp_path / "backups"), keep=1)
+        assert made.location.endswith(".pgdump")
+        restore(str(tmp_path / "backups"), restored)
+        assert table_rows(restored) == table_rows(live)
+        with pytest.raises(BackupError, match="restore only into an empty database"):
+            restore(str(tmp_path / "backups"), restored)
+    finally:
+        with admin.connect() as conn:
+            for name in names:
+                conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                     "WHERE datname = :n AND pid <> pg_backend_pid()"),
+                             {"n": name})  # fmt: skip
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()

@@ -11,6 +11,7 @@ scheduled run is: the runtime from the environment's settings, on the simulator'
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import random
@@ -27,15 +28,16 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from autotrade.access import simulator_market_data_key
+from autotrade.access import GatewayAccess, simulator_market_data_key
 from autotrade.domain.krx import KST
 from autotrade.domain.models import Side, Tier
-from autotrade.runtime import ShiftedClock
+from autotrade.runtime import Runtime, ShiftedClock, build_notifier, set_runtime
 from autotrade.sim.server import RunningSimulator, running_simulator
 from autotrade.store.db import Database
 from autotrade.store.leases import Lease
 from autotrade.store.migrate import upgrade
 from autotrade.store.models import OrderIntentRow, ThreeTierStrategy
+from tasks.exits import watch_prices
 from tests.flows.conftest import DAY1, DAY2
 
 pytestmark = pytest.mark.timeout(300)
@@ -222,6 +224,87 @@ async def test_a_killed_watcher_is_replaced_and_the_stop_still_sells(
         schedule.stop_all()
         db.dispose()
         world.db.dispose()
+
+
+def _runtime(settings: Any, db: Database, clock: Any, access: Any, notes: io.StringIO) -> Runtime:
+    from autotrade.notify import ConsoleNotifier
+
+    notifier = build_notifier(settings, db, [ConsoleNotifier(notes)])
+    return Runtime(settings, db, clock, access, notifier=notifier)
+
+
+async def test_the_watch_tells_the_operator_when_it_polls_and_when_the_feed_is_back(
+    sim: RunningSimulator, tmp_path: Path
+) -> None:
+    """The simulator's market stands still at 10:00 (no trade prints), so the feed is silent: after 0.5 s the
+    watch polls quotes and the operator hears of it; a trade brings the feed back, and the operator hears
+    that too. The watch ends at ``until`` on a clock that passes with the wall clock."""
+    from tests.trading.harness import Trader, make_world
+
+    trader = Trader("watcher2", "5200000002", 30_000_000, 5_000_000)
+    url = f"sqlite:///{tmp_path / 'watch.db'}"
+    world = make_world(sim, url, tmp_path, [trader], access="gateway", temp_token_ttl_seconds=3600)
+    try:
+        await world.evening(DAY1, world.scan_for(["005930"], [9.0]))
+    finally:
+        await world.aclose()
+    world.at(DAY2, time(10, 0))
+    settings = world.settings.model_copy(update={"feed_silence_seconds": 0.5, "quote_poll_seconds": 0.2})
+    clock = ShiftedClock(sim.engine.now(), walltime.monotonic())
+    access = GatewayAccess(settings, world.db, clock=clock)
+    notes = io.StringIO()
+    rt = _runtime(settings, world.db, clock, access, notes)
+    set_runtime(rt)
+
+    async def trade_once_polling() -> None:
+        while "polling quotes" not in notes.getvalue():  # noqa: ASYNC110 - the notice is what we wait for
+            await asyncio.sleep(0.05)
+        sim.admin.set_price("005930", 70_100)
+
+    try:
+        mover = asyncio.create_task(trade_once_polling())
+        result = await watch_prices.fn(DAY2, until=clock() + timedelta(seconds=8))
+        await asyncio.wait_for(mover, 5)  # the polling notice came (else this times out)
+        assert rt.notifier.flush(5)  # type: ignore[attr-defined]
+    finally:
+        set_runtime(None)
+        await access.aclose()
+        world.db.dispose()
+    text = notes.getvalue()
+    assert result["ticks"] >= 2 and result["sells_fired"] == 0
+    assert "price feed silent" in text and "price feed ticking again" in text
+    assert text.index("price feed silent") < text.index("price feed ticking again")
+
+
+async def test_no_market_data_key_stops_the_watch_loudly(tmp_path: Path, caplog: Any) -> None:
+    """A real broker (Kiwoom's mock host) and no market-data key: the watch refuses to start with a user's
+    key, the operator is told what to set, and the lease is let go so the next run can start at once."""
+    from autotrade.access import MarketDataKeyMissing
+    from autotrade.config import BrokerEnv, Settings
+
+    url = f"sqlite:///{tmp_path / 'nokey.db'}"
+    upgrade(url)
+    settings = Settings(
+        database_url=url, data_dir=tmp_path, broker_env=BrokerEnv.MOCK, local_master_key_path=tmp_path / "k",
+    )  # fmt: skip
+    db = Database(url)
+    clock = ShiftedClock.starting_at(datetime.combine(DAY2, time(10, 0), tzinfo=KST))
+    access = GatewayAccess(settings, db, clock=clock)
+    notes = io.StringIO()
+    rt = _runtime(settings, db, clock, access, notes)
+    set_runtime(rt)
+    try:
+        with pytest.raises(MarketDataKeyMissing):
+            await watch_prices.fn(DAY2, until=clock() + timedelta(minutes=5))
+        assert rt.notifier.flush(5)  # type: ignore[attr-defined]
+        state = Lease(db, "intraday", timedelta(seconds=20)).state()
+    finally:
+        set_runtime(None)
+        await access.aclose()
+        db.dispose()
+    assert "AUTOTRADE_MARKET_DATA_APP_KEY" in notes.getvalue() and "ERROR" in notes.getvalue()
+    assert any("AUTOTRADE_MARKET_DATA_APP_KEY" in r.getMessage() for r in caplog.records)
+    assert state is not None and state.expires_at <= datetime.now(UTC)
 
 
 def test_the_broker_block_carries_the_market_data_key(prefect_server: None) -> None:

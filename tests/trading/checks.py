@@ -118,6 +118,10 @@ def tiers_follow_prices(w: World) -> list[str]:
             for sell in sells:
                 if sell.trade_type == "STOP_LIMIT" or sell.submitted_at is None:
                     continue  # a resting stop is placed before any crossing, by design; never sent: nothing
+                if sell.tier is Tier.STOP_LOSS and any(
+                    x.trade_type == "STOP_LIMIT" and x.filled_quantity and x.id < sell.id for x in sells
+                ):
+                    continue  # the broker's stop sold part (its trigger traded): the rest goes at market
                 sent = _aware(sell.submitted_at)
                 seen = [px for at, px in path if at <= sent]
                 trigger = {

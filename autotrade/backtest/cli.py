@@ -99,37 +99,43 @@ def _market(
     if synthetic is None and not from_files:
         raise typer.BadParameter("give --bars and --scans, or --synthetic STOCKS YEARS", param_hint="--bars")
 
-    from autotrade.backtest.data import MarketData
+    from autotrade.backtest.data import MarketData, read_plain_csv
 
+    # Pandas is imported only when needed: a synthetic market and plain standard CSV files do without it.
     if synthetic is not None:
-        from autotrade.backtest.synthetic import synthetic as make_market
+        from autotrade.backtest.synthetic import synthetic_market
 
         stocks, years = synthetic
         if stocks <= 0 or years <= 0:
             raise typer.BadParameter("STOCKS and YEARS must be positive", param_hint="--synthetic")
         try:
-            bar_frame, scan_frame = make_market(stocks, years, seed)
+            market = synthetic_market(stocks, years, seed, use_krx_calendar=settings.use_krx_calendar)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--synthetic") from None
-        minute_frame = None
-        source = f"synthetic market: {stocks} stocks x {years} years, seed {seed}"
+        return market, f"synthetic market: {stocks} stocks x {years} years, seed {seed}"
     else:
         if bars is None:
             raise typer.BadParameter("--scans needs --bars", param_hint="--bars")
         if scans is None:
             raise typer.BadParameter("--bars needs --scans", param_hint="--scans")
+        source = f"bars {bars}, scans {scans}"
+        if minutes is None and bars.is_file() and scans.is_file():
+            try:
+                plain = read_plain_csv(bars, scans, use_krx_calendar=settings.use_krx_calendar)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc), param_hint="--bars/--scans") from None
+            if plain is not None:
+                return plain, source
         bar_frame = _read_bars(bars)
         scan_frame = _read(scans, "--scans")
         minute_frame = _read(minutes, "--minutes") if minutes is not None else None
-        source = f"bars {bars}, scans {scans}"
 
     try:
         data = MarketData.from_frames(
             bar_frame, scan_frame, minute_frame, use_krx_calendar=settings.use_krx_calendar
         )
     except (ValueError, KeyError, TypeError) as exc:
-        hint = "--synthetic" if synthetic is not None else "--bars/--scans"
-        raise typer.BadParameter(str(exc), param_hint=hint) from None
+        raise typer.BadParameter(str(exc), param_hint="--bars/--scans") from None
     return data, source
 
 

@@ -16,16 +16,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from numpy.typing import NDArray
 
 from autotrade.backtest.fills import Bar, MinuteBar
 from autotrade.domain import calendar
 from autotrade.domain.krx import KST
 from autotrade.domain.models import ScanRow
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 BAR_COLUMNS = ("date", "code", "open", "high", "low", "close")  # volume is optional and not used
 SCAN_COLUMNS = ("date", "code", "name", "score", "price")
@@ -39,6 +41,8 @@ OPEN, HIGH, LOW, CLOSE = 0, 1, 2, 3
 
 def read_table(path: Path) -> pd.DataFrame:
     """A CSV (``.csv``, ``.csv.gz``) or Parquet (``.parquet``, ``.pq``) file as a frame; codes stay text."""
+    import pandas as pd
+
     name = path.name.lower()
     if name.endswith((".parquet", ".pq")):
         return pd.read_parquet(path)
@@ -55,6 +59,8 @@ def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
 
 def _codes(series: pd.Series) -> pd.Series:
     """Stock codes as six-character text (a Parquet or spreadsheet may have stored 005930 as 5930)."""
+    import pandas as pd
+
     if isinstance(series.dtype, pd.CategoricalDtype):
         # Keep the categories' integer codes (cheap to index); only the few category labels become text.
         labels = [
@@ -67,6 +73,8 @@ def _codes(series: pd.Series) -> pd.Series:
 
 
 def _days(series: pd.Series) -> NDArray[np.datetime64]:
+    import pandas as pd
+
     values = series if pd.api.types.is_datetime64_any_dtype(series.dtype) else pd.to_datetime(series)
     return np.asarray(values.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]"))
 
@@ -123,7 +131,7 @@ class BarFrame:
     """Bars as plain columns: the input of both the indexed engine and the reference loop."""
 
     days: NDArray[np.datetime64]  # datetime64[D]
-    codes: pd.Series  # text
+    codes: Any  # text: a pandas Series or a numpy array
     open: NDArray[np.int64]
     high: NDArray[np.int64]
     low: NDArray[np.int64]
@@ -134,7 +142,7 @@ class BarFrame:
 
 
 def bar_columns(frame: pd.DataFrame) -> BarFrame:
-    """Validate a bars frame (columns, whole-won prices, low <= open/close <= high, one bar per day)."""
+    """Validate a bars frame (columns, whole-won prices, low <= open/close <= high)."""
     _require(frame, BAR_COLUMNS, "bars")
     if frame.empty:
         raise ValueError("bars: no rows")
@@ -146,6 +154,11 @@ def bar_columns(frame: pd.DataFrame) -> BarFrame:
         low=_prices(frame["low"], "bars"),
         close=_prices(frame["close"], "bars"),
     )
+    return validate_bars(cols)
+
+
+def validate_bars(cols: BarFrame) -> BarFrame:
+    """Whole-won prices above zero, the low and high around the open and close."""
     bad = (
         (cols.low <= 0)
         | (cols.low > np.minimum(cols.open, cols.close))
@@ -155,7 +168,8 @@ def bar_columns(frame: pd.DataFrame) -> BarFrame:
         i = int(np.argmax(bad))
         raise ValueError(
             f"bars: {int(bad.sum())} row(s) with non-positive prices or low/high not around open and close, "
-            f"first: {cols.codes.iloc[i]} on {cols.days[i]}"
+            f"first: {cols.codes[i] if isinstance(cols.codes, np.ndarray) else cols.codes.iloc[i]} "
+            f"on {cols.days[i]}"
         )
     return cols
 
@@ -178,6 +192,8 @@ def scan_rows(frame: pd.DataFrame) -> list[tuple[date, ScanRow]]:
 
 def minute_bars(frame: pd.DataFrame | None) -> dict[tuple[str, date], tuple[MinuteBar, ...]]:
     """Minute bars by (code, KST trading day), in time order. Naive times are taken as KST."""
+    import pandas as pd
+
     if frame is None or frame.empty:
         return {}
     _require(frame, MINUTE_COLUMNS, "minute bars")
@@ -225,12 +241,34 @@ class MarketData:
         *,
         use_krx_calendar: bool = True,
     ) -> MarketData:
+        import pandas as pd
+
         cols = bar_columns(bars)
+        code_idx, code_values = pd.factorize(cols.codes, sort=True)
+        return cls.from_columns(
+            cols,
+            np.asarray(code_idx, dtype=np.int64),
+            tuple(str(c) for c in code_values),
+            scan_rows(scans),
+            minute_bars(minutes),
+            use_krx_calendar=use_krx_calendar,
+        )
+
+    @classmethod
+    def from_columns(
+        cls,
+        cols: BarFrame,
+        code_idx: NDArray[np.int64],
+        codes: tuple[str, ...],
+        scans: Sequence[tuple[date, ScanRow]],
+        minutes: dict[tuple[str, date], tuple[MinuteBar, ...]],
+        *,
+        use_krx_calendar: bool = True,
+    ) -> MarketData:
+        """Validated bar columns with each row's stock index into the sorted ``codes``."""
         days, source = build_timeline(_to_dates(distinct_days(cols.days)), use_krx_calendar)
         day_axis = np.array(days, dtype="datetime64[D]")
         day_idx = np.searchsorted(day_axis, cols.days)
-        code_idx, code_values = pd.factorize(cols.codes, sort=True)
-        codes = tuple(str(c) for c in code_values)
         # Counting sort on the (day, stock) cell: O(rows), where np.unique would sort or hash millions.
         key = day_idx.astype(np.int64) * len(codes) + code_idx
         cells = len(days) * len(codes)
@@ -246,8 +284,8 @@ class MarketData:
             ohlc=ohlc,
             calendar=source,
             bars=len(cols),
-            minutes=minute_bars(minutes),
-            **scans_by_day(scan_rows(scans), days),
+            minutes=minutes,
+            **scans_by_day(scans, days),
         )
 
     @classmethod
@@ -340,3 +378,68 @@ def scans_by_day(rows: Sequence[tuple[date, ScanRow]], days: tuple[date, ...]) -
         else:
             per_day[i].append(row)
     return {"scans": tuple(tuple(r) for r in per_day), "scans_outside": outside}
+
+
+def _plain_csv(path: Path, columns: Sequence[str]) -> dict[str, list[str]] | None:
+    """The named columns of a plain UTF-8 CSV as text, or None when it is not one (or lacks them)."""
+    import csv
+
+    if not path.name.lower().endswith(".csv"):
+        return None
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None or not set(columns) <= set(header):
+                return None
+            where = [header.index(c) for c in columns]
+            out: list[list[str]] = [[] for _ in columns]
+            for row in reader:
+                if not row:
+                    continue
+                for k, i in enumerate(where):
+                    out[k].append(row[i])
+    except (UnicodeDecodeError, IndexError, csv.Error):
+        return None
+    return dict(zip(columns, out, strict=True))
+
+
+def read_plain_csv(bars: Path, scans: Path, *, use_krx_calendar: bool = True) -> MarketData | None:
+    """Bars and scans in the standard layout, as plain CSV with ISO dates and whole-won prices, read without
+    pandas: importing pandas takes longer than a backtest of a small market. None when either file is
+    anything else (another layout, Parquet, decimals, blanks): read those with :func:`read_table`, whose
+    checks and messages then apply. Gives the same market as ``from_frames`` on ``read_table``'s frames."""
+    b = _plain_csv(bars, BAR_COLUMNS)
+    sc = _plain_csv(scans, SCAN_COLUMNS)
+    if b is None or sc is None or not b["date"]:
+        return None
+    try:
+        cols = BarFrame(
+            days=np.array(b["date"], dtype="datetime64[D]"),
+            codes=np.array(b["code"], dtype=str),
+            open=np.array(b["open"], dtype=np.int64),
+            high=np.array(b["high"], dtype=np.int64),
+            low=np.array(b["low"], dtype=np.int64),
+            close=np.array(b["close"], dtype=np.int64),
+        )
+        scan_days = _to_dates(np.array(sc["date"], dtype="datetime64[D]"))
+        scores = [float(x) for x in sc["score"]]
+        prices = [int(x) for x in sc["price"]]
+    except ValueError:
+        return None
+    if any(x != x for x in scores) or any(len(d) != 10 for d in (*b["date"][:1], *sc["date"][:1])):
+        return None  # no score, or dates with times: the pandas path decides
+    validate_bars(cols)
+    codes, code_idx = np.unique(cols.codes, return_inverse=True)
+    rows = [
+        (d, ScanRow(code=code, name=name, score=score, price=price))
+        for d, code, name, score, price in zip(scan_days, sc["code"], sc["name"], scores, prices, strict=True)
+    ]
+    return MarketData.from_columns(
+        cols,
+        np.asarray(code_idx, dtype=np.int64).ravel(),
+        tuple(str(c) for c in codes),
+        rows,
+        {},
+        use_krx_calendar=use_krx_calendar,
+    )

@@ -16,14 +16,21 @@ Same ``(stocks, years, seed, signals_per_day)``, same frames, on every machine: 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from numpy.typing import NDArray
 
 from autotrade.domain import calendar
 from autotrade.domain.krx import tick_bands
+from autotrade.domain.models import ScanRow
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from autotrade.backtest.data import MarketData
 
 START = date(2015, 1, 2)
 I64 = NDArray[np.int64]
@@ -102,14 +109,21 @@ def synthetic_prices(n_days: int, stocks: int, rng: np.random.Generator) -> tupl
     return open_, high, low, close, prev0
 
 
-def synthetic(
-    stocks: int, years: int, seed: int, signals_per_day: int = 10
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(bars, scans) frames for ``stocks`` stocks over ``years`` years; see the module docstring.
+@dataclass(frozen=True)
+class SyntheticArrays:
+    days: list[date]
+    codes: list[str]
+    open: I64  # (days, stocks)
+    high: I64
+    low: I64
+    close: I64
+    volume: I64
+    picks: I64  # (days, signals): the stocks scanned each day
+    scores: NDArray[np.float64]  # (days, signals)
 
-    Bars: ``date, code, open, high, low, close, volume`` ordered by date then code (``code`` categorical).
-    Scans: ``date, code, name, score, price``.
-    """
+
+def synthetic_arrays(stocks: int, years: int, seed: int, signals_per_day: int = 10) -> SyntheticArrays:
+    """The synthetic market as arrays; every draw in one fixed order (see the module docstring)."""
     if stocks <= 0 or stocks > 999_999:
         raise ValueError("stocks must be between 1 and 999,999")
     if signals_per_day < 0:
@@ -119,33 +133,74 @@ def synthetic(
     open_, high, low, close, _ = synthetic_prices(len(days), stocks, rng)
     volume = rng.integers(1_000, 1_000_000, (len(days), stocks), dtype=np.int64)
     codes = [f"{i:06d}" for i in range(1, stocks + 1)]
-    day_axis = np.array(days, dtype="datetime64[D]").astype("datetime64[ns]")
-    bars = pd.DataFrame(
-        {
-            "date": np.repeat(day_axis, stocks),
-            "code": pd.Categorical.from_codes(np.tile(np.arange(stocks), len(days)), categories=codes),
-            "open": open_.ravel(),
-            "high": high.ravel(),
-            "low": low.ravel(),
-            "close": close.ravel(),
-            "volume": volume.ravel(),
-        }
-    )
-
     k = min(signals_per_day, stocks)
     picks = np.empty((len(days), k), dtype=np.int64)
     for t in range(len(days)):
         picks[t] = rng.choice(stocks, size=k, replace=False)
     scores = np.round(rng.uniform(5.0, 10.0, (len(days), k)), 1)
+    return SyntheticArrays(days, codes, open_, high, low, close, volume, picks, scores)
+
+
+def synthetic(
+    stocks: int, years: int, seed: int, signals_per_day: int = 10
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(bars, scans) frames for ``stocks`` stocks over ``years`` years; see the module docstring.
+
+    Bars: ``date, code, open, high, low, close, volume`` ordered by date then code (``code`` categorical).
+    Scans: ``date, code, name, score, price``.
+    """
+    import pandas as pd
+
+    a = synthetic_arrays(stocks, years, seed, signals_per_day)
+    days, codes = a.days, a.codes
+    day_axis = np.array(days, dtype="datetime64[D]").astype("datetime64[ns]")
+    bars = pd.DataFrame(
+        {
+            "date": np.repeat(day_axis, stocks),
+            "code": pd.Categorical.from_codes(np.tile(np.arange(stocks), len(days)), categories=codes),
+            "open": a.open.ravel(),
+            "high": a.high.ravel(),
+            "low": a.low.ravel(),
+            "close": a.close.ravel(),
+            "volume": a.volume.ravel(),
+        }
+    )
+    k = a.picks.shape[1]
     day_index = np.repeat(np.arange(len(days)), k)
-    stock_index = picks.ravel()
+    stock_index = a.picks.ravel()
     scans = pd.DataFrame(
         {
             "date": day_axis[day_index],
             "code": [codes[i] for i in stock_index.tolist()],
             "name": [f"Synthetic {codes[i]}" for i in stock_index.tolist()],
-            "score": scores.ravel(),
-            "price": close[day_index, stock_index],
+            "score": a.scores.ravel(),
+            "price": a.close[day_index, stock_index],
         }
     )
     return bars, scans
+
+
+def synthetic_market(
+    stocks: int, years: int, seed: int, signals_per_day: int = 10, *, use_krx_calendar: bool = True
+) -> MarketData:
+    """The same market as ``MarketData.from_frames(*synthetic(...))``, built without pandas."""
+    from autotrade.backtest.data import MarketData, build_timeline, scans_by_day
+
+    a = synthetic_arrays(stocks, years, seed, signals_per_day)
+    timeline, source = build_timeline(a.days, use_krx_calendar)
+    if list(timeline) != a.days:  # never expected: the synthetic days are the timeline
+        raise ValueError("synthetic days are not the backtest timeline")
+    ohlc = np.stack([a.open, a.high, a.low, a.close], axis=2)
+    scans = [
+        (a.days[t], ScanRow(a.codes[i], f"Synthetic {a.codes[i]}", float(score), int(a.close[t, i])))
+        for t in range(len(a.days))
+        for i, score in zip(a.picks[t].tolist(), a.scores[t].tolist(), strict=True)
+    ]
+    return MarketData(
+        days=tuple(a.days),
+        codes=tuple(a.codes),
+        ohlc=np.ascontiguousarray(ohlc, dtype=np.int64),
+        calendar=source,
+        bars=int(np.count_nonzero(a.close)),
+        **scans_by_day(scans, tuple(a.days)),
+    )

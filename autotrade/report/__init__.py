@@ -1,9 +1,15 @@
 """Daily performance reports: per user and for the operator, as Prefect artifacts, HTML files with charts,
-and the figures of the short notification."""
+and the figures of the short notification; the incident report of an account; the operating indicators.
+
+The package's names are loaded on first use (PEP 562): ``autotrade.report.incident`` must not pay for
+matplotlib and the exchange calendar that the daily report needs (the incident CLI's 5-second budget)."""
 
 from __future__ import annotations
 
-from autotrade.report.build import DailyReports, Report, build_daily_reports, markdown
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from autotrade.report.build import DailyReports, Report, build_daily_reports, markdown
 
 
 def publish_artifacts(reports: DailyReports) -> int:
@@ -32,6 +38,14 @@ def publish_artifacts(reports: DailyReports) -> int:
 
 def _slug(value: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in value.lower())[:40]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("DailyReports", "Report", "build_daily_reports", "markdown"):
+        from autotrade.report import build
+
+        return getattr(build, name)
+    raise AttributeError(f"module 'autotrade.report' has no attribute {name!r}")
 
 
 __all__ = ["DailyReports", "Report", "build_daily_reports", "markdown", "publish_artifacts"]

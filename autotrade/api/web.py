@@ -22,19 +22,25 @@ import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from autotrade.api.app import CurrentUser  # app.py includes this module only inside create_app
+from autotrade.api.app import CurrentOperator, CurrentUser  # app.py includes this module only in create_app
 from autotrade.domain.krx import KST
 from autotrade.store.db import Database
-from autotrade.store.models import EquitySnapshot, OrderIntentRow, ThreeTierStrategy, TradeRecordRow
+from autotrade.store.models import (
+    EquitySnapshot,
+    OrderIntentRow,
+    ThreeTierStrategy,
+    TradeRecordRow,
+    UserApiKey,
+)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -237,6 +243,65 @@ SNAPSHOT_EXAMPLE = {
                {"day": "2026-11-19", "equity": 29850000, "drawdown": -0.5}],
 }  # fmt: skip
 
+def day_at_a_glance(db: Database, day: date | None) -> dict[str, Any]:
+    """The operator's day (``day``, default the latest day with orders): orders sent and filled by side, exits
+    fired by tier, open positions watched, and the keys that are not ACTIVE with when they changed."""
+    with db.unit_of_work() as s:
+        if day is None:
+            day = s.scalar(sa.select(sa.func.max(OrderIntentRow.trading_day)))
+        orders: dict[str, dict[str, int]] = {}
+        if day is not None:
+            for side, status, n, filled in s.execute(
+                sa.select(
+                    OrderIntentRow.side, OrderIntentRow.status, sa.func.count(OrderIntentRow.id),
+                    sa.func.coalesce(sa.func.sum(OrderIntentRow.filled_quantity), 0),
+                )
+                .where(OrderIntentRow.trading_day == day)
+                .group_by(OrderIntentRow.side, OrderIntentRow.status)
+            ).all():  # fmt: skip
+                row = orders.setdefault(side.value, {"sent": 0, "filled": 0, "rejected": 0, "shares": 0})
+                row["sent"] += int(n)
+                row["shares"] += int(filled)
+                if status.value == "FILLED":
+                    row["filled"] += int(n)
+                elif status.value == "REJECTED":
+                    row["rejected"] += int(n)
+        exits = {
+            reason.value: int(n)
+            for reason, n in s.execute(
+                sa.select(TradeRecordRow.exit_reason, sa.func.count(TradeRecordRow.id))
+                .where(TradeRecordRow.trading_day == day, TradeRecordRow.exit_reason.is_not(None))
+                .group_by(TradeRecordRow.exit_reason)
+            ).all()
+        }
+        watched = s.scalar(
+            sa.select(sa.func.count(ThreeTierStrategy.id)).where(ThreeTierStrategy.closed_at.is_(None))
+        )
+        keys = [
+            {"user_id": k.user_id, "account_no": k.account_no, "api_status": k.api_status.value,
+             "changed_at": k.status_changed_at.isoformat() if k.status_changed_at else None}
+            for k in s.scalars(
+                sa.select(UserApiKey).where(UserApiKey.api_status != "ACTIVE").order_by(UserApiKey.id)
+            )
+        ]  # fmt: skip
+    return {
+        "trading_day": day.isoformat() if day else None,
+        "orders": orders,
+        "exits": exits,
+        "open_positions": int(watched or 0),
+        "keys_not_active": keys,
+    }
+
+
+DAY_EXAMPLE = {
+    "trading_day": "2026-11-19", "open_positions": 9,
+    "orders": {"BUY": {"sent": 12, "filled": 12, "rejected": 0, "shares": 640},
+               "SELL": {"sent": 3, "filled": 3, "rejected": 0, "shares": 10}},
+    "exits": {"PRESERVE": 2, "TAKE_PROFIT": 1},
+    "keys_not_active": [{"user_id": "3f2a9c", "account_no": "12345678901", "api_status": "DISABLED",
+                         "changed_at": "2026-11-19T10:02:11+09:00"}],
+}  # fmt: skip
+
 PriceLookup = Callable[[str, list[str]], Awaitable[dict[str, int]]]
 
 
@@ -403,6 +468,18 @@ def include_web(app: FastAPI, deps: ApiDeps) -> None:
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
+
+    @router.get(
+        "/api/web/ops/day",
+        responses={200: {"content": {"application/json": {"example": DAY_EXAMPLE}}}},
+    )
+    async def ops_day(
+        _: CurrentOperator, day: Annotated[date | None, Query(description="KRX trading day")] = None
+    ) -> dict[str, Any]:
+        """Operator: the day at a glance (default: the latest day with orders): orders sent, filled and
+        rejected by side with the shares filled, exits fired by tier, open positions watched, and every key
+        that is not ACTIVE (disabled by the kill switch, deleted) with when it changed."""
+        return await asyncio.to_thread(day_at_a_glance, deps.db, day)
 
     app.include_router(router)
     root = web_dir()

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 
 from autotrade.domain.exits import TierStatus
 from autotrade.domain.krx import KST
-from autotrade.domain.models import Tier
-from autotrade.store.models import EquitySnapshot, ThreeTierStrategy
+from autotrade.domain.models import ExitReason, Side, Tier
+from autotrade.store.models import EquitySnapshot, OrderIntentRow, ThreeTierStrategy, TradeRecordRow, User
 from flows.daily_report import daily_report
 from flows.evening_signal_and_buy import evening_signal_and_buy
 from flows.intraday_reconcile import intraday_reconcile
@@ -181,6 +181,42 @@ async def test_sign_up_register_trade_and_watch_live(product: Product, browser: 
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"], (name, width)
         await product.shot(page, f"{name}-phone")
+
+    # The operator's page: the same person made an operator (the role is read at log-in).
+    with stack.db.unit_of_work() as s:
+        s.execute(sa.update(User).where(User.user_id == user_id).values(role="operator"))
+    await page.set_viewport_size(DESKTOP)
+    await page.get_by_role("button", name="로그아웃").click()
+    await page.wait_for_url("**/login/")
+    await page.get_by_label("이메일").fill(EMAIL)
+    await page.get_by_label("비밀번호").fill(PASSWORD)
+    await page.get_by_role("button", name="로그인").click()
+    await page.wait_for_url("**/dashboard/")
+    await page.get_by_role("link", name="운영").click()
+    await page.wait_for_url("**/ops/")
+    await page.get_by_test_id("day").wait_for()
+    with stack.db.unit_of_work() as s:
+        open_positions = s.scalar(
+            sa.select(sa.func.count(ThreeTierStrategy.id)).where(ThreeTierStrategy.closed_at.is_(None))
+        )
+        sells = s.scalars(
+            sa.select(OrderIntentRow).where(
+                OrderIntentRow.trading_day == DAY2, OrderIntentRow.side == Side.SELL
+            )
+        ).all()
+        exits = s.scalars(
+            sa.select(TradeRecordRow.exit_reason).where(
+                TradeRecordRow.trading_day == DAY2, TradeRecordRow.exit_reason == ExitReason.PRESERVE
+            )
+        ).all()
+    assert sells and exits  # the day had sells (the test's move and the market's own)
+    assert await page.get_by_test_id("open-positions").inner_text() == str(open_positions)
+    filled = sum(o.status.value == "FILLED" for o in sells)
+    assert f"{len(sells)} / {filled} / 0" in await page.get_by_test_id("orders-SELL").inner_text()
+    assert f"수익보존 {len(exits)}" in await page.get_by_test_id("exits").inner_text()
+    await product.shot(page, "ops-desktop")
+    await page.set_viewport_size(PHONE)
+    await product.shot(page, "ops-phone")
 
     # English switch; log out drops the token and protected pages send you to the login page.
     await page.get_by_role("button", name="English").click()

@@ -3,7 +3,16 @@
 import { useEffect, useState } from "react";
 import { Alert, Shell } from "@/components/Shell";
 import { formatKst } from "@/lib/format";
+import type { Key } from "@/lib/i18n";
 import { api, useSession } from "@/lib/session";
+
+type Day = {
+  trading_day: string | null;
+  open_positions: number;
+  orders: Record<string, { sent: number; filled: number; rejected: number; shares: number }>;
+  exits: Record<string, number>;
+  keys_not_active: { user_id: string; account_no: string; api_status: string; changed_at: string | null }[];
+};
 
 type SecurityEvent = {
   at: string;
@@ -18,11 +27,15 @@ export default function OpsPage() {
   const { token, claims, logout, t } = useSession();
   const [events, setEvents] = useState<SecurityEvent[] | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const [day, setDay] = useState<Day | null>(null);
 
   useEffect(() => {
     if (!token || claims?.role !== "operator") return;
     api<SecurityEvent[]>("/api/admin/security-events?limit=100", { token, onUnauthorized: logout })
       .then(setEvents)
+      .catch((err: Error) => setError(`${t("failed")}: ${err.message}`));
+    api<Day>("/api/web/ops/day", { token, onUnauthorized: logout })
+      .then(setDay)
       .catch((err: Error) => setError(`${t("failed")}: ${err.message}`));
   }, [token, claims, logout, t]);
 
@@ -32,6 +45,56 @@ export default function OpsPage() {
       {claims?.role !== "operator" ? (
         <Alert kind="error">{t("operatorOnly")}</Alert>
       ) : (
+        <>
+        {day && (
+          <section aria-labelledby="day" className="mb-8" data-testid="day">
+            <h2 id="day" className="mb-2 text-lg font-semibold">
+              {t("dayTitle")} <span className="num text-sm font-normal text-slate-600">{day.trading_day ?? "-"}</span>
+            </h2>
+            <dl className="num grid grid-cols-2 gap-3 sm:grid-cols-4">
+              <div className="rounded-lg bg-white p-3 shadow-sm">
+                <dt className="text-xs text-slate-600">{t("openPositions")}</dt>
+                <dd className="text-xl font-semibold" data-testid="open-positions">{day.open_positions}</dd>
+              </div>
+              {["BUY", "SELL"].map((side) => {
+                const o = day.orders[side] ?? { sent: 0, filled: 0, rejected: 0, shares: 0 };
+                return (
+                  <div key={side} className="rounded-lg bg-white p-3 shadow-sm" data-testid={`orders-${side}`}>
+                    <dt className="text-xs text-slate-600">
+                      {t(`side_${side}` as Key)} {t("ordersSent")} / {t("ordersFilled")} / {t("ordersRejected")}
+                    </dt>
+                    <dd className="text-xl font-semibold">
+                      {o.sent} / {o.filled} / {o.rejected}
+                    </dd>
+                  </div>
+                );
+              })}
+              <div className="rounded-lg bg-white p-3 shadow-sm" data-testid="exits">
+                <dt className="text-xs text-slate-600">{t("exitsFired")}</dt>
+                <dd className="text-sm">
+                  {["STOP_LOSS", "PRESERVE", "TAKE_PROFIT"].map((tier) => (
+                    <span key={tier} className="mr-3 inline-block">
+                      {t(`tier_${tier}` as Key)} <strong>{day.exits[tier] ?? 0}</strong>
+                    </span>
+                  ))}
+                </dd>
+              </div>
+            </dl>
+            <h3 className="mt-4 mb-1 font-semibold">{t("keysNotActive")}</h3>
+            {day.keys_not_active.length === 0 ? (
+              <p className="text-sm">{t("allKeysActive")}</p>
+            ) : (
+              <ul className="text-sm">
+                {day.keys_not_active.map((k) => (
+                  <li key={k.account_no} className="num">
+                    {k.user_id} · {k.account_no} · <strong>{k.api_status}</strong> · {formatKst(k.changed_at)}
+                  </li>
+                ))}
+              </ul>
+            )}
+            <p className="mt-2 text-xs text-slate-600">{t("prefectHint")}</p>
+          </section>
+        )}
         <section aria-labelledby="sec">
           <h2 id="sec" className="mb-2 text-lg font-semibold">
             {t("securityEvents")}
@@ -75,6 +138,7 @@ export default function OpsPage() {
             </div>
           )}
         </section>
+        </>
       )}
     </Shell>
   );

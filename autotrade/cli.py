@@ -63,12 +63,15 @@ def api_serve(
 
     from autotrade.api.app import create_app
     from autotrade.api.service import build_deps
+    from autotrade.api.web import web_dir
     from autotrade.runtime import get_runtime
     from autotrade.store.migrate import upgrade
 
     rt = get_runtime()
     upgrade(rt.db.url)  # the schema at head before the first request (a no-op when it already is)
     typer.echo(f"autotrade API on http://{host}:{port} (docs at /docs); database {_safe_url(rt.db.url)}")
+    typer.echo(f"web app on http://{host}:{port}/" if (web_dir() / "index.html").is_file()
+               else "web app not built: run `make install` (needs Node.js 18+)")  # fmt: skip
     uvicorn.run(create_app(build_deps(rt)), host=host, port=port, log_level="info")
 
 

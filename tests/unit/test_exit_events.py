@@ -59,15 +59,17 @@ def test_a_one_won_tick_still_fires_the_stop() -> None:
 
 def test_impossible_reports_are_refused_with_what_was_wrong() -> None:
     s, _ = stopped()
-    with pytest.raises(ValueError, match="fill quantity must be positive"):
+    with pytest.raises(ValueError, match=r"fill quantity must be positive$"):
         s.apply(SellFilled(Tier.STOP_LOSS, 0, 66_500, AT))
-    with pytest.raises(IllegalTransition, match="fill of 11 exceeds the 10 shares being sold for STOP_LOSS"):
+    filled_too_many = r"fill of 11 exceeds the 10 shares being sold for STOP_LOSS$"
+    with pytest.raises(IllegalTransition, match=filled_too_many):
         s.apply(SellFilled(Tier.STOP_LOSS, 11, 66_500, AT))
-    with pytest.raises(ValueError, match="an ended order reports a positive unfilled quantity"):
+    with pytest.raises(ValueError, match=r"an ended order reports a positive unfilled quantity$"):
         s.apply(SellEnded(Tier.STOP_LOSS, 0, AT))
-    with pytest.raises(IllegalTransition, match="11 unfilled exceeds the 10 shares being sold for STOP_LOSS"):
+    ended_too_many = r"11 unfilled exceeds the 10 shares being sold for STOP_LOSS$"
+    with pytest.raises(IllegalTransition, match=ended_too_many):
         s.apply(SellEnded(Tier.STOP_LOSS, 11, AT))
-    with pytest.raises(ValueError, match="held quantity cannot be negative"):
+    with pytest.raises(ValueError, match=r"held quantity cannot be negative$"):
         s.apply(HoldingSynced(-1, AT))
     s.apply(SellFilled(Tier.STOP_LOSS, 10, 66_500, AT))
     assert s.is_closed

@@ -85,5 +85,26 @@ def test_which_daily_limit_binds() -> None:
 
 def test_limits_must_be_positive() -> None:
     for name in ("max_daily_investment", "daily_limit", "max_stock_count", "max_per_stock"):
-        with pytest.raises(ValueError, match=f"{name} must be positive"):
+        with pytest.raises(ValueError, match=rf"{name} must be positive$"):
             RiskLimits(**{name: 0})
+
+
+def test_skips_after_a_closed_stock_or_a_full_book_are_still_recorded() -> None:
+    """A stock closed today (no re-buy allowed) does not end the scan: the next is bought. Once the slots
+    are full, a lower row that is held is still recorded as held (the count does not stop the scan)."""
+    limits = RiskLimits(max_stock_count=1, allow_rebuy_same_day=False)
+    closed, held = frozenset({"000001"}), frozenset({"000009"})
+    account = AccountState(cash=50_000_000, closed_today=closed, held_codes=held)
+    plan = plan_buys([row("000001", 9.0, 10_000), row("000002", 8.5, 10_000), row("000009", 8.0, 10_000)],
+                     RiskLimits(allow_rebuy_same_day=False), account)  # fmt: skip
+    assert [b.code for b in plan.buys] == ["000002"]
+    assert [(s.code, s.reason) for s in plan.skipped] == [
+        ("000001", SkipReason.CLOSED_TODAY), ("000009", SkipReason.ALREADY_HELD)
+    ]
+    full = plan_buys([row("000002", 8.5, 10_000), row("000003", 8.4, 10_000), row("000009", 8.0, 10_000)],
+                     limits, account)  # fmt: skip
+    assert full.buys == ()
+    assert [(s.code, s.reason) for s in full.skipped] == [
+        ("000002", SkipReason.MAX_STOCK_COUNT), ("000003", SkipReason.MAX_STOCK_COUNT),
+        ("000009", SkipReason.ALREADY_HELD),
+    ]

@@ -3,7 +3,7 @@ ends: each value at and next to an edge, worked out by hand."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, tzinfo
 
 import pytest
 
@@ -20,10 +20,15 @@ from autotrade.domain.krx import (
     CostRates,
     Session,
     SessionTimes,
+    ceil_to_tick,
+    floor_to_tick,
+    is_valid_tick,
     max_affordable_quantity,
+    pct,
     price_limits,
     session_at,
     session_times,
+    tick_size,
 )
 from autotrade.domain.models import require_aware, validate_code
 
@@ -70,9 +75,9 @@ def test_session_at_each_boundary(at: time, session: Session) -> None:
 
 
 def test_session_at_needs_an_aware_moment() -> None:
-    with pytest.raises(ValueError, match="moment must be timezone-aware"):
+    with pytest.raises(ValueError, match=r"moment must be timezone-aware$"):
         session_at(datetime(2026, 11, 25, 9, 0))
-    with pytest.raises(ValueError, match="datetime must be timezone-aware"):
+    with pytest.raises(ValueError, match=r"datetime must be timezone-aware$"):
         require_aware(datetime(2026, 11, 25, 9, 0))
     aware = datetime(2026, 11, 25, 9, 0, tzinfo=KST)
     assert require_aware(aware) is aware
@@ -130,7 +135,7 @@ def test_the_calendar_ends() -> None:
         hours_of(last + timedelta(days=1))
     assert hours_of(first).open == time(10, 0)  # 2015-01-02, the year's first day, opens an hour late
     assert hours_of(last).close == time(15, 30)
-    with pytest.raises(ValueError, match="is not a KRX trading day"):
+    with pytest.raises(ValueError, match=r"is not a KRX trading day$"):
         hours_of(date(2026, 11, 28))  # a Saturday
 
 
@@ -138,3 +143,28 @@ def test_a_stock_code_is_six_characters() -> None:
     assert validate_code("005930") == "005930"
     with pytest.raises(ValueError, match="stock code must be six characters"):
         validate_code("5930")
+
+
+def test_ticks_at_zero_and_one() -> None:
+    # Zero is not a price: not a valid tick, rounds up to the first one (1), has no tick under it.
+    assert not is_valid_tick(0) and is_valid_tick(1)
+    assert ceil_to_tick(0) == 1 and ceil_to_tick(-5) == 1 and ceil_to_tick(1) == 1
+    assert floor_to_tick(1) == 1
+    with pytest.raises(ValueError, match=r"^no valid tick at or below 0$"):
+        floor_to_tick(0)
+    with pytest.raises(ValueError, match=r"^price must be non-negative, got -1$"):
+        tick_size(-1)
+    with pytest.raises(ValueError, match=r"^rate must be finite$"):
+        pct(float("inf"))
+
+
+class NoOffset(tzinfo):
+    """A time zone that knows no offset: as unusable as none."""
+
+    def utcoffset(self, dt: datetime | None) -> None:
+        return None
+
+
+def test_a_zone_without_an_offset_is_not_aware() -> None:
+    with pytest.raises(ValueError, match=r"^datetime must be timezone-aware$"):
+        require_aware(datetime(2026, 11, 25, 9, 0, tzinfo=NoOffset()))

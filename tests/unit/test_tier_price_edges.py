@@ -15,7 +15,7 @@ def test_the_cheapest_entry_keeps_the_stop_at_one_won() -> None:
     assert tier_prices(1) == TierPrices(stop_loss=1, preserve=2, take_profit=2)
     assert tier_prices(3).stop_loss == 2
     for bad in (0, -1):
-        with pytest.raises(ValueError, match=f"entry price must be positive, got {bad}"):
+        with pytest.raises(ValueError, match=rf"entry price must be positive, got {bad}$"):
             tier_prices(bad)
 
 
@@ -30,10 +30,10 @@ def test_each_rate_at_its_bounds() -> None:
     large = tier_prices(100_000, preserve_rate=50.0, take_profit_rate=60.0)
     assert large == TierPrices(95_000, 150_000, 160_000)
     for stop in (0.0, 100.0, 101.0, -1.0):
-        with pytest.raises(ValueError, match="stop_loss_rate must be between 0 and 100 percent"):
+        with pytest.raises(ValueError, match=r"stop_loss_rate must be between 0 and 100 percent$"):
             tier_prices(100_000, stop_loss_rate=stop)
     for preserve, take in ((0.0, 8.0), (4.0, 0.0), (-1.0, 8.0)):
-        with pytest.raises(ValueError, match="preserve_rate and take_profit_rate must be positive"):
+        with pytest.raises(ValueError, match=r"preserve_rate and take_profit_rate must be positive$"):
             tier_prices(100_000, preserve_rate=preserve, take_profit_rate=take)
-    with pytest.raises(ValueError, match="take_profit_rate must not be below preserve_rate"):
+    with pytest.raises(ValueError, match=r"take_profit_rate must not be below preserve_rate$"):
         tier_prices(100_000, preserve_rate=8.0, take_profit_rate=7.9)

@@ -211,8 +211,10 @@ async def test_a_killed_watcher_is_replaced_and_the_stop_still_sells(
         assert len(takers) >= 1
         after = lease.state()
         assert after is not None and after.holder != state.holder
+        taker_start = takers[0].started - crossed_at
         print(
-            f"\nwatcher killed {pause:.1f} s into the watch; stop crossed -> sell {gap:.1f} s "
+            f"\nwatcher killed {pause:.1f} s into the watch; stop crossed -> sell {gap:.1f} s, the run that "
+            f"took over started {taker_start:.1f} s after the crossing "
             f"(lease {TTL:g} s, a run every {SCHEDULE_EVERY:g} s, {len(schedule.runs) - 2} runs started; "
             f"a no-op run's process lasted {noop_seconds:.1f} s)"
         )

@@ -51,9 +51,24 @@ class GatewayRegistrar:
             raise RegistrationError(str(exc)) from None
         except PermissionError:
             raise RegistrationError("this account is registered to another user") from None
+        await self.rt.db.run(self._windows_restart, user_id, account_no)
         return sc.AccountInfo(
             account_no=info.account_no, account_name=info.account_name, balance=info.balance
         )
+
+    def _windows_restart(self, user_id: str, account_no: str) -> None:
+        """A key (re-)registered is ACTIVE afresh: what the earlier key's requests did no longer counts in
+        the security windows (a user re-registering after a kill is not cut off again by its refusals)."""
+        import sqlalchemy as sa
+
+        from autotrade.store.models import UserApiKey
+
+        with self.rt.db.unit_of_work() as s:
+            s.execute(
+                sa.update(UserApiKey)
+                .where(UserApiKey.user_id == user_id, UserApiKey.account_no == account_no)
+                .values(status_changed_at=self.rt.clock())
+            )
 
     async def rotate(self, user_id: str, account_no: str, app_key: SecretStr, app_secret: SecretStr) -> None:
         """A new key for the same account: validated and sealed under a new data key, the old broker token

@@ -451,3 +451,30 @@ async def test_deleting_a_key_lists_the_positions_it_leaves_unmanaged(world: Wor
     assert AccountRef("alice", world.acct["alice"]) not in world.rt.accounts(trading_only=False)
     with pytest.raises(AccessDenied, match="DELETED"):
         await world.session("alice", SELL)
+
+
+async def test_a_key_registered_again_after_a_kill_starts_with_clean_windows(world: World) -> None:
+    """Killed at 10:00:00; four buys refused by the sell-only scope at 10:00:01. At 10:00:02 the user
+    registers a new key for the account: ACTIVE. At 10:00:03 one out-of-scope request is refused: had the
+    disabled key's four refusals still counted, it would be the fifth in five minutes and a kill."""
+    from autotrade.api.service import GatewayRegistrar
+
+    account = world.acct["alice"]
+    await world.gw.kill("alice", account, "burst", "test")
+    world.sim.engine.advance(1)
+    session = await world.session("alice", TRADE)
+    for _ in range(4):
+        with pytest.raises(AccessDenied, match="DISABLED"):
+            await session.buy(SAMSUNG, 1, 50_000, TradeType.LIMIT)
+    world.sim.engine.advance(1)
+    key = world.sim.admin.create_appkey(account)
+    await GatewayRegistrar(world.rt).register(
+        "alice", SecretStr(key["appkey"]), SecretStr(key["secretkey"]), account, 5_000_000
+    )
+    assert world.status("alice") is ApiStatus.ACTIVE
+    world.sim.engine.advance(1)
+    reader = await world.session("alice", READ)
+    with pytest.raises(AccessDenied, match="token does not allow order:buy"):
+        await reader.buy(SAMSUNG, 1, 50_000, TradeType.LIMIT)
+    assert world.status("alice") is ApiStatus.ACTIVE
+    assert [rule for rule, _ in world.events("alice")] == ["burst"]

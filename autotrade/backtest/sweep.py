@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any
 
@@ -193,7 +193,6 @@ def run_sweep(
     points: Iterable[Point],
     *,
     workers: int = 1,
-    progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per point: its values, ``error`` (empty when valid), then the run's scalar metrics."""
     points = list(points)
@@ -217,8 +216,6 @@ def run_sweep(
         row["error"] = errors[i]
         row.update(by_index.get(i, {}))
         rows.append(row)
-    if progress is not None:
-        progress(len(rows), len(rows))
     return rows
 
 

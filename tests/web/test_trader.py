@@ -10,13 +10,14 @@ import asyncio
 import json
 import time as walltime
 from datetime import datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from autotrade.domain.exits import TierStatus
 from autotrade.domain.krx import KST
-from autotrade.domain.models import ExitReason, Side, Tier
+from autotrade.domain.models import ExitReason, Side, Tier, TradeAction
 from autotrade.store.models import EquitySnapshot, OrderIntentRow, ThreeTierStrategy, TradeRecordRow, User
 from flows.daily_report import daily_report
 from flows.evening_signal_and_buy import evening_signal_and_buy
@@ -162,6 +163,27 @@ async def test_sign_up_register_trade_and_watch_live(product: Product, browser: 
     # The tier's sell is in the trade history, and the 16:30 report's equity reaches the chart, live.
     trades = page.get_by_test_id("trades")
     await trades.get_by_role("row").filter(has_text=target.name).filter(has_text="PRESERVE").first.wait_for()
+    # Filters and the CSV export: the export holds exactly the trades the filter shows, the user's own.
+    await page.get_by_label("구분").select_option("PRESERVE")
+    with stack.db.unit_of_work() as s:
+        preserves = s.scalars(
+            sa.select(TradeRecordRow).where(
+                TradeRecordRow.user_id == user_id, TradeRecordRow.action == TradeAction.PRESERVE
+            )
+        ).all()
+        all_mine = s.scalar(
+            sa.select(sa.func.count(TradeRecordRow.id)).where(TradeRecordRow.user_id == user_id)
+        )
+    assert await trades.locator("tbody tr").count() == len(preserves)
+    async with page.expect_download() as dl:
+        await page.get_by_role("button", name="CSV 내보내기").click()
+    csv_path = Path(await (await dl.value).path())
+    csv_text = csv_path.read_text(encoding="utf-8-sig")  # noqa: ASYNC240 - a small local file
+    lines = csv_text.strip().splitlines()
+    assert lines[0].startswith("executed_at,code,name") and len(lines) == 1 + len(preserves)
+    assert any(f'"{target.code}"' in line and '"PRESERVE"' in line for line in lines[1:])
+    await page.get_by_label("구분").select_option("")
+    assert await trades.locator("tbody tr").count() == all_mine
     assert await page.get_by_test_id("equity-summary").count() == 0
     stack.at(DAY2, time(16, 30))
     report = await run_flow(daily_report, trading_day=DAY2)
@@ -217,6 +239,19 @@ async def test_sign_up_register_trade_and_watch_live(product: Product, browser: 
     await product.shot(page, "ops-desktop")
     await page.set_viewport_size(PHONE)
     await product.shot(page, "ops-phone")
+
+    # Deleting the key asks first, then says which positions are no longer managed.
+    await page.set_viewport_size(DESKTOP)
+    await page.get_by_role("link", name="API 키").click()
+    row = page.get_by_test_id(f"account-{ACCOUNT}")
+    await row.get_by_role("button", name="키 삭제").click()
+    confirm = row.get_by_role("alertdialog")
+    await confirm.wait_for()
+    await product.shot(page, "keys-delete-confirm-desktop")
+    await confirm.get_by_role("button", name="삭제").click()
+    await page.get_by_role("status").filter(has_text="API 키 삭제 완료").wait_for()
+    assert "더 이상 자동 관리되지 않습니다" in await page.get_by_role("status").inner_text()
+    await row.filter(has_text="DELETED").wait_for()
 
     # English switch; log out drops the token and protected pages send you to the login page.
     await page.get_by_role("button", name="English").click()

@@ -103,6 +103,17 @@ const ko = {
   operatorOnly: "운영자 권한이 필요합니다.",
   language: "English",
   needKey: "먼저 API 키를 등록하세요.",
+  rotate: "키 교체",
+  rotateSubmit: "증권사 확인 후 교체",
+  rotated: "새 키로 교체했습니다.",
+  deleteKey: "키 삭제",
+  deleteConfirm: "키를 삭제하면 이 계좌의 자동 손절·익절이 더 이상 실행되지 않습니다. 삭제할까요?",
+  deleteYes: "삭제",
+  cancel: "취소",
+  allActions: "전체",
+  filterStock: "종목 검색",
+  filterAction: "구분",
+  exportCsv: "CSV 내보내기",
 };
 
 export type Key = keyof typeof ko;
@@ -209,6 +220,17 @@ const en: Record<Key, string> = {
   operatorOnly: "Operator role required.",
   language: "한국어",
   needKey: "Register an API key first.",
+  rotate: "Rotate key",
+  rotateSubmit: "Check with the broker and replace",
+  rotated: "The key was replaced.",
+  deleteKey: "Delete key",
+  deleteConfirm: "Once the key is deleted this account's stop-loss and take-profit no longer run. Delete it?",
+  deleteYes: "Delete",
+  cancel: "Cancel",
+  allActions: "All",
+  filterStock: "Search stock",
+  filterAction: "Action",
+  exportCsv: "Export CSV",
 };
 
 export const dictionaries: Record<Lang, Record<Key, string>> = { ko, en };

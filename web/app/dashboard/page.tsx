@@ -1,11 +1,12 @@
 "use client";
 
 import Link from "next/link";
+import { useState } from "react";
 import { EquityChart } from "@/components/EquityChart";
 import { Shell } from "@/components/Shell";
 import { formatKrw, formatKst, formatRate } from "@/lib/format";
 import type { Key } from "@/lib/i18n";
-import { useLive, type Position } from "@/lib/live";
+import { useLive, type Position, type Trade } from "@/lib/live";
 import { useSession } from "@/lib/session";
 
 const tierStyle: Record<string, string> = {
@@ -93,9 +94,41 @@ function PositionCard({ p }: { p: Position }) {
   );
 }
 
+function toCsv(trades: Trade[]): string {
+  const head = ["executed_at", "code", "name", "action", "exit_reason", "quantity", "price", "amount", "profit_loss"];
+  const cell = (v: unknown) => {
+    const text = v === null || v === undefined ? "" : String(v);
+    // quoted, and a leading = + - @ neutralised so a spreadsheet never runs it as a formula
+    return `"${(/^[=+\-@]/.test(text) && Number.isNaN(Number(text)) ? `'${text}` : text).replace(/"/g, '""')}"`;
+  };
+  const rows = trades.map((r) =>
+    [r.executed_at, r.code, r.name, r.action, r.exit_reason, r.quantity, r.price, r.amount, r.profit_loss].map(cell).join(","),
+  );
+  return "\uFEFF" + [head.join(","), ...rows].join("\r\n") + "\r\n";
+}
+
+function download(name: string, text: string) {
+  const url = URL.createObjectURL(new Blob([text], { type: "text/csv;charset=utf-8" }));
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
 export default function DashboardPage() {
   const { token, logout, t } = useSession();
   const { snapshot, state } = useLive(token, logout);
+  const [stockFilter, setStockFilter] = useState("");
+  const [actionFilter, setActionFilter] = useState("");
+  const trades = (snapshot?.trades ?? []).filter(
+    (r) =>
+      (!actionFilter || r.action === actionFilter) &&
+      (!stockFilter || r.name.includes(stockFilter) || r.code.includes(stockFilter)),
+  );
+  const actions = Array.from(new Set((snapshot?.trades ?? []).map((r) => r.action))).sort();
 
   return (
     <Shell>
@@ -214,7 +247,40 @@ export default function DashboardPage() {
             <h2 id="trades" className="mb-2 text-lg font-semibold">
               {t("trades")}
             </h2>
-            {snapshot.trades.length === 0 ? (
+            <div className="mb-2 flex flex-wrap items-end gap-3">
+              <label className="flex flex-col text-sm">
+                {t("filterStock")}
+                <input
+                  type="search"
+                  value={stockFilter}
+                  onChange={(e) => setStockFilter(e.target.value)}
+                  className="rounded border border-slate-400 px-2 py-1"
+                />
+              </label>
+              <label className="flex flex-col text-sm">
+                {t("filterAction")}
+                <select
+                  value={actionFilter}
+                  onChange={(e) => setActionFilter(e.target.value)}
+                  className="rounded border border-slate-400 px-2 py-1"
+                >
+                  <option value="">{t("allActions")}</option>
+                  {actions.map((a) => (
+                    <option key={a} value={a}>
+                      {a}
+                    </option>
+                  ))}
+                </select>
+              </label>
+              <button
+                type="button"
+                className="rounded border border-slate-400 bg-white px-3 py-1 text-sm hover:bg-slate-100"
+                onClick={() => download(`trades-${snapshot.at.slice(0, 10)}.csv`, toCsv(trades))}
+              >
+                {t("exportCsv")}
+              </button>
+            </div>
+            {trades.length === 0 ? (
               <p>{t("noTrades")}</p>
             ) : (
               <div
@@ -235,7 +301,7 @@ export default function DashboardPage() {
                     </tr>
                   </thead>
                   <tbody>
-                    {snapshot.trades.map((tr) => (
+                    {trades.map((tr) => (
                       <tr key={tr.id} className="border-b last:border-0">
                         <td className="p-2">{formatKst(tr.executed_at)}</td>
                         <td className="p-2">{tr.name}</td>

@@ -5,6 +5,11 @@ import { Alert, button, Field, Shell } from "@/components/Shell";
 import { formatKrw } from "@/lib/format";
 import { api, useSession } from "@/lib/session";
 
+const secondary =
+  "rounded border border-slate-400 bg-white px-4 py-2 text-slate-800 hover:bg-slate-100 focus:outline-2 focus:outline-blue-700";
+const danger =
+  "rounded bg-red-700 px-4 py-2 font-medium text-white hover:bg-red-800 focus:outline-2 focus:outline-offset-2 focus:outline-red-700";
+
 type AccountInfo = { account_no: string; account_name: string | null; balance: number };
 type Account = {
   account_no: string;
@@ -20,6 +25,9 @@ export default function KeysPage() {
   const [answer, setAnswer] = useState<AccountInfo | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  const [notice, setNotice] = useState<string | null>(null);
+  const [rotating, setRotating] = useState<string | null>(null);
+  const [deleting, setDeleting] = useState<string | null>(null);
 
   const load = useCallback(async () => {
     if (!token) return;
@@ -76,6 +84,40 @@ export default function KeysPage() {
     }
   }
 
+  async function rotate(e: FormEvent<HTMLFormElement>, account: string) {
+    e.preventDefault();
+    const f = new FormData(e.currentTarget);
+    setError(null);
+    try {
+      await api("/api/user/api-key/rotate", {
+        token,
+        onUnauthorized: logout,
+        body: { account_no: account, app_key: f.get("new_app_key"), app_secret: f.get("new_app_secret") },
+      });
+      setRotating(null);
+      setNotice(t("rotated"));
+      await load();
+    } catch (err) {
+      setError(`${t("failed")}: ${(err as Error).message}`);
+    }
+  }
+
+  async function remove(account: string) {
+    setError(null);
+    try {
+      const r = await api<{ message: string }>(`/api/user/api-key/${account}`, {
+        token,
+        onUnauthorized: logout,
+        method: "DELETE",
+      });
+      setDeleting(null);
+      setNotice(r.message);
+      await load();
+    } catch (err) {
+      setError(`${t("failed")}: ${(err as Error).message}`);
+    }
+  }
+
   return (
     <Shell>
       <h1 className="mb-4 text-2xl font-bold">{t("keysTitle")}</h1>
@@ -126,6 +168,12 @@ export default function KeysPage() {
         </form>
       </div>
 
+      {notice && (
+        <div className="mt-6">
+          <Alert kind="ok">{notice}</Alert>
+        </div>
+      )}
+
       {answer && (
         <section
           aria-labelledby="answer"
@@ -175,10 +223,37 @@ export default function KeysPage() {
                   {t("autoTrading")}:{" "}
                   <strong data-testid="auto-state">{a.is_auto_trading_enabled ? t("on") : t("off")}</strong>
                 </span>
-                {a.api_status === "ACTIVE" && (
-                  <button type="button" className={`${button} ml-auto`} onClick={() => toggle(a)}>
-                    {a.is_auto_trading_enabled ? t("turnOff") : t("turnOn")}
-                  </button>
+                {a.api_status !== "DELETED" && (
+                  <span className="ml-auto flex flex-wrap gap-2">
+                    {a.api_status === "ACTIVE" && (
+                      <button type="button" className={button} onClick={() => toggle(a)}>
+                        {a.is_auto_trading_enabled ? t("turnOff") : t("turnOn")}
+                      </button>
+                    )}
+                    <button type="button" className={secondary} onClick={() => setRotating(a.account_no)}>
+                      {t("rotate")}
+                    </button>
+                    <button type="button" className={danger} onClick={() => setDeleting(a.account_no)}>
+                      {t("deleteKey")}
+                    </button>
+                  </span>
+                )}
+                {rotating === a.account_no && (
+                  <form onSubmit={(e) => rotate(e, a.account_no)} className="flex w-full flex-col gap-3 sm:flex-row sm:items-end">
+                    <Field id="new_app_key" label={t("appKey")} autoComplete="off" minLength={8} required />
+                    <Field id="new_app_secret" label={t("appSecret")} type="password" autoComplete="off" minLength={8} required />
+                    <button type="submit" className={button}>{t("rotateSubmit")}</button>
+                    <button type="button" className={secondary} onClick={() => setRotating(null)}>{t("cancel")}</button>
+                  </form>
+                )}
+                {deleting === a.account_no && (
+                  <div role="alertdialog" aria-labelledby={`del-${a.account_no}`} className="w-full rounded border border-red-300 bg-red-50 p-3">
+                    <p id={`del-${a.account_no}`} className="mb-2 text-sm text-red-900">{t("deleteConfirm")}</p>
+                    <span className="flex gap-2">
+                      <button type="button" className={danger} onClick={() => remove(a.account_no)}>{t("deleteYes")}</button>
+                      <button type="button" className={secondary} onClick={() => setDeleting(null)} autoFocus>{t("cancel")}</button>
+                    </span>
+                  </div>
                 )}
               </li>
             ))}

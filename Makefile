@@ -25,13 +25,14 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 WEB_SRC := $(shell find web -path web/node_modules -prune -o -path web/.next -prune -o -path web/out -prune \
 	-o -type f ! -name next-env.d.ts -print 2>/dev/null)
 web/node_modules/.package-lock.json: web/package-lock.json
-	@command -v npm >/dev/null || { echo "make install: npm not found: install Node.js 18+ (apt-get install nodejs npm) to build the web app; the API runs without it"; exit 0; }
-	cd web && NEXT_TELEMETRY_DISABLED=1 npm ci --no-audit --no-fund --loglevel=error
+	@if command -v npm >/dev/null; then cd web && NEXT_TELEMETRY_DISABLED=1 npm ci --no-audit --no-fund \
+		--loglevel=error; else echo "make install: npm not found: install Node.js 18+ and npm (apt-get install \
+		nodejs npm) to build the web app (web/); the API runs without it"; fi
 
 web/out/index.html: web/node_modules/.package-lock.json $(WEB_SRC)
-	@command -v npm >/dev/null || { echo "make install: skipping the web app (no Node.js); see above"; exit 0; }
-	cd web && NEXT_TELEMETRY_DISABLED=1 npx --no-install next build >/dev/null
-	@touch $@
+	@if command -v npm >/dev/null; then echo "building the web app (web/ -> web/out)"; cd web && \
+		NEXT_TELEMETRY_DISABLED=1 npx --no-install next build >/dev/null && touch out/index.html; \
+		else echo "make install: skipping the web app (no Node.js)"; fi
 
 install: $(VENV)/.synced web/out/index.html
 	@mkdir -p "$(PREFECT_HOME)"

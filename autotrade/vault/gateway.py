@@ -591,7 +591,7 @@ class BrokerGateway:
         now = self.clock()
         changed = await self.db.run(self._disable, user_id, account_no, now)
         await self.provider(user_id, account_no).revoke()
-        action = "key disabled (sell-only for the product's positions), broker token revoked"
+        action = "key DISABLED (sell-only for the product's positions), broker token revoked"
         await self.db.run(self._record, user_id, account_no, rule, Grade.DISABLE, detail, action, now)
         self.kill_times.append(asyncio.get_running_loop().time() - started)
         log.warning("security rule %s hit for %s: %s", rule, key_id(user_id, account_no), action)

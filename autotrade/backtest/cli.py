@@ -172,9 +172,12 @@ def backtest(
     if ctx.invoked_subcommand is not None:
         return
     out = _out_dir(out)
+    # Forked once numpy (which both need) is loaded: the child imports matplotlib while this process loads
+    # the data and runs.
+    import numpy  # noqa: F401
+
     from autotrade.backtest.report import ReportProcess, write_outputs
 
-    # Forked before pandas loads: the child imports matplotlib while this process loads and runs.
     with ReportProcess() if report else nullcontext() as drawer:
         settings = _settings(config)
         data, source = _market(bars, scans, minutes, synthetic, seed, settings)

@@ -17,8 +17,6 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from autotrade.notify.format import scrub_secrets
-
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("autotrade_request_id", default=None)
 
 
@@ -43,6 +41,9 @@ def _run_ids(record: logging.LogRecord) -> tuple[str | None, str | None]:
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        # Imported here: the notify package is heavy, and every CLI command imports this module.
+        from autotrade.notify.format import scrub_secrets
+
         flow_run, task_run = _run_ids(record)
         line: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),

@@ -97,8 +97,17 @@ async def test_sign_up_register_trade_and_watch_live(product: Product, browser: 
     assert await row.get_by_test_id("auto-state").inner_text() == "꺼짐"
     await row.get_by_role("button", name="자동매매 켜기").click()
     await wait_for_text(row.get_by_test_id("auto-state"), "켜짐")
+    # Notification channels: KakaoTalk needs the mobile number, stored in its plain digits.
+    prefs = page.get_by_test_id("notifications")
+    await prefs.get_by_label("카카오톡").check()
+    await prefs.get_by_label("휴대폰 번호").fill("010-1234-5678")
+    await prefs.get_by_role("button", name="저장").click()
+    await prefs.get_by_role("status").filter(has_text="저장했습니다").wait_for()
     await product.shot(page, "keys-desktop")
     user_id = json.loads(await page.evaluate("atob(localStorage['autotrade.session'].split('.')[1])"))["sub"]
+    with stack.db.unit_of_work() as s:
+        me = s.get(User, user_id)
+        assert me is not None and (me.notify_channels, me.phone) == ("console,kakao", "01012345678")
 
     # Another user trading the same day: their positions must never reach this trader's page.
     (other, other_account), = await stack.register_users(1)
@@ -254,6 +263,7 @@ async def test_sign_up_register_trade_and_watch_live(product: Product, browser: 
     await row.filter(has_text="DELETED").wait_for()
 
     # English switch; log out drops the token and protected pages send you to the login page.
+    await page.set_viewport_size(PHONE)
     await page.get_by_role("button", name="English").click()
     await page.get_by_role("button", name="Log out").click()
     await page.wait_for_url("**/login/")

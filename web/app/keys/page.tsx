@@ -3,6 +3,7 @@
 import { useCallback, useEffect, useState, type FormEvent } from "react";
 import { Alert, button, Field, Shell } from "@/components/Shell";
 import { formatKrw } from "@/lib/format";
+import type { Key } from "@/lib/i18n";
 import { api, useSession } from "@/lib/session";
 
 const secondary =
@@ -28,6 +29,8 @@ export default function KeysPage() {
   const [notice, setNotice] = useState<string | null>(null);
   const [rotating, setRotating] = useState<string | null>(null);
   const [deleting, setDeleting] = useState<string | null>(null);
+  const [prefs, setPrefs] = useState<{ channels: string[]; phone: string | null } | null>(null);
+  const [prefsNote, setPrefsNote] = useState<string | null>(null);
 
   const load = useCallback(async () => {
     if (!token) return;
@@ -41,6 +44,31 @@ export default function KeysPage() {
   useEffect(() => {
     void load();
   }, [load]);
+
+  useEffect(() => {
+    if (!token) return;
+    api<{ channels: string[]; phone: string | null }>("/api/me/notifications", { token, onUnauthorized: logout })
+      .then(setPrefs)
+      .catch(() => setPrefs({ channels: ["console"], phone: null }));
+  }, [token, logout]);
+
+  async function savePrefs(e: FormEvent<HTMLFormElement>) {
+    e.preventDefault();
+    const f = new FormData(e.currentTarget);
+    setPrefsNote(null);
+    try {
+      const saved = await api<{ channels: string[]; phone: string | null }>("/api/me/notifications", {
+        token,
+        onUnauthorized: logout,
+        method: "PUT",
+        body: { channels: f.getAll("channel"), phone: f.get("phone") || null },
+      });
+      setPrefs(saved);
+      setPrefsNote(t("saved"));
+    } catch (err) {
+      setPrefsNote(`${t("failed")}: ${(err as Error).message}`);
+    }
+  }
 
   async function submit(e: FormEvent<HTMLFormElement>) {
     e.preventDefault();
@@ -195,6 +223,41 @@ export default function KeysPage() {
         </section>
       )}
 
+      {prefs && (
+        <form
+          onSubmit={savePrefs}
+          aria-labelledby="notify"
+          className="mt-6 flex flex-col gap-3 rounded-lg bg-white p-5 shadow-sm"
+          data-testid="notifications"
+        >
+          <h2 id="notify" className="text-lg font-semibold">
+            {t("notifyTitle")}
+          </h2>
+          <fieldset className="flex flex-wrap gap-4">
+            <legend className="sr-only">{t("notifyTitle")}</legend>
+            {["console", "kakao", "sns"].map((c) => (
+              <label key={c} className="flex items-center gap-2">
+                <input type="checkbox" name="channel" value={c} defaultChecked={prefs.channels.includes(c)} />
+                {t(`ch_${c}` as Key)}
+              </label>
+            ))}
+          </fieldset>
+          <div className="max-w-xs">
+            <Field id="phone" label={t("phone")} hint={t("phoneHint")} type="tel" defaultValue={prefs.phone ?? ""} />
+          </div>
+          <div className="flex items-center gap-3">
+            <button type="submit" className={button}>
+              {t("save")}
+            </button>
+            {prefsNote && (
+              <span role="status" className="text-sm">
+                {prefsNote}
+              </span>
+            )}
+          </div>
+        </form>
+      )}
+
       <section aria-labelledby="accounts" className="mt-6">
         <h2 id="accounts" className="mb-2 text-lg font-semibold">
           {t("yourAccounts")}
@@ -237,6 +300,11 @@ export default function KeysPage() {
                       {t("deleteKey")}
                     </button>
                   </span>
+                )}
+                {a.api_status === "DISABLED" && (
+                  <p className="w-full rounded border border-amber-300 bg-amber-50 p-3 text-sm text-amber-950">
+                    {t("disabledHelp")}
+                  </p>
                 )}
                 {rotating === a.account_no && (
                   <form onSubmit={(e) => rotate(e, a.account_no)} className="flex w-full flex-col gap-3 sm:flex-row sm:items-end">

@@ -45,6 +45,7 @@ async def test_backup_restores_into_an_empty_database_and_trading_carries_on(
             assert state.is_completed() and first["orders"] > 0 and first["positions_armed"] > 0, first
             sent = len(stack.sim.engine.orders)
             assert sent == first["orders"]
+            _scrape_after_the_evening(stack.db, first["orders"])
 
             folder = tmp_path / "backups"
             made = backup(db_url, str(folder), keep=3, master_key_path=stack.settings.local_master_key_path)
@@ -95,6 +96,28 @@ async def test_backup_restores_into_an_empty_database_and_trading_carries_on(
                 db.dispose()
         finally:
             await stack.access.aclose()
+
+
+def _scrape_after_the_evening(db: Database, orders: int) -> None:
+    """/metrics' ledger figures after a simulated evening, parsed, against the ledger counted here."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from autotrade.ops.metrics import LedgerCollector
+    from autotrade.store.models import FillRow
+
+    registry = CollectorRegistry()
+    registry.register(LedgerCollector(db, lambda: DAY1))
+    text = generate_latest(registry).decode()
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    buys = sum(s.value for s in samples if s.name == "autotrade_orders" and s.labels["side"] == "BUY")
+    with db.unit_of_work() as s:
+        fills = s.scalar(sa.select(sa.func.count(FillRow.id)))
+        filled = s.scalar(sa.select(sa.func.sum(OrderIntentRow.filled_quantity))) or 0
+        ordered = s.scalar(sa.select(sa.func.sum(OrderIntentRow.quantity))) or 0
+    value = {s.name: s.value for s in samples if not s.labels}
+    assert buys == orders and value["autotrade_fills"] == fills > 0
+    assert value["autotrade_fill_rate"] == pytest.approx(filled / ordered)
 
 
 def _sqlite_with_rows(path: Path, users: int) -> str:

@@ -82,7 +82,7 @@ from autotrade.trading.scan import (
     read_scan,
     validate_scan,
 )
-from autotrade.vault.anomaly import AnomalyDetector
+from autotrade.vault.anomaly import AnomalyDetector, SecurityAlert
 from autotrade.vault.gateway import AccessDenied, BrokerGateway
 from autotrade.vault.keys import KeyStore
 from autotrade.vault.kms import LocalKms
@@ -218,7 +218,7 @@ class GatewayWorld:
         self.tokens = TemporaryTokens(db, self.signing_key)
         self.cache_key = os.urandom(32)
         self.client = KiwoomClient(sim.base_url, timeout=10, rate_per_second=2000, burst=2000)
-        self.alerts: list[tuple[str, str, str, str]] = []
+        self.alerts: list[SecurityAlert] = []
         self.gateways: list[BrokerGateway] = []
         self.gw = self.gateway()
         self._n = itertools.count(1)
@@ -231,7 +231,7 @@ class GatewayWorld:
             self.client,
             self.tokens,
             cache_key=self.cache_key,
-            alert=lambda *a: self.alerts.append(a),
+            alert=self.alerts.append,
             clock=clock or self.sim.engine.read_clock,
         )
         self.gateways.append(gw)
@@ -472,7 +472,8 @@ async def scope(w: GatewayWorld, rng: random.Random) -> None:
 
 
 async def _kill_time(w: GatewayWorld, v: Victim, broker_token: str, t0: float, rule: str) -> str | None:
-    """Wait (up to a minute) for the key to be DISABLED and its broker token refused; record the time."""
+    """Wait (up to a minute) for the key to be DISABLED and its broker token refused; record the time. Then
+    the key must refuse a buy whatever token asks."""
     while True:
         if w.status(v) is ApiStatus.DISABLED and not await w.broker_token_works(broker_token):
             w.tally.kills[rule].append(walltime.monotonic() - t0)
@@ -489,11 +490,13 @@ async def _kill_time(w: GatewayWorld, v: Victim, broker_token: str, t0: float, r
         ).all()
     if rule not in events:
         return f"no {rule} security event recorded (found {events})"
+    # A killed key keeps a sell-only scope for the product's positions: a new token may read, never buy.
     try:
-        await w.gw.session(w.token(v, READ), origin="prefect")
+        session = await w.gw.session(w.token(v, TRADE), origin="prefect")
+        await session.buy(CODE, 1, 50_000, TradeType.LIMIT)
     except AccessDenied:
         return None
-    return "a new token opens a session on the killed key"
+    return "a new token buys on the killed key"
 
 
 async def spend_limits(w: GatewayWorld, rng: random.Random) -> None:
@@ -799,8 +802,10 @@ def _race(w: GatewayWorld, v: Victim, intent: int) -> None:
 
 
 async def kill_switch(w: GatewayWorld, rng: random.Random) -> None:
-    """Each anomaly rule on a fresh key with the product's thresholds: the key is disabled and its broker
-    token revoked, timed from the first request over the threshold."""
+    """Each security rule on a fresh key with the product's thresholds. A burst and repeated refusals (a
+    leaked token at work) disable the key and revoke its broker token, timed from the first request over the
+    threshold. A buy at night or from an unknown origin is held back: refused, the operator alerted, the key
+    left ACTIVE; a read then is normal use (the strategies view at 20:00) and goes through."""
     kind = "gateway_kill_switch"
     rules = AnomalyDetector().settings
     for trigger in ["burst", "repeated_failures", "unknown_origin", "off_hours"] * 2:
@@ -810,15 +815,17 @@ async def kill_switch(w: GatewayWorld, rng: random.Random) -> None:
         if trigger == "off_hours":
             late = rng.choice([(6, 10), (19, 45), (23, 30)])
             gw = w.gateway(clock=lambda hm=late: w.sim.engine.read_clock().replace(hour=hm[0], minute=hm[1]))
+        if trigger in ("unknown_origin", "off_hours"):
+            origin = rng.choice(["203.0.113.7", "curl", "", "Prefect", "prefect "])
+            origin = origin if trigger == "unknown_origin" else "prefect"
+            problem = await _held_back(w, gw, v, trigger, origin)
+            w.tally.record(kind, trigger, problem)
+            continue
         token = gw.get_temporary_token(v.user, v.account, READ)
         t0: float | None = None
         denied: str | None = None
         try:
-            if trigger in ("unknown_origin", "off_hours"):
-                origin = rng.choice(["203.0.113.7", "curl", "", "Prefect", "prefect "])
-                t0 = walltime.monotonic()
-                await gw.session(token, origin=origin if trigger == "unknown_origin" else "prefect")
-            elif trigger == "burst":
+            if trigger == "burst":
                 session = await gw.session(token, origin="prefect")  # request 1 of the window
                 for n in range(2, 3 * rules.burst_requests):
                     if n == rules.burst_requests + 1:
@@ -839,8 +846,28 @@ async def kill_switch(w: GatewayWorld, rng: random.Random) -> None:
             w.tally.texts.append(denied)
             w.tally.refusals[kind][denied] += 1
         problem = await _kill_time(w, v, broker_token, t0 or walltime.monotonic(), trigger)
-        alerted = any(a[:3] == (v.user, v.account, trigger) for a in w.alerts)
-        w.tally.record(kind, trigger, problem or (None if alerted else "no alert sent"))
+        w.tally.record(kind, trigger, problem or (None if _alerted(w, v, trigger) else "no alert sent"))
+
+
+def _alerted(w: GatewayWorld, v: Victim, rule: str) -> bool:
+    return any((a.user_id, a.account_no, a.rule) == (v.user, v.account, rule) for a in w.alerts)
+
+
+async def _held_back(w: GatewayWorld, gw: BrokerGateway, v: Victim, rule: str, origin: str) -> str | None:
+    """A read goes through, a buy is refused as held back, the key stays ACTIVE and the operator hears of
+    it. Returns what went wrong, if anything."""
+    session = await gw.session(gw.get_temporary_token(v.user, v.account, TRADE), origin=origin)
+    await session.deposit()
+    try:
+        await session.buy(CODE, 1, 50_000, TradeType.LIMIT)
+    except AccessDenied as exc:
+        w.tally.texts.append(str(exc))
+        w.tally.refusals["gateway_kill_switch"][str(exc)] += 1
+    else:
+        return f"a buy under the {rule} rule reached the broker"
+    if w.status(v) is not ApiStatus.ACTIVE:
+        return f"the {rule} rule left the key {w.status(v)}"
+    return None if _alerted(w, v, rule) else "no alert sent"
 
 
 async def gateway_attacks(w: GatewayWorld, rng: random.Random, progress: Callable[[str], None]) -> None:

@@ -20,14 +20,16 @@ import logging
 import mimetypes
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import jwt
 import sqlalchemy as sa
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -421,6 +423,20 @@ class LiveHub:
             await asyncio.sleep(self.interval)
 
 
+MAX_STREAMS_PER_USER = 8  # browser tabs of one user; more is a client gone wrong
+
+
+def _token_expiry(request: Request) -> float:
+    """When the (already verified) bearer token of the request expires, as a Unix time: a stream lives no
+    longer than the session it was opened with."""
+    token = request.headers.get("authorization", "").partition(" ")[2]
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+        return float(claims["exp"])
+    except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+        return 0.0
+
+
 def include_web(app: FastAPI, deps: ApiDeps) -> None:
     """Add the live feed to the API and serve the web app's export at ``/`` (when it has been built)."""
     hub = LiveHub(deps.db, deps.prices, interval=float(os.environ.get("AUTOTRADE_WEB_POLL_SECONDS", "0.5")))
@@ -448,14 +464,21 @@ def include_web(app: FastAPI, deps: ApiDeps) -> None:
         otherwise the snapshot once as JSON."""
         if "text/event-stream" not in request.headers.get("accept", ""):
             return JSONResponse(await hub.current(me.user_id))
+        if sum(v.user_id == me.user_id for v in hub.viewers) >= MAX_STREAMS_PER_USER:
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "too many open streams")
+        ends = _token_expiry(request)
         viewer = hub.subscribe(me.user_id)
 
         async def events() -> AsyncIterator[str]:
             try:
                 yield "retry: 1000\n\n"
                 while not await request.is_disconnected():
+                    left = ends - time.time()
+                    if left <= 0:  # the session ended: the browser reconnects, is refused and logs out
+                        yield "event: expired\ndata: {}\n\n"
+                        return
                     try:
-                        msg = await asyncio.wait_for(viewer.queue.get(), 15.0)
+                        msg = await asyncio.wait_for(viewer.queue.get(), min(15.0, left))
                     except TimeoutError:
                         yield ": keep-alive\n\n"
                         continue

@@ -59,3 +59,23 @@ def test_stream_snapshot_is_the_callers_own(api: tuple[TestClient, Database, Cal
     # the fixture's price lookup answers 72,800 for every code: (72,800 - 70,000) / 70,000 = +4.00 %,
     # unrealized (72,800 - 70,000) x 5 held = 14,000
     assert pos["current_price"] == 72_800 and pos["profit_rate"] == 4.0 and snap["unrealized_pnl"] == 14_000
+
+
+@pytest.mark.timeout(30)  # a stream that outlives its session never ends: the test fails here then
+def test_stream_ends_with_the_session(api: tuple[TestClient, Database, Calls]) -> None:  # noqa: F811
+    from datetime import timedelta
+
+    from autotrade.api.auth import Principal, SessionTokens
+
+    client, db, _ = api
+    token = signup_login(client, "carol@example.com")
+    user_id = SessionTokens(b"t" * 32).verify(token).user_id  # type: ignore[union-attr]
+    add_strategy(db, user_id, "33333333333")
+    short = SessionTokens(b"t" * 32, ttl=timedelta(seconds=2)).issue(Principal(user_id, "user"))
+    # the in-process client reads the whole answer: it ends only because the token expires
+    r = client.get("/api/web/stream", headers={**auth(short), "Accept": "text/event-stream"}, timeout=20)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = [block for block in r.text.split("\n\n") if block.startswith("event:")]
+    assert events[0].startswith("event: snapshot") and '"33333333333"' in events[0]
+    assert events[-1].startswith("event: expired")
+    assert client.get("/api/web/stream", headers=auth(short)).status_code == 401

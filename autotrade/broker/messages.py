@@ -233,6 +233,17 @@ class DepositRequest(WireRequest):
     qry_tp: str = "3"
 
 
+class AccountNumbersRequest(WireRequest):
+    """ka00001 계좌번호조회: an empty body; the token says whose accounts."""
+
+
+class EvaluationRequest(WireRequest):
+    """kt00004 계좌평가현황; ``qry_tp`` 0 = all (전체), 1 = without delisted stocks."""
+
+    qry_tp: str = "0"
+    dmst_stex_tp: Exchange = Exchange.KRX
+
+
 class HoldingsRequest(WireRequest):
     """kt00018; ``qry_tp`` 1 = summed (합산), 2 = per lot (개별)."""
 
@@ -313,6 +324,30 @@ class Deposit(KiwoomModel):
     d1_cash: Won = Field(0, alias="d1_entra")
     d2_cash: Won = Field(0, alias="d2_entra")
     orderable_100pct: Won = Field(0, alias="100stk_ord_alow_amt")  # 100% 종목증거금률 주문가능금액
+
+
+def _account_numbers(value: object) -> tuple[str, ...]:
+    """``acctNo`` is one number in every public sample; a list or ``;``-separated text (as the old OpenAPI's
+    ACCNO) is read too, since a key serving several accounts has not been observed (UNCONFIRMED)."""
+    items = value if isinstance(value, list | tuple) else str(value or "").replace(",", ";").split(";")
+    return tuple(n for n in (account_digits(str(i)) for i in items) if n)
+
+
+def account_digits(account_no: str) -> str:
+    """An account number as digits only ("5012-3456-78" and "50123456-78" are both "5012345678")."""
+    return "".join(c for c in account_no if c.isdigit())
+
+
+class AccountNumbers(KiwoomModel):
+    """ka00001 answer: the account numbers the app key serves (digits only)."""
+
+    numbers: Annotated[tuple[str, ...], BeforeValidator(_account_numbers)] = Field((), alias="acctNo")
+
+
+class AccountEvaluation(KiwoomModel):
+    """kt00004 answer, the account's name only (``acnt_nm``, 계좌명)."""
+
+    account_name: str = Field("", alias="acnt_nm")
 
 
 class Holding(KiwoomModel):

@@ -25,9 +25,13 @@ from pydantic import BaseModel, ValidationError
 from autotrade.broker.client import KiwoomClient, Page, parse_error
 from autotrade.broker.errors import BrokerError, RateLimitError, TokenExpiredError
 from autotrade.broker.messages import (
+    AccountEvaluation,
+    AccountNumbers,
+    AccountNumbersRequest,
     CancelRequest,
     Deposit,
     DepositRequest,
+    EvaluationRequest,
     Exchange,
     FilledOrder,
     FilledRequest,
@@ -169,6 +173,16 @@ class KiwoomSession:
 
     # -----------------------------------------------------------------------------------------------------
     # Queries: retried when safe
+
+    async def account_numbers(self) -> tuple[str, ...]:
+        """ka00001: the account numbers this app key serves, digits only."""
+        body = await self._query_one("ka00001", ACCOUNT_PATH, AccountNumbersRequest())
+        return _parse(AccountNumbers, body, "ka00001").numbers
+
+    async def account_name(self) -> str:
+        """kt00004's ``acnt_nm`` (first page): the account's name at the broker, "" when it has none."""
+        body = await self._query_one("kt00004", ACCOUNT_PATH, EvaluationRequest(dmst_stex_tp=self.exchange))
+        return _parse(AccountEvaluation, body, "kt00004").account_name.strip()
 
     async def deposit(self) -> Deposit:
         body = await self._query_one("kt00001", ACCOUNT_PATH, DepositRequest())

@@ -34,7 +34,7 @@ OK_MSG = "정상적으로 처리되었습니다"
 JSON_CT = "application/json;charset=UTF-8"
 ROUTES: dict[str, frozenset[str]] = {
     "/api/dostk/ordr": frozenset({"kt10000", "kt10001", "kt10002", "kt10003"}),
-    "/api/dostk/acnt": frozenset({"kt00001", "kt00004", "kt00018", "ka10075", "ka10076"}),
+    "/api/dostk/acnt": frozenset({"ka00001", "kt00001", "kt00004", "kt00018", "ka10075", "ka10076"}),
     "/api/dostk/stkinfo": frozenset({"ka10001"}),
     "/api/dostk/mrkcond": frozenset({"ka10004"}),
 }
@@ -257,7 +257,12 @@ class Simulator:
                 "d2_entra": str(account.cash),
                 "100stk_ord_alow_amt": str(orderable),
             }
-        if api_id in ("kt00018", "kt00004"):
+        if api_id == "ka00001":  # 계좌번호조회: the account the token's app key serves
+            return {"acctNo": account.account_no}
+        if api_id == "kt00004":  # 계좌평가현황: the holdings' answer with the account's name
+            list_key, rows, totals = self._holdings(account)
+            return list_key, rows, {**totals, "acnt_nm": account.name}
+        if api_id == "kt00018":
             return self._holdings(account)
         if api_id == "ka10075":
             return "oso", [self._oso(o) for o in e.orders_of(account) if o.remaining > 0], {}

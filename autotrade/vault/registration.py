@@ -1,4 +1,9 @@
-"""Registering a user's Kiwoom app key: checked with the broker before anything is stored."""
+"""Registering a user's Kiwoom app key: checked with the broker before anything is stored.
+
+The account number is bound to the key: the broker is asked which accounts the key serves (ka00001
+계좌번호조회) and any other number is refused, so nobody can file a key under somebody else's account (or a
+made-up one). The account's name is read from the broker (kt00004 ``acnt_nm``), never taken from the user.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 
 from autotrade.broker.errors import AuthError, BrokerError
+from autotrade.broker.messages import account_digits
 from autotrade.broker.session import KiwoomSession
 from autotrade.broker.tokens import FixedToken
 from autotrade.vault.gateway import BrokerGateway, key_id
@@ -36,14 +42,22 @@ async def register_user_api(
     daily_limit: int,
     account_name: str | None = None,
 ) -> AccountInfo:
-    """Validate the key with the broker (token, then the account's balance and holdings), then seal and
-    store it. On any failure nothing is stored."""
+    """Validate the key with the broker (token, the accounts it serves, then the account's balance and
+    holdings), then seal and store it. On any failure nothing is stored. ``account_name`` is only a
+    fallback for a broker that names no account."""
     if daily_limit <= 0:
         raise RegistrationRefused("daily_limit must be positive")
     try:
         issued = await gateway.client.issue_token(app_key, app_secret)
         just_issued = FixedToken(issued.token.get_secret_value())
         probe = KiwoomSession(gateway.client, key_id(user_id, account_no), just_issued)
+        served = await probe.account_numbers()
+        if account_digits(account_no) not in served:
+            log.warning("key for %s refused: the broker does not list that account for it",
+                        key_id(user_id, account_no))  # fmt: skip
+            raise RegistrationRefused("this app key does not serve that account number (ask the broker "
+                                      "which account the key was issued for)")  # fmt: skip
+        account_name = await probe.account_name() or account_name
         deposit = await probe.deposit()
         await probe.holdings()
     except AuthError:

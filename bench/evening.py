@@ -14,7 +14,10 @@ Each side has a simulator of its own, fresh (same seed, same stocks, the same ac
 loop never meets an order book the flow has grown, nor the other way round. ``--raw-first`` runs the raw
 loop before the flow (the default runs it after); run both orders and report both. Prints one JSON
 object: users, orders, seconds, orders_per_second, raw_orders, raw_seconds, raw_orders_per_second, ratio
-(flow rate / raw rate), order.
+(flow rate / raw rate), order, and the CPU each side's work cost per order: ``flow_cpu_ms_per_order`` (the
+flow's process and its worker processes, not the simulator, PostgreSQL or the Prefect server) and
+``raw_cpu_ms_per_order`` (the raw loop's process), from the OS's accounting (``getrusage`` and
+``/proc/<pid>/stat``), user plus system time. On a shared machine the CPU figures are the steadier ones.
 
 Needs PostgreSQL on 127.0.0.1:5432 (database ``test`` to create a scratch database in;
 AUTOTRADE_BENCH_PG_ADMIN_URL overrides). Everything stays on 127.0.0.1 and stops by itself.
@@ -26,6 +29,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -49,6 +53,41 @@ from autotrade.sim.server import Admin, simulator_process
 PG_ADMIN_URL = os.environ.get(
     "AUTOTRADE_BENCH_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 )
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu() -> float:
+    """CPU seconds (user + system) this process has used so far, all its threads."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def children_cpu(exclude: set[int]) -> float:
+    """CPU seconds of this process's children, except ``exclude``: those already reaped (getrusage) plus
+    the live ones (their /proc stat, with their own reaped children)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = r.ru_utime + r.ru_stime
+    for pid in live_children() - exclude:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile: counted once reaped
+        total += sum(int(f) for f in fields[11:15]) / CLOCK_TICKS  # utime, stime, cutime, cstime
+    return total
+
+
+def live_children() -> set[int]:
+    me = str(os.getpid())
+    found = set()
+    for task in Path("/proc").glob("[0-9]*"):
+        try:
+            if task.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1] == me:
+                found.add(int(task.name))
+        except (OSError, IndexError):
+            continue
+    return found
 
 
 def log(msg: str) -> None:
@@ -127,7 +166,7 @@ def scan_payload(admin: Admin, day: date, signals: int) -> dict[str, Any]:
 
 async def raw_loop(
     base_url: str, keys: list[dict[str, str]], codes: list[str], settings: Any, clock: Callable[[], datetime]
-) -> tuple[int, float]:
+) -> tuple[int, float, float]:
     """The same orders through the bare client: per-key tokens first (not timed), then the orders."""
     from pydantic import SecretStr
 
@@ -163,11 +202,11 @@ async def raw_loop(
                             raise
             return len(codes)
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), own_cpu()
     placed = sum(await asyncio.gather(*(account(s) for s in sessions)))
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, own_cpu() - cpu0
     await client.aclose()
-    return placed, seconds
+    return placed, seconds, cpu
 
 
 def main() -> None:
@@ -229,18 +268,19 @@ def main() -> None:
             raise SystemExit("the two simulators do not list the same stocks")
         codes = [r["code"] for r in payload["scan_results"]]
 
-        def raw() -> tuple[int, float]:
+        def raw() -> tuple[int, float, float]:
             log(f"raw client loop: {len(raw_keys)} accounts x {len(codes)} orders")
             return asyncio.run(raw_loop(raw_base, raw_keys, codes, settings, clock))
 
         if args.raw_first:
-            raw_orders, raw_seconds = raw()
+            raw_orders, raw_seconds, raw_cpu = raw()
         log(f"setup done in {time.monotonic() - setup_started:.0f} s; starting a Prefect server")
         server.start(timeout=120)
         with temporary_settings({PREFECT_API_URL: server.api_url}):
 
             async def run_flow() -> tuple[dict[str, Any], float]:
                 started = time.perf_counter()
+                cpu_started[:] = [own_cpu(), children_cpu(not_ours)]
                 try:
                     result = await evening_signal_and_buy(
                         trading_day=day, scan_payload=payload, collect_fills=False
@@ -250,6 +290,10 @@ def main() -> None:
                 return result, time.perf_counter() - started
 
             log(f"evening flow: {args.users} users x {args.signals} signals")
+            # Children alive before the flow (the simulators, the Prefect server) are not the flow's work;
+            # worker processes start during the flow.
+            not_ours = live_children()
+            cpu_started: list[float] = []
             if os.environ.get("AUTOTRADE_BENCH_PROFILE"):
                 import cProfile
 
@@ -258,6 +302,7 @@ def main() -> None:
                 prof.dump_stats(os.environ["AUTOTRADE_BENCH_PROFILE"])
             else:
                 result, seconds = asyncio.run(run_flow())
+            flow_cpu = own_cpu() - cpu_started[0] + children_cpu(not_ours) - cpu_started[1]
         with db.unit_of_work() as s:
             sent = s.scalar(sa.select(sa.func.count()).where(OrderIntentRow.order_no.is_not(None))) or 0
         orders = int(result["orders"])
@@ -265,7 +310,7 @@ def main() -> None:
             raise SystemExit(f"the flow reported {orders} orders but {sent} reached the broker")
         log(f"flow: {orders} orders in {seconds:.1f} s ({orders / seconds:.1f}/s)")
         if not args.raw_first:
-            raw_orders, raw_seconds = raw()
+            raw_orders, raw_seconds, raw_cpu = raw()
         flow_rate = orders / seconds if seconds else 0.0
         raw_rate = raw_orders / raw_seconds if raw_seconds else 0.0
         print(json.dumps({
@@ -273,6 +318,8 @@ def main() -> None:
             "orders_per_second": round(flow_rate, 1), "raw_orders": raw_orders,
             "raw_seconds": round(raw_seconds, 2), "raw_orders_per_second": round(raw_rate, 1),
             "ratio": round(flow_rate / raw_rate, 3) if raw_rate else None,
+            "flow_cpu_ms_per_order": round(flow_cpu * 1000 / orders, 3) if orders else None,
+            "raw_cpu_ms_per_order": round(raw_cpu * 1000 / raw_orders, 3) if raw_orders else None,
             "accounts_with_errors": result.get("accounts_with_errors"),
             "database": "postgresql", "broker": "simulator (separate process, HTTP)",
             "per_key_rate": settings.broker_rate_per_second, "per_key_burst": settings.broker_burst,

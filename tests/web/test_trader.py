@@ -219,9 +219,18 @@ async def test_sign_up_register_trade_and_watch_live(product: Product, browser: 
     await page.set_viewport_size(DESKTOP)
     await page.get_by_role("button", name="로그아웃").click()
     await page.wait_for_url("**/login/")
-    await page.get_by_label("이메일").fill(EMAIL)
-    await page.get_by_label("비밀번호").fill(PASSWORD)
-    await page.get_by_role("button", name="로그인").click()
+    # ... by keyboard only: on a fresh load the skip link is the first stop, then the form, Enter submits.
+    await page.reload()
+    await page.get_by_label("이메일").wait_for()
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.textContent") == "본문으로 건너뛰기"
+    await page.keyboard.press("Enter")
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.id") == "email"
+    await page.keyboard.type(EMAIL)
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(PASSWORD)
+    await page.keyboard.press("Enter")
     await page.wait_for_url("**/dashboard/")
     await page.get_by_role("link", name="운영").click()
     await page.wait_for_url("**/ops/")

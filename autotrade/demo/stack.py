@@ -26,6 +26,7 @@ from autotrade.sim.server import RunningSimulator, running_simulator
 from autotrade.sim.universe import seed_universe
 from autotrade.store.db import Database
 from autotrade.store.migrate import upgrade
+from autotrade.vault.notices import security_notices
 from autotrade.vault.registration import register_user_api
 
 REASONS = ["거래량 급증", "추세 전환"]
@@ -174,12 +175,14 @@ def embedded_stack(
         upgrade(url)
         db = Database(url)
         clock = sim.engine.read_clock
-        access = GatewayAccess(cfg, db, clock=clock)
         notifier = None
         if notifications is not None:
             from autotrade.notify import ConsoleNotifier
 
             notifier = build_notifier(cfg, db, notifiers=[ConsoleNotifier(notifications)])
+        # The gateway's security alerts reach the operator and the user as in production.
+        alerts = security_notices(notifier.dispatch) if notifier is not None else None  # type: ignore[attr-defined]
+        access = GatewayAccess(cfg, db, alerts, clock=clock)
         rt = Runtime(cfg, db, clock, access, notifier=notifier, time_control=SimulatedTime(sim, speed))
         set_runtime(rt)
         try:

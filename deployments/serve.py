@@ -1,13 +1,20 @@
-"""Serve the flows with their schedules from this process (embedded defaults, no work pool).
+"""Serve the flows with their schedules from this process (no work pool), for a single machine or a trial.
 
-    .venv/bin/python -m deployments.serve
+    prefect server start                      # in another terminal: it is what schedules the runs
+    PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/python -m deployments.serve
 
-The same schedules as prefect.yaml: cron in Asia/Seoul on weekdays; the flows skip KRX holidays.
+The same schedules as prefect.yaml (cron in Asia/Seoul on weekdays; the flows skip KRX holidays) under
+deployment names of its own (``evening-local`` ...), so the production deployments that ``prefect deploy``
+made are never touched: when this process stops (Ctrl-C, SIGTERM) it pauses only its own schedules.
+Without ``PREFECT_API_URL`` it refuses to start: Prefect's temporary in-process server schedules nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import sys
 from typing import Any
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -35,18 +42,55 @@ SCHEDULES: dict[str, tuple[Flow[Any, Any], tuple[str, ...]]] = {
 }
 
 
+LOCAL_SUFFIX = "-local"  # never a production deployment's name (prefect.yaml)
+
+
 def deployments() -> list[RunnerDeployment]:
     out = []
     for name, (flow, crons) in SCHEDULES.items():
-        deployment = flow.to_deployment(name=name, schedules=[Cron(c, timezone=TZ) for c in crons])
+        deployment = flow.to_deployment(
+            name=name + LOCAL_SUFFIX, schedules=[Cron(c, timezone=TZ) for c in crons]
+        )
         assert isinstance(deployment, RunnerDeployment)  # sync context: never a coroutine  # noqa: S101
         out.append(deployment)
     return out
 
 
-def main() -> None:
-    serve(*deployments())
+def main() -> int:
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        print(
+            "PREFECT_API_URL is not set: scheduled runs need a running `prefect server start` "
+            "(then PREFECT_API_URL=http://127.0.0.1:4200/api); the temporary in-process server schedules "
+            "nothing.",
+            file=sys.stderr,
+        )
+        return 2
+    # Ctrl-C stops it even when started from a shell that had SIGINT ignored (a background job, nohup)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    served = deployments()
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C
+            serve(*served)
+    finally:
+        pause_own(served)  # the runner pauses them too, but not when stopped before it started polling
+    return 0
+
+
+def pause_own(served: list[RunnerDeployment]) -> None:
+    """Pause this process's own deployments (and never another's): no run is scheduled for a runner that
+    is gone."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        for d in served:
+            try:
+                found = client.read_deployment_by_name(f"{d.flow_name}/{d.name}")
+                client.pause_deployment(found.id)
+            except Exception as exc:  # stopping must not fail on one of them
+                print(f"could not pause {d.name}: {type(exc).__name__}", file=sys.stderr)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -732,8 +732,9 @@ class GatedSession:
     async def modify(
         self, orig_order_no: str, code: str, quantity: int, price: int, *, stop_price: int | None = None
     ) -> OrderAck:
-        """Moves shares of a working order (a resting stop): the same scope as a cancel."""
-        await self._g._admit(self.claims, "order:cancel", self.origin)
+        """Moves shares of a working order (a resting stop): the same scope as a cancel, so a disabled key's
+        sell-only scope may still shrink the resting stop of a position the product holds."""
+        await self._g._admit(self.claims, "order:cancel", self.origin, code=code)
         return await self._kiwoom.modify(orig_order_no, code, quantity, price, stop_price=stop_price)
 
     async def deposit(self) -> Deposit:

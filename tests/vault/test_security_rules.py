@@ -349,8 +349,9 @@ async def test_a_burst_split_over_two_processes_trips_the_switch_within_a_minute
 
 async def test_a_disabled_key_sells_only_what_the_product_holds(world: World) -> None:
     """Alice holds 10 Samsung shares the product bought. After the kill switch: reads work, a sell of 10
-    Samsung goes to the broker (reported to the operator), a buy, a sell of 11 and a sell of a code the
-    product does not hold are refused. Exits and reconciliation still list the account; buys do not."""
+    Samsung goes to the broker (reported to the operator), and so do its resting stop and the stop's modify
+    and cancel; a buy, a sell of 11 and a sell or modify of a code the product does not hold are refused.
+    Exits and reconciliation still list the account; buys do not."""
     session = await world.session("alice", TRADE)
     await session.buy(SAMSUNG, 10, None, TradeType.MARKET)
     world.hold("alice", SAMSUNG, 10)
@@ -373,11 +374,19 @@ async def test_a_disabled_key_sells_only_what_the_product_holds(world: World) ->
         await seller.sell(SAMSUNG, 11, None, TradeType.MARKET)
     with pytest.raises(AccessDenied, match=f"DISABLED: the product holds no open position in {HYNIX}"):
         await seller.sell(HYNIX, 1, None, TradeType.MARKET)
+    # Its resting stop (a stop-limit sell at the broker) can still be shrunk and withdrawn, as exits need.
+    stop = await seller.sell(SAMSUNG, 10, 47_000, TradeType.STOP_LIMIT, stop_price=47_500)
+    with pytest.raises(AccessDenied, match=f"no open position in {HYNIX}"):
+        await seller.modify(stop.order_no, HYNIX, 5, 47_000, stop_price=47_500)
+    shrunk = await seller.modify(stop.order_no, SAMSUNG, 5, 47_000, stop_price=47_500)
+    for order_no in (shrunk.order_no, stop.order_no):  # the modified 5 and the 5 left on the original
+        await seller.cancel(order_no, SAMSUNG)
     ack = await seller.sell(SAMSUNG, 10, None, TradeType.MARKET)
     assert ack.order_no
     assert [(a.event, a.rule) for a in world.alerts] == [
-        (AlertEvent.DISABLED, "burst"), (AlertEvent.FINDING, "sell_only_scope")
-    ]
+        (AlertEvent.DISABLED, "burst"), (AlertEvent.FINDING, "sell_only_scope"),
+        (AlertEvent.FINDING, "sell_only_scope"),
+    ]  # fmt: skip
     assert ("sell_only_scope", "alert") in world.events("alice")
 
     # The position closes: nothing left to protect, the disabled key leaves the exits' list.

@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from autotrade.api import auth as api_auth
 from autotrade.domain.exits import TierStatus
 from autotrade.domain.krx import KST
 from autotrade.domain.models import ExitReason, Side, Tier, TradeAction
@@ -76,7 +77,8 @@ async def test_sign_up_register_trade_and_watch_live(product: Product, browser: 
     await page.get_by_label("시크릿키 (Secret Key)").fill("not-a-secret-either")
     await page.get_by_label("계좌번호").fill(ACCOUNT)
     await page.get_by_role("button", name="증권사 확인 후 등록").click()
-    await page.get_by_role("alert").wait_for()  # the broker's refusal; nothing stored
+    # the broker's refusal (Next's route announcer is an empty role=alert too); nothing stored
+    await page.get_by_role("alert").filter(has_text="요청이 실패했습니다").wait_for()
     assert "등록된 계좌가 없습니다" in await page.content()
     await wait_for(lambda: bool(errors), 5, "the browser's console line for the 400")
     assert errors == ["Failed to load resource: the server responded with a status of 400 (Bad Request)"]
@@ -216,6 +218,8 @@ async def test_sign_up_register_trade_and_watch_live(product: Product, browser: 
     # The operator's page: the same person made an operator (the role is read at log-in).
     with stack.db.unit_of_work() as s:
         s.execute(sa.update(User).where(User.user_id == user_id).values(role="operator"))
+    # the API caches a user's role for a few seconds (autotrade.api.auth.USER_CACHE_SECONDS)
+    await asyncio.sleep(float(getattr(api_auth, "USER_CACHE_SECONDS", 0.0)) + 0.5)
     await page.set_viewport_size(DESKTOP)
     await page.get_by_role("button", name="로그아웃").click()
     await page.wait_for_url("**/login/")
@@ -267,8 +271,9 @@ async def test_sign_up_register_trade_and_watch_live(product: Product, browser: 
     await confirm.wait_for()
     await product.shot(page, "keys-delete-confirm-desktop")
     await confirm.get_by_role("button", name="삭제").click()
-    await page.get_by_role("status").filter(has_text="API 키 삭제 완료").wait_for()
-    assert "더 이상 자동 관리되지 않습니다" in await page.get_by_role("status").inner_text()
+    deleted = page.get_by_role("status").filter(has_text="API 키 삭제 완료")
+    await deleted.wait_for()
+    assert "더 이상 자동 관리되지 않습니다" in await deleted.inner_text()
     await row.filter(has_text="DELETED").wait_for()
 
     # English switch; log out drops the token and protected pages send you to the login page.

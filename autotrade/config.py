@@ -167,6 +167,10 @@ class Settings(BaseSettings, TradingRules):
     kms_aws_secret_access_key: SecretStr | None = None
     local_master_key_path: Path = Path("var/master.key")
     jwt_signing_key: SecretStr = SecretStr("")
+    # the API: proxies whose X-Forwarded-For is believed (comma-separated addresses or networks; empty: none,
+    # the peer's own address is the client's), and whether /docs and /redoc are served
+    api_trusted_proxies: str = ""
+    api_docs: bool = True
     # Measured on the broker's clock. Five minutes live; the demo compresses a trading day into seconds of
     # virtual time, so its tokens need hours of that time to outlive one reconciliation.
     temp_token_ttl_seconds: int = Field(300, gt=0, le=8 * 3600)

@@ -4,12 +4,13 @@ own routes. Broker keys only ever go into the vault (``Registrar``); responses n
 from __future__ import annotations
 
 import logging
+import math
 import os
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Protocol, cast
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
@@ -20,8 +21,16 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from autotrade.api import schemas as sc
-from autotrade.api.auth import Principal, RateLimiter, SessionTokens, hash_password, verify_password
-from autotrade.api.limits import BodyLimit
+from autotrade.api.auth import (
+    USER_CACHE_SECONDS,
+    Principal,
+    RateLimiter,
+    SessionCheck,
+    SessionTokens,
+    hash_password,
+    verify_password,
+)
+from autotrade.api.limits import BodyLimit, LoginLimits, Network, client_address
 from autotrade.domain.krx import KST
 from autotrade.domain.models import ApiStatus
 from autotrade.store.db import Database
@@ -68,15 +77,29 @@ class ApiDeps:
     execute: ExecuteRunner
     prices: PriceLookup
     token_ttl: timedelta = timedelta(hours=1)
-    login_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(limit=5, window=60))
     register_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(limit=10, window=300))
+    # built from ``db`` when not given: the shared login/sign-up limits and the per-request session check
+    limits: LoginLimits | None = None
+    sessions: SessionCheck | None = None
+    trusted_proxies: tuple[Network, ...] = ()  # peers whose X-Forwarded-For is believed
+    docs: bool = True  # serve /docs and /redoc (the OpenAPI document itself is always served)
+
+    def __post_init__(self) -> None:
+        if self.limits is None:
+            self.limits = LoginLimits(self.db)
+        if self.sessions is None:
+            self.sessions = SessionCheck(self.db, USER_CACHE_SECONDS)
 
 
 def _principal(
     request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
+    """A signed, unexpired token whose user still exists, whose password has not changed since and which
+    was not logged out; the role is the user's current one (``SessionCheck``, cached 5 s)."""
     deps: ApiDeps = request.app.state.deps
     found = deps.tokens.verify(creds.credentials) if creds else None
+    if found is not None and deps.sessions is not None:
+        found = deps.sessions.current(found)
     if found is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "not authenticated", headers={"WWW-Authenticate": "Bearer"}
@@ -103,12 +126,14 @@ def create_app(deps: ApiDeps) -> FastAPI:
         return {"model": sc.ErrorResponse, "description": description}
 
     app = FastAPI(
+        docs_url="/docs" if deps.docs else None,
+        redoc_url="/redoc" if deps.docs else None,
         responses={
             400: refusal("refused: the broker did not accept the key, or the request cannot be done"),
             401: refusal("not authenticated (missing, expired or forged token; wrong credentials)"),
             403: refusal("operator role required"),
             404: refusal("no such key or account of yours"),
-            409: refusal("conflict: the email or account cannot be used"),
+            409: refusal("conflict: the key's state does not allow it"),
             413: refusal("request body too large"),
             429: refusal("too many attempts; try again later"),
         },
@@ -136,10 +161,19 @@ def create_app(deps: ApiDeps) -> FastAPI:
         ]
         return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
+    def client_of(request: Request) -> str:
+        peer = request.client.host if request.client else None
+        return client_address(peer, request.headers.get("x-forwarded-for"), deps.trusted_proxies)
+
     def limited(limiter: RateLimiter, request: Request, name: str) -> None:
-        client = request.client.host if request.client else "?"
-        if not limiter.allow(f"{client}|{name.lower()}"):
+        if not limiter.allow(f"{client_of(request)}|{name.lower()}"):
             raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "too many attempts; try again later")
+
+    def too_many(wait: float) -> HTTPException:
+        return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "too many attempts; try again later",
+                             headers={"Retry-After": str(max(1, math.ceil(wait)))})  # fmt: skip
+
+    limits, sessions = cast(LoginLimits, deps.limits), cast(SessionCheck, deps.sessions)  # __post_init__
 
     def own_key(s: sa.orm.Session, user_id: str, account_no: str | None) -> UserApiKey:
         q = sa.select(UserApiKey).where(
@@ -164,18 +198,19 @@ def create_app(deps: ApiDeps) -> FastAPI:
 
     @app.post("/api/auth/signup", response_model=sc.SignupResponse, status_code=201, tags=["auth"])
     def signup(body: sc.SignupRequest, request: Request) -> sc.SignupResponse:
-        """Create a user account."""
-        limited(deps.register_limiter, request, body.email)
-        with deps.db.unit_of_work() as s:
-            if s.scalar(sa.select(User).where(User.email == body.email.lower())) is not None:
-                raise HTTPException(status.HTTP_409_CONFLICT, "cannot create this account")
-            user = User(
-                user_id=uuid.uuid4().hex,
-                email=body.email.lower(),
-                password_hash=hash_password(body.password.get_secret_value()),
-            )
-            s.add(user)
-            return sc.SignupResponse(user_id=user.user_id)
+        """Create a user account. The answer is the same whether or not the email was already registered
+        (the password is hashed either way, so the timing matches); sign-ups are limited per client."""
+        if not limits.signup_allowed(client_of(request)):
+            raise too_many(limits.signup_window)
+        password_hash = hash_password(body.password.get_secret_value())
+        try:
+            with deps.db.unit_of_work() as s:
+                if s.scalar(sa.select(User.user_id).where(User.email == body.email.lower())) is None:
+                    email = body.email.lower()
+                    s.add(User(user_id=uuid.uuid4().hex, email=email, password_hash=password_hash))
+        except sa.exc.IntegrityError:
+            pass  # the same email signed up at the same moment: the same answer
+        return sc.SignupResponse(message="가입 요청을 받았습니다: 로그인하세요")
 
     @app.post(
         "/api/auth/login",
@@ -187,15 +222,60 @@ def create_app(deps: ApiDeps) -> FastAPI:
         },
     )
     def login(body: sc.LoginRequest, request: Request) -> sc.TokenResponse:
-        """Exchange email and password for a bearer token (rate limited)."""
-        limited(deps.login_limiter, request, body.email)
+        """Exchange email and password for a bearer token. After 5 wrong passwords an account waits 1, 2,
+        4 ... s (at most 30 s) between tries; a client with 30 failed logins in 15 minutes (any emails)
+        waits 15 minutes; 429 with ``Retry-After``."""
+        client = client_of(request)
+        wait = limits.login_refusal(body.email, client)
+        if wait is not None:
+            raise too_many(wait)
         with deps.db.unit_of_work() as s:
             user = s.scalar(sa.select(User).where(User.email == body.email.lower()))
             ok = verify_password(user.password_hash if user else None, body.password.get_secret_value())
-            if not ok or user is None:
-                raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong email or password")
-            token = deps.tokens.issue(Principal(user.user_id, user.role))
+            token = (deps.tokens.issue(Principal(user.user_id, user.role, epoch=user.session_epoch))
+                     if ok and user is not None else None)  # fmt: skip
+        if token is None:
+            limits.login_failed(body.email, client)
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong email or password")
+        limits.login_succeeded(body.email)
         return sc.TokenResponse(access_token=token, expires_in=int(deps.token_ttl.total_seconds()))
+
+    @app.post("/api/auth/logout", response_model=sc.MessageResponse, tags=["auth"])
+    def logout(me: CurrentUser) -> sc.MessageResponse:
+        """Revoke the token presented (in every API process, until it would have expired)."""
+        sessions.revoke(me, "logout")
+        return sc.MessageResponse(message="로그아웃했습니다")
+
+    @app.post(
+        "/api/auth/password",
+        response_model=sc.MessageResponse,
+        tags=["auth"],
+        responses={401: refusal("not authenticated, or the current password is wrong")},
+    )
+    def change_password(
+        body: sc.PasswordChangeRequest, me: CurrentUser, request: Request
+    ) -> sc.MessageResponse:
+        """Change your password: every token issued before (this one included) stops working; log in
+        again. A wrong current password counts as a failed login of the account (and waits like one)."""
+        with deps.db.unit_of_work() as s:
+            email = s.scalar(sa.select(User.email).where(User.user_id == me.user_id))
+        wait = limits.login_refusal(email, client_of(request)) if email else None
+        if wait is not None:
+            raise too_many(wait)
+        new_hash = hash_password(body.new_password.get_secret_value())
+        current = body.current_password.get_secret_value()
+        with deps.db.unit_of_work() as s:
+            user = s.get(User, me.user_id, with_for_update=True)
+            ok = user is not None and verify_password(user.password_hash, current)
+            if ok and user is not None:
+                user.password_hash = new_hash
+                user.session_epoch = (user.session_epoch or 0) + 1
+        if not ok:
+            if email:
+                limits.login_failed(email, client_of(request))
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong current password")
+        sessions.forget(me.user_id)
+        return sc.MessageResponse(message="비밀번호를 바꿨습니다: 다시 로그인하세요")
 
     @app.post(
         "/api/user/register-api",

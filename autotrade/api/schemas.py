@@ -51,7 +51,27 @@ class SignupRequest(RequestBody):
 
 
 class SignupResponse(BaseModel):
-    user_id: str
+    """The same answer whether or not the email was free: the API does not reveal who is registered."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"success": True, "message": "가입 요청을 받았습니다: 로그인하세요"}]}
+    )
+    success: bool = True
+    message: str
+
+
+class PasswordChangeRequest(RequestBody):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"current_password": "correct horse battery",
+                                         "new_password": "a longer passphrase now"}]}
+    )  # fmt: skip
+    current_password: SecretStr = Field(min_length=1, max_length=256)
+    new_password: SecretStr = Field(min_length=10, max_length=256)
+
+
+class DailyLimitRequest(RequestBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"daily_limit": 5_000_000}]})
+    daily_limit: int = Field(gt=0, le=10_000_000_000)
 
 
 class LoginRequest(RequestBody):

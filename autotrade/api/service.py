@@ -215,9 +215,13 @@ def session_key(runtime: Runtime) -> bytes:
 
 
 def build_deps(runtime: Runtime) -> ApiDeps:
+    from autotrade.api.limits import trusted_networks
+
     return ApiDeps(
         db=runtime.db,
         tokens=SessionTokens(session_key(runtime)),
+        trusted_proxies=trusted_networks(runtime.settings.api_trusted_proxies),
+        docs=runtime.settings.api_docs,
         registrar=GatewayRegistrar(runtime),
         execute=flow_runner(runtime, float(os.environ.get("AUTOTRADE_API_EXECUTE_WAIT_SECONDS", "20"))),
         prices=price_lookup(runtime),

@@ -59,6 +59,8 @@ class User(Timestamped, Base):
     auto_trading_enabled: Mapped[bool] = mapped_column(default=False)
     phone: Mapped[str | None] = mapped_column(sa.String(32))
     notify_channels: Mapped[str] = mapped_column(sa.String(255), default="console")
+    # Bumped by a password change: every API session token issued before it carries an older value.
+    session_epoch: Mapped[int] = mapped_column(default=0, server_default="0")
 
     accounts: Mapped[list[Account]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
@@ -402,3 +404,16 @@ class UserNotice(Base):
     kind: Mapped[str] = mapped_column(sa.String(32))
     item: Mapped[str] = mapped_column(sa.String(255))
     told_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+
+
+class AuthThrottle(Base):
+    """The API's login and sign-up limiter state, shared by every API process (autotrade/api/limits.py):
+    one row per limited key (an account's email, a client address), failures in the current window and the
+    time it is blocked until. Rows past their window are deleted as the limiter goes."""
+
+    __tablename__ = "auth_throttle"
+
+    key: Mapped[str] = mapped_column(sa.String(300), primary_key=True)
+    count: Mapped[int] = mapped_column(default=0)
+    window_start: Mapped[datetime] = mapped_column(AwareDateTime(), index=True)
+    blocked_until: Mapped[datetime | None] = mapped_column(AwareDateTime())

@@ -1,6 +1,9 @@
 """Drives the trading services through simulated KRX days against the simulator over real HTTP.
 
-The services are the production ones (:class:`~autotrade.runtime.Runtime`). How a task reaches a broker
+The services are the production ones (:class:`~autotrade.runtime.Runtime`), and so are the tasks that drive
+them: the evening buys and fill confirmation are ``tasks.trading``'s (``place_buy_orders``,
+``confirm_fills``), a fired sell goes through ``tasks.exits.send_sell`` and a trading session is
+``tasks.exits.watch_prices`` over the simulator's real-time feed. How a task reaches a broker
 account is chosen per world: ``"direct"`` (the default) is a token manager per account reading the sealed
 key through the key store; ``"gateway"`` is the production :class:`~autotrade.access.GatewayAccess`
 (users registered through the vault, temporary tokens, the gateway's checks and access log, the sealed
@@ -11,10 +14,11 @@ advances it through the admin API.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Sequence
+import contextlib
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,25 +27,29 @@ from pydantic import SecretStr
 
 from autotrade.access import GatewayAccess, WebSocketPrices
 from autotrade.broker import Credentials, KiwoomClient, KiwoomSession, TokenManager, WebSocketPriceFeed
+from autotrade.broker.fallback import FeedSwitch
 from autotrade.config import Settings
+from autotrade.demo.stack import SimulatedTime
 from autotrade.domain.calendar import hours_of, next_trading_day
 from autotrade.domain.krx import KST
 from autotrade.domain.models import ScanRow
-from autotrade.runtime import SELL, TRADE, Runtime
+from autotrade.runtime import SELL, PriceSource, Runtime, set_runtime
 from autotrade.sim.server import RunningSimulator
 from autotrade.store.db import Database
 from autotrade.store.migrate import upgrade
-from autotrade.store.models import UserApiKey
-from autotrade.trading.buys import AccountRef, BuyOutcome
+from autotrade.store.models import ScanBatch, UserApiKey
+from autotrade.trading.buys import AccountRef
 from autotrade.trading.exit_engine import PendingSell
 from autotrade.trading.kiwoom_port import KiwoomAccount
 from autotrade.trading.orders import CrashHook
-from autotrade.trading.ports import AccountBroker, NotProcessed, OutcomeUnknown
+from autotrade.trading.ports import AccountBroker
 from autotrade.trading.reconcile import ReconcileReport
 from autotrade.vault.gateway import BrokerGateway
 from autotrade.vault.keys import KeyStore
 from autotrade.vault.kms import LocalKms
 from autotrade.vault.registration import register_user_api
+from tasks import exits as exit_tasks
+from tasks import trading as trading_tasks
 
 AccessKind = Literal["direct", "gateway"]
 
@@ -93,7 +101,7 @@ class DirectAccess:
             self._sessions[(loop, ref.account_no)] = session
         return KiwoomAccount(session, clock=self.sim.engine.now)
 
-    async def price_feed(self) -> WebSocketPrices:
+    async def price_feed(self, on_switch: Callable[[FeedSwitch], None] | None = None) -> WebSocketPrices:
         ref = self.price_account
         if ref is None:
             raise LookupError("no account to open the price feed with")
@@ -118,6 +126,44 @@ class SimGatewayAccess(GatewayAccess):
         gw = super().gateway()
         gw.client.retry_base_delay = 0.01
         return gw
+
+
+class RecordingPrices:
+    """The real price source, with every tick the watch reads noted in ``seen`` (code -> path)."""
+
+    def __init__(self, source: PriceSource, seen: dict[str, list[tuple[datetime, int]]]) -> None:
+        self.source = source
+        self.seen = seen
+
+    async def subscribe(self, codes: Sequence[str]) -> None:
+        await self.source.subscribe(codes)
+
+    async def next_tick(self, wait_seconds: float) -> tuple[str, int, datetime] | None:
+        tick = await self.source.next_tick(wait_seconds)
+        if tick is not None:
+            self.seen.setdefault(tick[0], []).append((tick[2], tick[1]))
+        return tick
+
+    async def aclose(self) -> None:
+        await self.source.aclose()
+
+
+class Watched:
+    """The world's broker access as the runtime sees it: the access itself, its price feed recorded."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    async def for_account(
+        self, ref: AccountRef, actions: frozenset[str], spend_cap: int | None = None
+    ) -> AccountBroker:
+        return await self.world.access.for_account(ref, actions, spend_cap)
+
+    async def price_feed(self, on_switch: Callable[[FeedSwitch], None] | None = None) -> PriceSource:
+        return RecordingPrices(await self.world.access.price_feed(on_switch=on_switch), self.world.ticks)
+
+    async def aclose(self) -> None:
+        return None  # the world closes its accesses (:meth:`World.aclose`)
 
 
 @dataclass
@@ -145,10 +191,11 @@ class World:
     access_kind: AccessKind = "direct"
     rt: Runtime = field(init=False)
     access: DirectAccess | GatewayAccess = field(init=False)
+    # How fast the simulator's clock runs while a session is watched (virtual seconds a wall second).
+    watch_speed: float = 1800.0
     ticks: dict[str, list[tuple[datetime, int]]] = field(default_factory=dict)  # code -> path seen
-    buy_outcomes: list[BuyOutcome] = field(default_factory=list)
+    buy_outcomes: list[dict[str, Any]] = field(default_factory=list)
     reports: list[ReconcileReport] = field(default_factory=list)
-    send_errors: list[str] = field(default_factory=list)
     _retired: list[DirectAccess | GatewayAccess] = field(default_factory=list, init=False, repr=False)
     _closing: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
 
@@ -169,7 +216,10 @@ class World:
             if "access" in self.__dict__:
                 self._retire(self.access)
             self.access = SimGatewayAccess(self.settings, self.db, clock=self.sim.engine.now)
-        self.rt = Runtime(self.settings, self.db, self.sim.engine.now, self.access)
+        self.rt = Runtime(
+            self.settings, self.db, self.sim.engine.now, Watched(self),
+            time_control=SimulatedTime(self.sim, self.watch_speed),
+        )
         if self.crash_hook is not None:
             self.rt.orders.crash = self.crash_hook
         self.rt.engine.load()
@@ -215,17 +265,50 @@ class World:
             for c, sc in zip(codes, scores, strict=True)
         ]
 
-    async def evening(self, day: date, scan: Sequence[ScanRow]) -> list[BuyOutcome]:
-        """15:40 buys (after-hours close), then 16:01: fills applied, positions opened and armed."""
+    async def evening(self, day: date, scan: Sequence[ScanRow]) -> list[dict[str, Any]]:
+        """15:40 buys (after-hours close) by the evening flow's task, then 16:01: fills applied, positions
+        opened and armed by the morning flow's ``confirm_fills``, and any sell left unsent resumed."""
         self.at(day, time(15, 40))
-        outs = []
-        for t in self.traders:
-            broker = await self.access.for_account(t.ref, TRADE, spend_cap=self.settings.max_daily_investment)
-            outs.append(await self.rt.buys.run_account(t.ref, broker, scan, day))
-        self.buy_outcomes.extend(outs)
-        self.at(day, time(16, 1))
+        batch_id = self.store_scan(day, scan)
+        accounts = [(t.user_id, t.account_no) for t in self.traders]
+        with self.installed():
+            outs = await trading_tasks.place_buy_orders.fn(batch_id, accounts, day)
+            self.buy_outcomes.extend(outs)
+            self.at(day, time(16, 1))
+            await trading_tasks.confirm_fills.fn(accounts, day)
         await self.reconcile_all(day)
         return outs
+
+    def store_scan(self, day: date, scan: Sequence[ScanRow]) -> int:
+        """The scan batch as the evening flow's validation stores it (the buys read their rows from it)."""
+        import hashlib
+        import json
+
+        payload = json.dumps(
+            [{"code": r.code, "name": r.name, "score": r.score, "price": r.price, "reasons": list(r.reasons)}
+             for r in scan], ensure_ascii=False,
+        )  # fmt: skip
+        digest = hashlib.sha256(payload.encode()).hexdigest()
+        with self.db.unit_of_work() as s:
+            batch = s.query(ScanBatch).filter_by(trading_day=day, content_hash=digest).one_or_none()
+            if batch is not None:  # the evening run again (a retry): the same batch
+                return batch.id
+            batch = ScanBatch(
+                trading_day=day, source="harness", content_hash=digest, status="ACCEPTED",
+                row_count=len(scan), report="{}", payload=payload,
+            )  # fmt: skip
+            s.add(batch)
+            s.flush()
+            return batch.id
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """The world's runtime is the process's (``get_runtime``) while the tasks run."""
+        set_runtime(self.rt)
+        try:
+            yield
+        finally:
+            set_runtime(None)
 
     async def reconcile_all(self, day: date) -> list[ReconcileReport]:
         out = []
@@ -239,34 +322,31 @@ class World:
         return out
 
     async def send_sell(self, sell: PendingSell, day: date) -> None:
-        broker = await self.access.for_account(AccountRef(sell.user_id, sell.account_no), SELL)
-        try:
-            await self.rt.orders.execute(sell.intent_id, broker)
-        except (NotProcessed, OutcomeUnknown) as exc:
-            self.send_errors.append(f"{sell.intent_id}: {type(exc).__name__}")
-            return
-        result = await self.rt.positions.sync_account(AccountRef(sell.user_id, sell.account_no), broker, day)
-        for follow in result.pending_sells:
-            await self.send_sell(follow, day)
+        """The intraday task's ``send_sell``: the order, its fills, and the follow-up sells they arm."""
+        await exit_tasks.send_sell(self.rt, sell, day)
 
-    async def trading_session(self, day: date, *, until: time | None = None, step_seconds: int = 300) -> None:
-        """09:00 to ``until`` (default the close); each step the watched prices go through the book."""
+    async def trading_session(self, day: date, *, until: time | None = None) -> dict[str, Any]:
+        """09:00 to ``until`` (default the close) under the intraday flow's ``watch_prices`` task: the
+        simulator's clock runs at ``watch_speed`` and its real-time feed carries the ticks through the exit
+        book; the task reconciles as it goes and at its end. Returns the task's result."""
         hours = hours_of(day)
         self.at(day, hours.open)
-        self.rt.engine.load()
         end = datetime.combine(day, until or hours.close, tzinfo=KST)
-        while True:
-            await self.watch_once(day)
-            if self.now() >= end:
-                break
-            self.sim.admin.set_clock(min(end, self.now() + timedelta(seconds=step_seconds)))
-        await self.reconcile_all(day)
+        try:
+            with self.installed():
+                result = await exit_tasks.watch_prices.fn(day, until=end)
+        finally:
+            self.sim.admin.set_clock(speed=0.0)
+        assert "skipped" not in result, result
+        return result
 
     def watched(self) -> set[str]:
         """The codes the exit book watches."""
         return {st.code for _, st in self.rt.engine.book}
 
     async def watch_once(self, day: date) -> None:
+        """One tick of every watched stock at its current price, handed to the exit book and the intraday
+        task's ``send_sell`` as the watch loop does (a crash in a send reaches the caller: it dies)."""
         watched = self.watched()
         if not watched:
             return

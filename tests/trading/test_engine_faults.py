@@ -1,8 +1,9 @@
 """Faults and crashes in the order protocol: whatever breaks, re-running ends with every intended order placed
 exactly once: none twice, none lost.
 
-Covered: each broker fault kind of the simulator on the order path (and on the inquiries the reconciliation
-reads), and a crash at each point of the order protocol (``CRASH_POINTS``), for buys and for sells.
+Every account is reached through the vault gateway, as in production. Covered: each broker fault kind of
+the simulator on the order path (and on the inquiries the reconciliation reads), and a crash at each point
+of the order protocol (``CRASH_POINTS``), for buys and for sells.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 from autotrade.domain.krx import KST
 from autotrade.domain.models import Side, Tier
 from autotrade.domain.orders import NEEDS_RECONCILIATION, IntentStatus
-from autotrade.runtime import Runtime
+from autotrade.runtime import TRADE, Runtime
 from autotrade.sim.server import RunningSimulator, running_simulator
 from autotrade.store.db import Database
 from autotrade.store.models import OrderIntentRow, TradingSignal
@@ -48,7 +49,9 @@ def sim() -> Iterator[RunningSimulator]:
 
 
 def world(sim: RunningSimulator, db_url: str, tmp_path: Path, **kw: Any) -> World:
-    return make_world(sim, db_url, tmp_path, TRADERS, **kw)
+    """The account reached as production reaches it: through the vault gateway (temporary tokens, the
+    gateway's checks, the sealed broker-token cache), rebuilt with each restarted process."""
+    return make_world(sim, db_url, tmp_path, TRADERS, access="gateway", **kw)
 
 
 def intents(w: World, side: Side) -> list[OrderIntentRow]:
@@ -60,18 +63,22 @@ def broker_orders(w: World, side: str) -> list[dict[str, Any]]:
     return [o for o in checks.broker_orders(w)[TRADERS[0].account_no] if o["side"] == side]
 
 
-async def buy_until_settled(w: World, scan: Any, *, runs: int = 4) -> None:
-    """Re-run the evening buys as Prefect's retries (or an operator) would, letting the settle window pass."""
+async def buy_until_settled(w: World, scan: Any, *, runs: int = 4, in_flight: float = 0.0) -> None:
+    """Re-run the evening buys as Prefect's retries (or an operator) would, letting the settle window pass.
+
+    The window passes in virtual time at once, but a delayed request travels in wall time: the wait lets
+    ``in_flight`` seconds (the longest delay injected) go by first, as a live settle window (longer than any
+    request's time on the wire) does."""
     t = TRADERS[0]
     for _ in range(runs):
-        broker = await w.access.for_account(t.ref, frozenset())
+        broker = await w.access.for_account(t.ref, TRADE, spend_cap=w.settings.max_daily_investment)
         # A query failing after its retries fails the task, and Prefect runs it again.
         with contextlib.suppress(BrokerUnavailable):
             await w.rt.buys.run_account(t.ref, broker, scan, D1)
         rows = intents(w, Side.BUY)
         if rows and all(i.status not in NEEDS_RECONCILIATION | {IntentStatus.NEW} for i in rows):
             return
-        await asyncio.sleep(0.3)  # a delayed request reaches the broker in the meantime
+        await asyncio.sleep(0.3 + in_flight)  # a delayed request reaches the broker in the meantime
         w.sim.admin.advance(w.settings.order_settle_seconds + 1)
 
 
@@ -104,7 +111,7 @@ async def test_order_faults_place_each_buy_exactly_once(
         w.at(D1, time(15, 40))
         scan = w.scan_for(CODES, [9.5, 9.0, 8.5, 8.0])
         sim.admin.add_fault(kind, path="/api/dostk/ordr", count=2, seed=5, **options)
-        await buy_until_settled(w, scan)
+        await buy_until_settled(w, scan, in_flight=options.get("latency_ms", 0) / 1000)
         fired = sim.admin.faults()["counts"].get(kind, 0)
         sim.admin.clear_faults()
         assert fired >= 1
@@ -114,7 +121,7 @@ async def test_order_faults_place_each_buy_exactly_once(
         await w.reconcile_all(D1)
         assert checks.agreement(w) == []
     finally:
-        await w.access.aclose()
+        await w.aclose()
 
 
 @pytest.mark.parametrize("kind", ["http_500", "http_429", "latency", "token_expiry"])
@@ -134,7 +141,7 @@ async def test_inquiry_faults_during_reconciliation(
         sim.admin.clear_faults()
         assert_exactly_once(w, Side.BUY, 2)
     finally:
-        await w.access.aclose()
+        await w.aclose()
 
 
 class Crash(BaseException):
@@ -173,7 +180,7 @@ async def test_crash_at_each_point_buys(
         assert_exactly_once(w, Side.BUY, len(CODES))
         COVERED.add(f"buy:{point}")
     finally:
-        await w.access.aclose()
+        await w.aclose()
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
@@ -215,7 +222,7 @@ async def test_crash_at_each_point_sells(
         assert checks.agreement(w) == []
         COVERED.add(f"sell:{point}")
     finally:
-        await w.access.aclose()
+        await w.aclose()
 
 
 def test_the_protocol_has_the_points_these_tests_cover() -> None:
@@ -235,7 +242,7 @@ async def test_a_timed_out_order_is_not_resent_before_the_settle_window(
         scan = w.scan_for(CODES[:1], [9.5])
         sim.admin.add_fault("latency", path="/api/dostk/ordr", api_id="kt10000", count=1, latency_ms=1500)
         t = TRADERS[0]
-        broker = await w.access.for_account(t.ref, frozenset())
+        broker = await w.access.for_account(t.ref, TRADE, spend_cap=w.settings.max_daily_investment)
         first = await w.rt.buys.run_account(t.ref, broker, scan, D1)
         assert first.failed == [(CODES[0], "OutcomeUnknown")]
         again = await w.rt.buys.run_account(t.ref, broker, scan, D1)  # at once: still inside the window
@@ -248,7 +255,7 @@ async def test_a_timed_out_order_is_not_resent_before_the_settle_window(
         assert_exactly_once(w, Side.BUY, 1)
     finally:
         sim.admin.clear_faults()
-        await w.access.aclose()
+        await w.aclose()
 
 
 async def test_two_runs_of_the_same_account_at_once_place_each_buy_once(
@@ -263,14 +270,19 @@ async def test_two_runs_of_the_same_account_at_once_place_each_buy_once(
         scan = w.scan_for(CODES, [9.5, 9.0, 8.5, 8.0])
         t = TRADERS[0]
         other = Runtime(w.settings, Database(w.db.url), w.now, w.access)  # a second worker process
-        broker = await w.access.for_account(t.ref, frozenset())
+        broker = await w.access.for_account(t.ref, TRADE, spend_cap=w.settings.max_daily_investment)
         outcomes = await asyncio.gather(
             w.rt.buys.run_account(t.ref, broker, scan, D1), other.buys.run_account(t.ref, broker, scan, D1)
         )
         other.db.dispose()
         assert_exactly_once(w, Side.BUY, len(CODES))
-        for o in outcomes:  # both runs report the account as it stands: every buy placed
-            assert sorted(c for c, _, _ in o.placed) == sorted(CODES), o
+        # Each run reports every buy: placed, or "unresolved" when it found the other run sending it (the
+        # gateway paces a key's orders, so the other's send can be in flight); between them all are placed.
+        for o in outcomes:
+            assert o.skipped == [] and o.error is None, o
+            assert {c for c, why in o.failed if why != "unresolved"} == set(), o
+            assert sorted([c for c, _, _ in o.placed] + [c for c, _ in o.failed]) == sorted(CODES), o
+        assert {c for o in outcomes for c, _, _ in o.placed} == set(CODES)
         with w.db.unit_of_work() as s:
             signals = s.scalar(sa.select(sa.func.count()).select_from(TradingSignal))
         assert signals == len(CODES)  # the losing plan left nothing behind

@@ -7,7 +7,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
-export PREFECT_HOME ?= $(CURDIR)/var/prefect
+export PREFECT_HOME ?= $(or $(AUTOTRADE_HOME),$(CURDIR)/var)/prefect
 
 .PHONY: install test test-pg lint typecheck bench demo clean mutation
 

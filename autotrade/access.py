@@ -20,7 +20,7 @@ from autotrade.broker.messages import Credentials
 from autotrade.config import BrokerEnv, KmsProvider, Settings, broker_urls
 from autotrade.domain.calendar import hours_of, is_trading_day
 from autotrade.domain.krx import KST
-from autotrade.secret_files import load_or_create_key
+from autotrade.secret_files import load_or_create_key, require_master_key
 from autotrade.store.db import Database
 from autotrade.trading.buys import AccountRef
 from autotrade.trading.kiwoom_port import KiwoomAccount
@@ -31,6 +31,21 @@ from autotrade.vault.keys import KeyStore
 from autotrade.vault.kms import AwsKms, LocalKms
 from autotrade.vault.kms import KmsProvider as Kms
 from autotrade.vault.tokens import TemporaryTokens
+
+
+def sealed_key_count(db: Database) -> int:
+    """Keys sealed under the KMS (crypto-shredded ones have no data key left)."""
+    import sqlalchemy as sa
+
+    from autotrade.store.models import UserApiKey
+
+    try:
+        with db.unit_of_work() as s:
+            count = s.scalar(sa.select(sa.func.count()).select_from(UserApiKey).where(
+                UserApiKey.encrypted_data_key.is_not(None)))  # fmt: skip
+    except sa.exc.DBAPIError:  # no schema yet: nothing is sealed
+        return 0
+    return int(count or 0)
 
 
 def build_kms(settings: Settings) -> Kms:
@@ -62,6 +77,8 @@ class GatewayAccess:
         self.alert = alert
         # The broker's clock: wall time live; the simulator's virtual time in the demo and the tests.
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(KST))
+        if settings.kms_provider is KmsProvider.LOCAL:
+            require_master_key(settings.local_master_key_path, sealed_key_count(db))
         self.kms = build_kms(settings)
         self.keys = KeyStore(db, self.kms)
         self.tokens = TemporaryTokens(

@@ -1,7 +1,12 @@
 """One settings class for the whole product (env prefix ``AUTOTRADE_``, ``.env`` supported).
 
-Defaults are the embedded mode: SQLite under ``var/``, the simulator as broker, the local KMS provider,
+Defaults are the embedded mode: SQLite under the home, the simulator as broker, the local KMS provider,
 the console notifier. Risk limits and exit rates default to the specification's values.
+
+Every path the product writes lives under one absolute home, ``AUTOTRADE_HOME`` (default: the checkout's
+``var/``, found from this file, never from the working directory): the database, the master key, the key
+files, scans and backups default to places in it, and a relative path given for any of them is taken
+under the home too. Starting from another directory finds the same files.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from autotrade.domain.krx import CostRates
@@ -89,6 +95,20 @@ class TradingRules(BaseModel):
         return CostRates(fee_rate=self.fee_rate, sell_tax_rate=self.sell_tax_rate)
 
 
+CHECKOUT = Path(__file__).resolve().parents[1]
+# where each path setting goes under the home when it is not set
+_UNDER_HOME = {"data_dir": ".", "local_master_key_path": "master.key", "scan_location": "scans",
+               "backup_location": "backups"}  # fmt: skip
+
+
+def _sqlite_under(home: Path, url: str) -> str:
+    """A SQLite URL whose file path is relative, made absolute under ``home`` (other URLs unchanged)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url[len(prefix):] in ("", ":memory:") or url.startswith(prefix + "/"):
+        return url
+    return prefix + str(home / url[len(prefix):])
+
+
 class Settings(BaseSettings, TradingRules):
     # Errors name the field, never its value: a database URL holds a password, a webhook URL is a secret.
     # Infinite or NaN numbers are refused (an infinite timeout is a hang, not a setting).
@@ -97,7 +117,8 @@ class Settings(BaseSettings, TradingRules):
         hide_input_in_errors=True, allow_inf_nan=False,
     )  # fmt: skip
 
-    # storage
+    # storage: the home of every file the product writes (AUTOTRADE_HOME; see the module's docstring)
+    home: Path = CHECKOUT / "var"
     database_url: str = "sqlite:///var/autotrade.db"
     # connections per process (a server database; SQLite writes one transaction at a time)
     database_pool_size: int = Field(10, ge=1, le=200)
@@ -217,6 +238,26 @@ class Settings(BaseSettings, TradingRules):
     notify_flush_timeout_seconds: float = Field(10.0, ge=0)
     notify_timeout_seconds: int = Field(10, gt=0)
     notify_max_retry_after_seconds: float = Field(10.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paths_under_home(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        raw_home = data.get("home")
+        home = Path(str(raw_home)).expanduser() if raw_home not in (None, "") else CHECKOUT / "var"
+        home = (home if home.is_absolute() else CHECKOUT / home).resolve()
+        data = {**data, "home": home}
+        for name, default in _UNDER_HOME.items():
+            value = data.get(name)
+            if value in (None, ""):
+                value = home / default if name != "data_dir" else home
+            elif "://" not in str(value) and not Path(str(value)).expanduser().is_absolute():
+                value = home / str(value)
+            data[name] = str(value) if name in ("scan_location", "backup_location") else value
+        url = data.get("database_url")
+        data["database_url"] = _sqlite_under(home, str(url)) if url else f"sqlite:///{home / 'autotrade.db'}"
+        return data
 
     @field_validator("database_url")
     @classmethod

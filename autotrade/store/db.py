@@ -26,7 +26,10 @@ def create_db_engine(url: str, **kw: object) -> Engine:
     if url.startswith("sqlite"):
         db_path = sa.engine.make_url(url).database
         if db_path and db_path != ":memory:":
+            from autotrade.secret_files import private_sqlite_file
+
             Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite_file(db_path)  # 0600: the database holds sealed keys and password hashes
         engine = sa.create_engine(url, connect_args={"timeout": 30}, **kw)
 
         @event.listens_for(engine, "connect")

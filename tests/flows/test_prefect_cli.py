@@ -34,7 +34,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
     api = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1", "PREFECT_API_URL": "", "AUTOTRADE_HOME": str(ROOT),
+        "DO_NOT_TRACK": "1", "PREFECT_API_URL": "", "AUTOTRADE_CHECKOUT": str(ROOT),
     }  # fmt: skip
     log = (home / "server.log").open("wb")
     server = subprocess.Popen(

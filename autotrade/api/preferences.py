@@ -7,7 +7,7 @@ import re
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Request, status
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from autotrade.api.app import ApiDeps, CurrentUser
 from autotrade.store.models import User
@@ -18,6 +18,7 @@ UserChannel = Literal["console", "kakao", "sns"]  # Slack is the operator's chan
 NEEDS_PHONE = frozenset({"kakao", "sns"})
 # A Korean mobile number: 010, then 8 digits; written 010-1234-5678, 01012345678 or +82 10-1234-5678.
 _MOBILE = re.compile(r"^010(\d{8})$")
+MOBILE_PATTERN = r"^(\+82[ -]?10|010)[ -]?\d{4}[ -]?\d{4}$"  # the same, as the schema says it
 
 
 def normalize_mobile(value: str) -> str:
@@ -35,8 +36,14 @@ def display_mobile(digits: str | None) -> str | None:
 
 
 class NotificationPreferences(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"channels": ["kakao", "sns"], "phone": "010-1234-5678"}]}
+    )
+
     channels: list[UserChannel] = Field(..., min_length=1, max_length=3, description="where notices go")
-    phone: str | None = Field(None, max_length=20, description="mobile number, 010-XXXX-XXXX")
+    phone: str | None = Field(
+        None, pattern=MOBILE_PATTERN, description="mobile 010-XXXX-XXXX (omitted: the one given before)"
+    )
 
     @field_validator("channels")
     @classmethod
@@ -48,15 +55,13 @@ class NotificationPreferences(BaseModel):
     def _mobile(cls, v: str | None) -> str | None:
         return None if v is None or not v.strip() else normalize_mobile(v)
 
-    @model_validator(mode="after")
-    def _phone_for_phone_channels(self) -> NotificationPreferences:
-        needing = sorted(set(self.channels) & NEEDS_PHONE)
-        if needing and self.phone is None:
-            raise ValueError(f"{', '.join(needing)} needs a mobile number (phone)")
-        return self
 
 
 class NotificationPreferencesView(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"channels": ["kakao"], "phone": "010-1234-5678"}]}
+    )
+
     channels: list[str]
     phone: str | None = Field(None, description="010-XXXX-XXXX")
 
@@ -83,6 +88,11 @@ def put_preferences(
         user = s.get(User, principal.user_id)
         if user is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such user")
+        phone = body.phone or user.phone
+        needing = sorted(set(body.channels) & NEEDS_PHONE)
+        if needing and phone is None:
+            detail = f"{', '.join(needing)} needs a mobile number (phone)"
+            raise HTTPException(status.HTTP_409_CONFLICT, detail)
         user.notify_channels = ",".join(body.channels)
-        user.phone = body.phone
-    return NotificationPreferencesView(channels=list(body.channels), phone=display_mobile(body.phone))
+        user.phone = phone
+    return NotificationPreferencesView(channels=list(body.channels), phone=display_mobile(phone))

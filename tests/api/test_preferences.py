@@ -38,9 +38,10 @@ def test_preferences_are_validated_and_stored(api: Api) -> None:
     r = client.get(URL, headers=auth(token))
     assert r.status_code == 200 and r.json() == {"channels": ["console"], "phone": None}
 
+    for body in ({"channels": ["kakao"]}, {"channels": ["sns"], "phone": None}):  # no number given ever
+        r = client.put(URL, json=body, headers=auth(token))
+        assert r.status_code == 409 and "needs a mobile number" in r.text, (body, r.text)
     for body in (
-        {"channels": ["kakao"]},  # KakaoTalk needs a number
-        {"channels": ["sns"], "phone": None},
         {"channels": ["kakao"], "phone": "02-123-4567"},  # a landline
         {"channels": ["kakao"], "phone": "011-1234-5678"},  # not 010
         {"channels": ["kakao"], "phone": "010-1234-567"},  # a digit short
@@ -61,6 +62,9 @@ def test_preferences_are_validated_and_stored(api: Api) -> None:
         assert (user.notify_channels, user.phone) == ("kakao,sns", "01012345678")
     again = client.get(URL, headers=auth(token)).json()
     assert again == {"channels": ["kakao", "sns"], "phone": "010-1234-5678"}
+    # the number given before stays when a later change leaves it out
+    r = client.put(URL, json={"channels": ["sns"]}, headers=auth(token))
+    assert r.status_code == 200 and r.json() == {"channels": ["sns"], "phone": "010-1234-5678"}
     assert client.put(URL, json={"channels": ["console"]}).status_code == 401
 
 

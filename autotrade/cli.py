@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from autotrade.backtest.cli import backtest_app
@@ -73,6 +75,67 @@ def api_serve(
     typer.echo(f"web app on http://{host}:{port}/" if (web_dir() / "index.html").is_file()
                else "web app not built: run `make install` (needs Node.js 18+)")  # fmt: skip
     uvicorn.run(create_app(build_deps(rt)), host=host, port=port, log_level="info")
+
+
+def _admin_db() -> Any:
+    from autotrade.store.db import Database
+    from autotrade.store.migrate import upgrade
+
+    url = get_settings().database_url
+    upgrade(url)
+    return Database(url)
+
+
+def _admin_run(fn: Any, *args: Any) -> Any:
+    from autotrade.api.users import UserError
+
+    db = _admin_db()
+    try:
+        return fn(db, *args)
+    except UserError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    finally:
+        db.dispose()
+
+
+@admin_app.command("create-operator")
+def admin_create_operator(
+    email: str = typer.Argument(..., help="The operator's email (the login name)."),
+    password: str = typer.Option(..., prompt=True, hide_input=True, confirmation_prompt=True,
+                                 envvar="AUTOTRADE_ADMIN_PASSWORD", help="At least 10 characters."),
+) -> None:  # fmt: skip
+    """Create a user with the operator role."""
+    from autotrade.api.users import create_operator
+
+    typer.echo(f"operator {email} created: {_admin_run(create_operator, email, password)}")
+
+
+@admin_app.command("grant-operator")
+def admin_grant_operator(email: str = typer.Argument(..., help="An existing user's email.")) -> None:
+    """Give an existing user the operator role (their next request, or within 5 s, sees it)."""
+    from autotrade.api.users import set_role
+
+    before = _admin_run(set_role, email, "operator")
+    typer.echo(f"{email}: {before} -> operator")
+
+
+@admin_app.command("revoke-operator")
+def admin_revoke_operator(email: str = typer.Argument(..., help="An operator's email.")) -> None:
+    """Take the operator role back: the user's tokens lose operator access within 5 s."""
+    from autotrade.api.users import set_role
+
+    before = _admin_run(set_role, email, "user")
+    typer.echo(f"{email}: {before} -> user")
+
+
+@admin_app.command("users")
+def admin_users() -> None:
+    """List users: email, role, user id and their keys with status."""
+    from autotrade.api.users import list_users
+
+    for u in _admin_run(list_users):
+        typer.echo(f"{u.email or '-'}\t{u.role}\t{u.user_id}\t{u.keys or '-'}")
 
 
 @admin_app.command("enable-key")

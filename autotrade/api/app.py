@@ -313,6 +313,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
                 daily_limit=k.daily_limit,
                 is_auto_trading_enabled=k.is_auto_trading_enabled,
                 last_used_at=k.last_used_at,
+                action=_what_to_do(k.api_status),
             )
 
     @app.get("/api/user/accounts", response_model=list[sc.AccountSummary], tags=["user"])
@@ -356,6 +357,18 @@ def create_app(deps: ApiDeps) -> FastAPI:
         except RegistrationError as exc:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
         return sc.MessageResponse(message="API 키 교체 완료")
+
+    @app.patch("/api/user/api-key/{account_no}", response_model=sc.ApiStatusResponse, tags=["user"])
+    def set_daily_limit(
+        account_no: Annotated[str, PathParam(pattern=sc.ACCOUNT_NO)],
+        body: sc.DailyLimitRequest,
+        me: CurrentUser,
+    ) -> sc.ApiStatusResponse:
+        """Change the daily limit (KRW) of one of your keys; it applies to the next buys."""
+        with deps.db.unit_of_work() as s:
+            k = own_key(s, me.user_id, account_no)
+            k.daily_limit = body.daily_limit
+        return api_status(me, account_no)
 
     @app.delete("/api/user/api-key/{account_no}", response_model=sc.KeyDeletedResponse, tags=["user"])
     async def delete_key(
@@ -479,6 +492,16 @@ def create_app(deps: ApiDeps) -> FastAPI:
 
     app.include_router(preferences)
     return app
+
+
+def _what_to_do(status_: ApiStatus) -> str | None:
+    from autotrade.vault.registration import WHAT_TO_DO
+
+    if status_ is ApiStatus.DISABLED:
+        return "the security rules disabled this key: an operator re-enables it once it is understood"
+    if status_ is ApiStatus.DELETED:
+        return "this key was deleted: register a new one"
+    return WHAT_TO_DO.get(status_)
 
 
 def _printable(value: object) -> str:

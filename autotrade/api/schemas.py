@@ -139,6 +139,7 @@ class ApiStatusResponse(BaseModel):
     daily_limit: int
     is_auto_trading_enabled: bool
     last_used_at: datetime | None
+    action: str | None = Field(None, description="what to do when the key is not ACTIVE")
 
 
 class AccountSummary(BaseModel):

@@ -39,7 +39,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 
 from autotrade.broker.client import KiwoomClient
-from autotrade.broker.errors import BrokerError
+from autotrade.broker.errors import BrokerError, CredentialsError
 from autotrade.broker.messages import (
     Credentials,
     Deposit,
@@ -268,7 +268,13 @@ class CachedBrokerTokens:
                 self._token, self._refresh_at = cached
                 return cached[0]
             credentials = await db.run(self._g.usable_credentials, self.user_id, self.account_no)
-            issued = await self._g.client.issue_token(credentials.app_key, credentials.app_secret)
+            try:
+                issued = await self._g.client.issue_token(credentials.app_key, credentials.app_secret)
+            except CredentialsError:  # a fresh token refused: the key is EXPIRED (registration.py)
+                from autotrade.vault.registration import mark_key_refused
+
+                await db.run(mark_key_refused, db, self.user_id, self.account_no, ApiStatus.EXPIRED, now)
+                raise
             del credentials
             self.issued += 1
             token, refresh_at = self._keep(issued, now)

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
+import sqlalchemy as sa
 from pydantic import SecretStr
 
-from autotrade.broker.errors import AuthError, BrokerError
+from autotrade.broker.errors import AuthError, BrokerError, CredentialsError
 from autotrade.broker.messages import account_digits
 from autotrade.broker.session import KiwoomSession
 from autotrade.broker.tokens import FixedToken
+from autotrade.domain.models import ApiStatus
+from autotrade.store.db import Database
+from autotrade.store.models import SecurityEvent, UserApiKey
 from autotrade.vault.gateway import BrokerGateway, key_id
 from autotrade.vault.kms import KmsError
 
@@ -75,3 +80,54 @@ async def register_user_api(
     gateway.provider(user_id, account_no).adopt(issued)
     log.info("key registered for %s", key_id(user_id, account_no))
     return AccountInfo(account_no=account_no, account_name=account_name, balance=deposit.cash)
+
+
+# -------------------------------------------------------------------------------------------------------
+# A key's status follows the broker
+
+WHAT_TO_DO = {
+    ApiStatus.EXPIRED: "the broker no longer accepts this app key (revoked or lapsed at Kiwoom): issue a new "
+    "key at Kiwoom and rotate it here; auto-trading is off until then",
+    ApiStatus.INACTIVE: "the broker no longer lists this account for the app key: register the key issued "
+    "for this account (or check the account at Kiwoom); auto-trading is off until then",
+}
+
+
+def mark_key_refused(db: Database, user_id: str, account_no: str, status: ApiStatus, now: datetime) -> bool:
+    """The broker refused the key even with a fresh token: its status becomes ``status`` (EXPIRED or
+    INACTIVE), auto-trading stops for it, a security event tells the operator and the user what to do
+    (``GET /api/user/api-status`` shows it). Only an ACTIVE key moves (a DISABLED or DELETED key keeps its
+    status). True when the key moved."""
+    with db.unit_of_work() as s:
+        moved = s.execute(
+            sa.update(UserApiKey)
+            .where(UserApiKey.user_id == user_id, UserApiKey.account_no == account_no,
+                   UserApiKey.api_status == ApiStatus.ACTIVE)
+            .values(api_status=status, status_changed_at=now, is_auto_trading_enabled=False)
+        ).rowcount  # type: ignore[attr-defined]  # fmt: skip
+        if moved:
+            s.add(SecurityEvent(at=now, user_id=user_id, account_no=account_no, rule="broker_refused_key",
+                                severity="high", detail=WHAT_TO_DO[status],
+                                action_taken=f"key {status.value}; auto-trading off"))  # fmt: skip
+    if moved:
+        log.warning("%s: the broker refused the key; now %s", key_id(user_id, account_no), status.value)
+    return bool(moved)
+
+
+async def check_key(gateway: BrokerGateway, user_id: str, account_no: str) -> ApiStatus | None:
+    """Ask the broker afresh whether a stored key still serves its account: no token for it -> EXPIRED; a
+    token, but the account is not among those ka00001 lists -> INACTIVE; both fine -> None (nothing to
+    change). A broker that cannot be reached raises (nothing is decided on a network error)."""
+    credentials = await gateway.db.run(gateway.keys.credentials_any_status, user_id, account_no)
+    now = gateway.clock()
+    try:
+        issued = await gateway.client.issue_token(credentials.app_key, credentials.app_secret)
+    except CredentialsError:
+        await gateway.db.run(mark_key_refused, gateway.db, user_id, account_no, ApiStatus.EXPIRED, now)
+        return ApiStatus.EXPIRED
+    token = FixedToken(issued.token.get_secret_value())
+    probe = KiwoomSession(gateway.client, key_id(user_id, account_no), token)
+    if account_digits(account_no) not in await probe.account_numbers():
+        await gateway.db.run(mark_key_refused, gateway.db, user_id, account_no, ApiStatus.INACTIVE, now)
+        return ApiStatus.INACTIVE
+    return None

@@ -34,7 +34,8 @@ def test_signup_login_and_bad_credentials_look_alike(api: tuple[TestClient, Data
     fresh = client.post("/api/auth/signup", json={"email": "b@example.com", "password": "x" * 12})
     assert again.status_code == fresh.status_code == 201 and again.json() == fresh.json()
     # the existing account keeps its password
-    assert client.post("/api/auth/login", json={"email": "a@example.com", "password": "x" * 12}).status_code == 401
+    kept = client.post("/api/auth/login", json={"email": "a@example.com", "password": "x" * 12})
+    assert kept.status_code == 401
 
 
 def test_login_is_rate_limited(api: tuple[TestClient, Database, Calls]) -> None:
@@ -184,3 +185,16 @@ def test_execute_is_for_operators(api: tuple[TestClient, Database, Calls], role:
         fields = {tuple(e["loc"]) for e in bad.json()["detail"]}
         assert ("body", "scan_results", 0, "code") in fields, fields
     assert len(calls.executed) == (0 if role == "user" else 1)
+
+
+def test_the_daily_limit_is_changed_with_patch(api: tuple[TestClient, Database, Calls]) -> None:
+    client, _, _ = api
+    token = signup_login(client, "a@example.com")
+    assert client.post("/api/user/register-api", json=KEY, headers=auth(token)).status_code == 200
+    r = client.patch("/api/user/api-key/12345678901", json={"daily_limit": 3_000_000}, headers=auth(token))
+    assert r.status_code == 200 and r.json()["daily_limit"] == 3_000_000 and r.json()["action"] is None
+    assert client.get("/api/user/api-status", headers=auth(token)).json()["daily_limit"] == 3_000_000
+    other = signup_login(client, "b@example.com")  # another user's account looks missing
+    path = "/api/user/api-key/12345678901"
+    assert client.patch(path, json={"daily_limit": 1}, headers=auth(other)).status_code == 404
+    assert client.patch(path, json={"daily_limit": 0}, headers=auth(token)).status_code == 422

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 
 from autotrade.broker import KiwoomClient
+from autotrade.broker.errors import CredentialsError
 from autotrade.domain.krx import KST
 from autotrade.sim.server import RunningSimulator, running_simulator
 from autotrade.store.db import Database
@@ -90,3 +91,48 @@ async def test_the_broker_lists_the_keys_account(sim: RunningSimulator, gateway:
     probe = KiwoomSession(gateway.client, "probe", FixedToken(issued.token.get_secret_value()))
     assert await probe.account_numbers() == (number,)
     assert await probe.account_name() == ""  # an unnamed account: the user's text is the fallback
+
+
+async def test_a_key_the_broker_refuses_becomes_expired_or_inactive(
+    sim: RunningSimulator, gateway: BrokerGateway
+) -> None:
+    from autotrade.domain.models import ApiStatus
+    from autotrade.store.models import SecurityEvent
+    from autotrade.vault.registration import check_key
+
+    def state(user: str) -> tuple[ApiStatus, bool]:
+        with gateway.db.unit_of_work() as s:
+            row = s.execute(sa.select(UserApiKey.api_status, UserApiKey.is_auto_trading_enabled)
+                            .where(UserApiKey.user_id == user)).one()  # fmt: skip
+            return row[0], row[1]
+
+    for user in ("dave", "erin"):
+        number, key = account(sim, user)
+        await register_user_api(gateway, user, SecretStr(key["appkey"]), SecretStr(key["secretkey"]),
+                                number, daily_limit=1_000_000)  # fmt: skip
+        with gateway.db.unit_of_work() as s:
+            on = sa.update(UserApiKey).where(UserApiKey.user_id == user).values(is_auto_trading_enabled=True)
+            s.execute(on)
+        if user == "dave":
+            dave_key, dave_no = key, number
+        else:
+            erin_key = key
+    assert await check_key(gateway, "dave", dave_no) is None  # the broker still serves it: nothing changes
+    # Kiwoom revokes Dave's key: his cached token is refused, the fresh one cannot be issued -> EXPIRED.
+    del sim.engine.appkeys[dave_key["appkey"]]
+    sim.admin.expire_tokens(dave_key["appkey"])
+    tokens = gateway.provider("dave", dave_no)
+    await tokens.invalidate(await tokens.token())  # what a session does on 8005 before it asks again
+    with pytest.raises(CredentialsError):
+        await tokens.token()
+    assert state("dave") == (ApiStatus.EXPIRED, False)
+    # Erin's key now serves another account at the broker: the check finds hers missing -> INACTIVE.
+    sim.engine.appkeys[erin_key["appkey"]].account_no = account(sim, "other")[0]
+    with gateway.db.unit_of_work() as s:
+        erin_no = s.scalar(sa.select(UserApiKey.account_no).where(UserApiKey.user_id == "erin"))
+    assert await check_key(gateway, "erin", str(erin_no)) is ApiStatus.INACTIVE
+    assert state("erin") == (ApiStatus.INACTIVE, False)
+    with gateway.db.unit_of_work() as s:
+        rule = SecurityEvent.rule == "broker_refused_key"
+        events = s.scalars(sa.select(SecurityEvent.action_taken).where(rule))
+        assert sorted(events) == ["key EXPIRED; auto-trading off", "key INACTIVE; auto-trading off"]

@@ -1,5 +1,6 @@
 """Flows under Prefect's test harness (a temporary Prefect server for the session) on the embedded stack:
-the simulator over real HTTP under a virtual clock, SQLite, the local KMS provider and the vault gateway."""
+the simulator over real HTTP under a virtual clock, SQLite or PostgreSQL, the local KMS provider and the vault
+gateway."""
 
 from __future__ import annotations
 
@@ -31,9 +32,13 @@ def notes() -> io.StringIO:
 
 
 @pytest.fixture
-async def stack(prefect_server: None, tmp_path: Path, notes: io.StringIO) -> Stack:  # type: ignore[misc]
+async def stack(prefect_server: None, tmp_path: Path, notes: io.StringIO, db_url: str) -> Stack:  # type: ignore[misc]
+    """The embedded stack on each database: SQLite, and PostgreSQL (a fresh schema; ``db_url`` marks the
+    variant ``postgres``, so it runs in the PostgreSQL suite)."""
     start = datetime.combine(DAY1, time(15, 0), tzinfo=KST)
-    with embedded_stack(tmp_path, seed=5, stocks=12, start=start, notifications=notes) as s:
+    with embedded_stack(
+        tmp_path, seed=5, stocks=12, start=start, notifications=notes, database_url=db_url
+    ) as s:
         await s.register_users(2)
         try:
             yield s

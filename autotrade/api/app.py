@@ -44,6 +44,10 @@ class RegistrationError(Exception):
     """The broker refused the key, or the account does not match it (message safe to show)."""
 
 
+class ExecuteRefused(Exception):
+    """The execute request cannot run as asked (a day outside the calendar, a rejected scan); safe to show."""
+
+
 class Registrar(Protocol):
     """The vault's side of key management."""
 
@@ -433,8 +437,12 @@ def create_app(deps: ApiDeps) -> FastAPI:
         responses={202: {"model": sc.ExecuteResponse, "description": "flow run started"}},
     )
     async def execute(body: sc.ExecuteRequest, _: CurrentOperator, response: Response) -> sc.ExecuteResponse:
-        """Operator: validate a scan and start the evening flow for every enabled account."""
-        result = await deps.execute(body)
+        """Operator: validate a scan and start the evening flow for every enabled account. 400 with the
+        reason for a day outside the KRX calendar or a scan that fails validation."""
+        try:
+            result = await deps.execute(body)
+        except ExecuteRefused as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
         if result.run_id is not None and not result.success:
             response.status_code = status.HTTP_202_ACCEPTED
         return result

@@ -11,14 +11,21 @@ import asyncio
 import logging
 import os
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from pydantic import SecretStr
 
 from autotrade.api import schemas as sc
-from autotrade.api.app import ApiDeps, ExecuteRunner, PriceLookup, RegistrationError, in_embedded_mode
+from autotrade.api.app import (
+    ApiDeps,
+    ExecuteRefused,
+    ExecuteRunner,
+    PriceLookup,
+    RegistrationError,
+    in_embedded_mode,
+)
 from autotrade.api.auth import SessionTokens
 from autotrade.domain.krx import KST
 from autotrade.domain.models import ApiStatus
@@ -129,8 +136,14 @@ def flow_runner(runtime: Runtime, wait_seconds: float = 20.0) -> ExecuteRunner:
     running: set[asyncio.Task[dict[str, Any]]] = set()
 
     async def run(req: sc.ExecuteRequest) -> sc.ExecuteResponse:
+        from autotrade.domain.calendar import CalendarRangeError, is_trading_day
+
         now = runtime.clock().astimezone(KST)
         day = req.trading_day or now.date()
+        try:
+            is_trading_day(day)
+        except CalendarRangeError as exc:
+            raise ExecuteRefused(str(exc)) from None
         payload = {
             "trading_day": day.isoformat(),
             "generated_at": now.isoformat(),
@@ -151,15 +164,32 @@ def flow_runner(runtime: Runtime, wait_seconds: float = 20.0) -> ExecuteRunner:
 
         name = f"api-{day:%Y%m%d}-{uuid.uuid4().hex[:8]}"
         flow = evening_signal_and_buy.with_options(flow_run_name=name)
-        task: asyncio.Task[dict[str, Any]] = asyncio.create_task(
-            flow(trading_day=day, scan_payload=payload, dry_run=req.dry_run, limits=limits)
-        )
+        running_flow = flow(trading_day=day, scan_payload=payload, dry_run=req.dry_run, limits=limits,
+                            return_state=True)  # fmt: skip
+        task: asyncio.Task[Any] = asyncio.create_task(cast(Coroutine[Any, Any, Any], running_flow))
         running.add(task)
         task.add_done_callback(running.discard)
+        from tasks.trading import ScanRejected
+
         try:
-            result = await asyncio.wait_for(asyncio.shield(task), wait_seconds)
+            state = await asyncio.wait_for(asyncio.shield(task), wait_seconds)
         except TimeoutError:
             return _started(name)
+        # A failed run's result is its exception (a rejected scan: 400) or its summary (every account
+        # failed: the summary, success false, with the run's message).
+        outcome = await cast(Awaitable[Any], state.result(raise_on_failure=False, _sync=False))
+        if isinstance(outcome, ScanRejected):
+            raise ExecuteRefused(f"the scan was rejected: {str(outcome)[:500]}")
+        if isinstance(outcome, BaseException):
+            raise outcome
+        result: dict[str, Any] = outcome if isinstance(outcome, dict) else {}
+        if not state.is_completed():
+            return sc.ExecuteResponse(
+                success=False, executed_orders=int(result.get("orders", 0)),
+                total_investment=int(result.get("invested", 0)),
+                strategies_created=int(result.get("positions_armed", 0)),
+                message=f"{name}: {state.message or 'the run failed'}"[:500],
+            )  # fmt: skip
         if result.get("skipped"):
             skipped = f"{day}: {result['skipped']}"
             return sc.ExecuteResponse(success=False, executed_orders=0, total_investment=0,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -49,8 +50,13 @@ def signed(price: int, base: int) -> str:
     return str(price)
 
 
+# The real server's headline before the bracket where it differs from the detail (KIWOOM.md: an invalid
+# token answers HTTP 200, return_code 3, "인증에 실패했습니다[8005:Token이 유효하지 않습니다]").
+HEADLINES = {8005: "인증에 실패했습니다"}
+
+
 def envelope_error(exc: SimError) -> dict[str, Any]:
-    return {"return_code": exc.category, "return_msg": f"{exc}[{exc.code}:{exc}]"}
+    return {"return_code": exc.category, "return_msg": f"{HEADLINES.get(exc.code, exc)}[{exc.code}:{exc}]"}
 
 
 class _Bucket:
@@ -78,10 +84,15 @@ class Simulator:
         rate_limit: tuple[float, int] | None = None,
         ping_seconds: float = 10.0,
         fault_seed: int = 0,
+        admin_token: str | None = None,
     ) -> None:
         self.engine = engine
         self.page_size = page_size
         self.rate_limit = rate_limit
+        # the per-key limit's answer: HTTP 200 with return_code 5 (as observed) or HTTP 429 with it
+        self.rate_limit_http_status = 200
+        # when set, the admin API needs it in X-Sim-Admin-Token
+        self.admin_token = admin_token
         self.ping_seconds = ping_seconds
         self.faults = FaultPlan(seed=fault_seed)
         self.faults.reset(fault_seed)
@@ -149,10 +160,11 @@ class Simulator:
             return _ok_json(envelope_error(exc), api_id)
         appkey = self.engine.tokens[token].appkey
         if not self._allow(appkey, api_id):
-            return _ok_json(
-                envelope_error(SimError(f"허용된 요청 개수를 초과하였습니다. API ID={api_id}", 1700, 5)),
-                api_id,
-            )
+            text = "허용된 요청 개수를 초과하였습니다"
+            limited = {"return_code": 5, "return_msg": f"{text}[1700:{text}. API ID={api_id}]"}
+            if self.rate_limit_http_status == 429:
+                return JSONResponse(limited, status_code=429, headers={"api-id": api_id}, media_type=JSON_CT)
+            return _ok_json(limited, api_id)
         try:
             result = self._handle(api_id, account, body)
         except SimError as exc:
@@ -463,6 +475,15 @@ class Simulator:
     async def admin(self, request: Request) -> Response:
         e = self.engine
         path = request.url.path.removeprefix("/_sim/")
+        if self.admin_token is not None and not hmac.compare_digest(
+            request.headers.get("x-sim-admin-token", "").encode(), self.admin_token.encode()
+        ):
+            return JSONResponse({"error": "admin token required (X-Sim-Admin-Token)"}, status_code=401)
+        # Only JSON changes state: a web page can send a cross-origin text/plain or form POST without a
+        # preflight, never an application/json one.
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if request.method == "POST" and content_type != "application/json":
+            return JSONResponse({"error": "send application/json"}, status_code=415)
         body = await _json(request) if request.method in ("POST", "PUT") else {}
         try:
             if path == "accounts" and request.method == "POST":
@@ -534,6 +555,15 @@ class Simulator:
                         ],
                     }
                 )
+            if path == "rate_limit" and request.method == "POST":
+                if "rate" in body:
+                    self.rate_limit = (float(body["rate"]), int(body.get("burst", 1)))
+                    self._buckets.clear()
+                status_code = int(body.get("http_status", self.rate_limit_http_status))
+                if status_code not in (200, 429):
+                    raise ValueError("http_status is 200 or 429")
+                self.rate_limit_http_status = status_code
+                return JSONResponse({"rate_limit": self.rate_limit, "http_status": status_code})
             if path == "tokens/expire":
                 for t in list(e.tokens.values()):
                     if body.get("appkey") in (None, t.appkey):

@@ -37,6 +37,9 @@ def serve(
     start: str | None = typer.Option(
         None, help="Virtual start, ISO 8601 with offset (default: now in Seoul), e.g. 2026-11-24T15:40+09:00."
     ),
+    admin_token: str | None = typer.Option(
+        None, envvar="AUTOTRADE_SIM_ADMIN_TOKEN", help="When set, /_sim/ needs it in X-Sim-Admin-Token."
+    ),
 ) -> None:
     """Serve Kiwoom's REST and WebSocket protocol on HOST:PORT, with the admin API under /_sim/."""
     from datetime import datetime
@@ -54,6 +57,7 @@ def serve(
     if begin is not None and begin.tzinfo is None:
         raise typer.BadParameter("give the offset too, e.g. +09:00", param_hint="--start")
     sim = build(seed, speed, start=begin)
+    sim.admin_token = admin_token or None
     if data is not None:
         try:
             replayed = _load_data(sim.engine, data)

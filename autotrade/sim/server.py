@@ -29,8 +29,9 @@ def free_port() -> int:
 class Admin:
     """A small client of the ``/_sim/`` admin API."""
 
-    def __init__(self, base_url: str) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=60.0)
+    def __init__(self, base_url: str, token: str | None = None) -> None:
+        headers = {"X-Sim-Admin-Token": token} if token else {}
+        self._http = httpx.Client(base_url=base_url, timeout=60.0, headers=headers)
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         r = self._http.post(path, json=body)

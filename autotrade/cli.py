@@ -69,6 +69,7 @@ def api_serve(
     from autotrade.runtime import get_runtime
     from autotrade.store.migrate import upgrade
 
+    _quiet_and_stoppable_prefect()
     rt = get_runtime()
     upgrade(rt.db.url)  # the schema at head before the first request (a no-op when it already is)
     typer.echo(f"autotrade API on http://{host}:{port} (docs at /docs); database {_safe_url(rt.db.url)}")
@@ -136,6 +137,29 @@ def admin_users() -> None:
 
     for u in _admin_run(list_users):
         typer.echo(f"{u.email or '-'}\t{u.role}\t{u.user_id}\t{u.keys or '-'}")
+
+
+def _quiet_and_stoppable_prefect() -> None:
+    """Telemetry off for the embedded Prefect server this process may start (the execute endpoint runs
+    flows in-process), and that server stopped with the API: uvicorn re-raises SIGTERM after its graceful
+    shutdown, which would kill this process before ``atexit`` stops the server subprocess."""
+    import os
+    import signal
+    import sys
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+
+    def stop(signum: int, _frame: Any) -> None:
+        try:
+            from prefect.server.api.server import SubprocessASGIServer
+
+            for server in list(SubprocessASGIServer._instances.values()):
+                server.stop()
+        finally:
+            sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 @admin_app.command("enable-key")

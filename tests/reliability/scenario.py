@@ -96,12 +96,19 @@ class FeedStats:
     def close(self) -> None:
         self.reconnects += max(0, self.log.feed_logins - self._logins_at_open - 1)
 
-    async def drain(self, prices: PriceSource, wait_seconds: float = 0.03) -> None:
-        """Take the ticks pushed so far, until none comes for ``wait_seconds``."""
-        while await prices.next_tick(wait_seconds) is not None:
+    async def drain(
+        self,
+        prices: PriceSource,
+        wait_seconds: float = 0.03,
+        on_tick: Callable[[str, int, datetime], Awaitable[None]] | None = None,
+    ) -> None:
+        """Hand each tick pushed so far to ``on_tick``, until none comes for ``wait_seconds``."""
+        while (tick := await prices.next_tick(wait_seconds)) is not None:
             self.ticks += 1
             if self.log.feed_logins - self._logins_at_open > 1:
                 self.ticks_after_reconnect += 1
+            if on_tick is not None:
+                await on_tick(*tick)
 
 
 def _codes(n: int) -> list[str]:
@@ -256,8 +263,8 @@ async def _session(
 ) -> None:
     """The intraday flow: on (re)start it reconciles first, resuming sells a crash left unsent; then it
     watches prices and reconciles every half hour, until the close. The watched codes are subscribed on
-    the price feed, whose ticks are counted; exits are decided on the simulator's prices, which the checks
-    compare the tiers with."""
+    the price feed: every tick it delivers goes through the exit book, as does each stock's price at every
+    step; the checks compare the tiers with every price step of the simulator."""
     hours = hours_of(day)
     if w.now() >= datetime.combine(day, hours.open, tzinfo=KST):
         await w.reconcile_all(day)
@@ -266,6 +273,14 @@ async def _session(
     end = datetime.combine(day, hours.close, tzinfo=KST)
     prices = await w.access.price_feed()
     feed.open()
+
+    async def on_tick(code: str, price: int, at: datetime) -> None:
+        # As the watch loop does: every tick of the feed goes through the exit book, between the steps too
+        # (a take-profit touched for one step and given back is sold like any other).
+        w.ticks.setdefault(code, []).append((at, price))  # what the checks hold each sell against
+        for sell in w.rt.engine.on_price(code, price, at):
+            await w.send_sell(sell, day)
+
     try:
         n = 0
         while True:
@@ -277,7 +292,7 @@ async def _session(
             if w.now() >= end:
                 break
             w.sim.admin.set_clock(min(end, w.now() + timedelta(minutes=step_minutes)))
-            await feed.drain(prices)
+            await feed.drain(prices, on_tick=on_tick)
     finally:
         await prices.aclose()  # the process ends (or dies) with its feed
         feed.close()

@@ -12,7 +12,7 @@ from tests.reliability.scenario import FAULT_KINDS, run
 
 
 async def test_faults_and_crashes_lose_nothing_and_double_nothing(db_url: str, tmp_path: Path) -> None:
-    r = await run(users=3, days=3, fault_rate=0.05, crash_rate=0.05, seed=3, db_url=db_url, work=tmp_path)
+    r = await run(users=3, days=3, fault_rate=0.05, crash_rate=0.05, seed=5, db_url=db_url, work=tmp_path)
     assert set(r["faults_injected"]) == set(FAULT_KINDS), r["faults_injected"]
     assert r["crash_points_covered"] == [
         "after_ack",

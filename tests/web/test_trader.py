@@ -77,8 +77,11 @@ async def test_sign_up_register_trade_and_watch_live(product: Product, browser: 
     await page.get_by_label("시크릿키 (Secret Key)").fill("not-a-secret-either")
     await page.get_by_label("계좌번호").fill(ACCOUNT)
     await page.get_by_role("button", name="증권사 확인 후 등록").click()
-    # the broker's refusal (Next's route announcer is an empty role=alert too); nothing stored
-    await page.get_by_role("alert").filter(has_text="요청이 실패했습니다").wait_for()
+    # the broker's refusal, nothing stored. Next's route announcer is a role=alert too, and it reads out
+    # the page's alert text at times: it is not the page's own message.
+    await page.locator('[role="alert"]:not(#__next-route-announcer__)').filter(
+        has_text="요청이 실패했습니다"
+    ).wait_for()
     assert "등록된 계좌가 없습니다" in await page.content()
     await wait_for(lambda: bool(errors), 5, "the browser's console line for the 400")
     assert errors == ["Failed to load resource: the server responded with a status of 400 (Bad Request)"]

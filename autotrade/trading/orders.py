@@ -205,13 +205,24 @@ class OrderService:
             if conn.execute(_SETTLE, params).rowcount == 1:
                 return target
         with self.db.unit_of_work() as s:
-            row = s.get_one(OrderIntentRow, intent_id)
-            row.status = next_status(row.status, event)
-            if order_no is not None:
-                row.order_no = order_no
-            if error is not None:
-                row.last_error = error[:500]
-            return row.status
+            return late_answer(s.get_one(OrderIntentRow, intent_id), event, order_no, error)
+
+
+def late_answer(
+    row: OrderIntentRow, event: IntentEvent, order_no: str | None, error: str | None
+) -> IntentStatus:
+    """The broker's answer to this process's call, applied to an intent that moved on while it was out.
+    Another run's reconciliation may have found this very order at the broker first (and even its fills):
+    its order number then adds nothing. Anything else goes through the state machine, which refuses what
+    cannot follow (an order number other than the one recorded is never taken silently)."""
+    if event is IntentEvent.ACK and order_no is not None and row.order_no == order_no:
+        return row.status
+    row.status = next_status(row.status, event)
+    if order_no is not None:
+        row.order_no = order_no
+    if error is not None:
+        row.last_error = error[:500]
+    return row.status
 
 
 def _find_match(row: OrderIntentRow, orders: list[BrokerOrder], claimed: set[str]) -> BrokerOrder | None:

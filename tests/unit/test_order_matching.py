@@ -88,3 +88,21 @@ def test_the_match_is_the_same_order_placed_after_the_intent() -> None:
     row.submitted_at = None
     row.created_at = T0 + timedelta(minutes=10)
     assert _find_match(row, [early], set()) is None
+
+
+def test_an_answer_that_comes_after_another_run_found_the_order_adds_nothing() -> None:
+    """Run A sends and waits; run B's reconciliation finds the very order at the broker (ACCEPTED, even
+    filled) before A's answer lands. A's order number then changes nothing; another number is refused."""
+    from autotrade.domain.orders import IllegalIntentTransition, IntentEvent
+    from autotrade.trading.orders import late_answer
+
+    for found in (IntentStatus.ACCEPTED, IntentStatus.PARTIALLY_FILLED, IntentStatus.FILLED):
+        row = intent(found)
+        assert late_answer(row, IntentEvent.ACK, "0000001", None) is found
+        assert (row.status, row.order_no) == (found, "0000001")
+    with pytest.raises(IllegalIntentTransition):
+        late_answer(intent(IntentStatus.ACCEPTED), IntentEvent.ACK, "0000002", None)
+    unknown = intent(IntentStatus.UNKNOWN)  # the call timed out meanwhile: the number is taken
+    unknown.order_no = None
+    assert late_answer(unknown, IntentEvent.ACK, "0000003", None) is IntentStatus.ACCEPTED
+    assert unknown.order_no == "0000003"

@@ -157,6 +157,7 @@ def embedded_stack(
 ) -> Iterator[Stack]:
     """Start the simulator and build the services over a fresh database in ``data_dir``; the runtime is
     installed for flows and tasks (``get_runtime``) until the block exits."""
+    data_dir = data_dir.resolve()  # the settings take a relative path under AUTOTRADE_HOME, not here
     data_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         sim = stack.enter_context(running_simulator(seed=seed, start=start, **(sim_options or {})))

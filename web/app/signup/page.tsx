@@ -25,8 +25,10 @@ export default function SignupPage() {
       router.replace("/keys/");
     } catch (err) {
       const status = err instanceof ApiError ? err.status : 0;
+      // Sign-up answers alike whether or not the email is taken (it reveals no one): a taken email shows as
+      // the login after it being refused.
       setError(
-        status === 409
+        status === 409 || status === 401
           ? t("cannotSignup")
           : status === 429
             ? t("tooMany")

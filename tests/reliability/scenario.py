@@ -52,6 +52,7 @@ FAULT_KINDS = (*REST_FAULTS, "ws_disconnect")
 REST_PATHS = ("/oauth2/token", "/api/dostk/ordr", "/api/dostk/acnt", "/api/dostk/stkinfo")
 WS_PATH = "/api/dostk/websocket"
 FEED_LOGGER = "autotrade.broker.feed"
+RERUNS = 60  # of one step before the run gives up
 PricePath = dict[str, list[tuple[datetime, int]]]  # code -> (time, price) of every step
 
 
@@ -206,7 +207,9 @@ async def _run(
 
         async def step(name: str, work_fn: Callable[[], Awaitable[object]]) -> None:
             nonlocal reruns
-            for attempt in range(20):
+            # Each crash point draws on every order, so a session of many sells is re-run several times;
+            # each re-run carries on from where the last one died.
+            for attempt in range(RERUNS):
                 try:
                     await work_fn()
                     return
@@ -220,7 +223,7 @@ async def _run(
                     w.restart()
                 finally:
                     tokens.update(sim.engine.tokens.copy())  # revoked tokens leave the broker's table
-            raise RuntimeError(f"{name} did not complete in 20 attempts")
+            raise RuntimeError(f"{name} did not complete in {RERUNS} attempts")
 
         try:
             day = first_day

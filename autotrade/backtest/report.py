@@ -18,6 +18,8 @@ import csv
 import html
 import io
 import json
+import os
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -291,19 +293,29 @@ def _write_report(
 
 def _report_child(conn: Connection, parent_end: Connection) -> None:
     """The forked child: import matplotlib now, then draw what the parent sends (or exit on EOF)."""
-    parent_end.close()  # else the parent closing its end would never reach this process as EOF
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
-    from matplotlib.figure import Figure  # noqa: F401
+    code = 1
+    try:
+        parent_end.close()  # else the parent closing its end would never reach this process as EOF
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+        from matplotlib.figure import Figure  # noqa: F401
 
-    try:
-        job = conn.recv()
-    except EOFError:  # the parent gave up (bad input): nothing to draw
-        return
-    try:
-        _write_report(*job)
-        conn.send("")
-    except Exception as exc:  # reported by the parent
-        conn.send(f"{type(exc).__name__}: {exc}")
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):  # the parent gave up (bad input) or is gone: nothing to draw
+            code = 0
+            return
+        try:
+            _write_report(*job)
+            conn.send("")
+        except Exception as exc:  # reported by the parent
+            conn.send(f"{type(exc).__name__}: {exc}")
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        # A forked child leaves without running the exit handlers it inherited (the parent's notifier
+        # flush, logging): they are the parent's to run.
+        os._exit(code)
 
 
 class ReportProcess:

@@ -213,9 +213,11 @@ def late_answer(
 ) -> IntentStatus:
     """The broker's answer to this process's call, applied to an intent that moved on while it was out.
     Another run's reconciliation may have found this very order at the broker first (and even its fills):
-    its order number then adds nothing. Anything else goes through the state machine, which refuses what
-    cannot follow (an order number other than the one recorded is never taken silently)."""
-    if event is IntentEvent.ACK and order_no is not None and row.order_no == order_no:
+    its order number then adds nothing, and neither does a call that ended without an answer. Anything else
+    goes through the state machine, which refuses what cannot follow (an order number other than the one
+    recorded is never taken silently)."""
+    same_order = event is IntentEvent.ACK and row.order_no == order_no
+    if row.order_no is not None and (same_order or event is IntentEvent.FAIL_UNKNOWN):
         return row.status
     row.status = next_status(row.status, event)
     if order_no is not None:

@@ -100,6 +100,9 @@ def test_an_answer_that_comes_after_another_run_found_the_order_adds_nothing() -
         row = intent(found)
         assert late_answer(row, IntentEvent.ACK, "0000001", None) is found
         assert (row.status, row.order_no) == (found, "0000001")
+        # A's call timed out instead: its unknown outcome is no news either.
+        timed_out = intent(found)
+        assert late_answer(timed_out, IntentEvent.FAIL_UNKNOWN, None, "ReadTimeout") is found
     with pytest.raises(IllegalIntentTransition):
         late_answer(intent(IntentStatus.ACCEPTED), IntentEvent.ACK, "0000002", None)
     unknown = intent(IntentStatus.UNKNOWN)  # the call timed out meanwhile: the number is taken

@@ -377,7 +377,9 @@ def _figures(w: World, secrets: list[str], log: RunLog, path: PricePath) -> dict
     claimed = Counter((i.account_no, i.order_no) for i in intents if i.order_no)
     duplicated = sum(1 for acct, orders in broker.items() for o in orders
                      if not o["orig_order_no"] and (acct, o["order_no"]) not in claimed)  # fmt: skip
-    unsent = [i for i in intents if not i.order_no and (i.last_error or "").startswith("not sent:")]
+    # Not sent on purpose: a buy whose session ended; a resting stop withdrawn for a market sell.
+    on_purpose = ("not sent:", "withdrawn:")
+    unsent = [i for i in intents if not i.order_no and (i.last_error or "").startswith(on_purpose)]
     unresolved = [i.key for i in intents if (i.last_error or "").startswith("outcome unknown when")]
     # Never reached the broker (or not known to have): a buy so is a missed trade; a protective sell so is a
     # lost exit. A resting stop is not counted (the watch covers its position), nor a sell the resting stop

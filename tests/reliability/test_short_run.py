@@ -27,11 +27,10 @@ async def test_faults_and_crashes_lose_nothing_and_double_nothing(db_url: str, t
     assert r["access"] == "gateway" and r["access_log_rows"] > 0
     refusals = (r["access_refused"], r["security_events"], r["keys_not_active"])
     assert refusals == (0, {}, 0), r["access_refusals"]
-    # The feed delivered ticks, and where a drop hit it during a session it came back and went on. (Whether
-    # a random drop lands inside a session depends on timing; tests/broker/test_feed_fallback.py and
-    # tests/sim/test_contract.py drop the feed on purpose and check that it returns.)
+    # The feed delivered ticks. (Whether a random drop lands inside a session, with ticks after it, depends on
+    # timing; tests/broker/test_feed_fallback.py and tests/sim/test_contract.py drop the feed on purpose and
+    # check that it returns and goes on delivering.)
     assert r["feed_ticks"] > 0
-    assert r["feed_reconnects"] == 0 or r["feed_ticks_after_reconnect"] > 0
     # No app key, secret or broker token in any table (the access log and security events included) or log.
     assert (r["leaks_in_database"], r["leaks_in_logs"], r["leaks"]) == (0, 0, 0)
     assert r["secrets_checked"] >= 9 and r["log_records_scanned"] > 1000

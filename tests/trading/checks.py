@@ -36,9 +36,10 @@ def traceability(w: World) -> list[str]:
                 bad.append(f"intent {i.key} left {i.status}")
             reason = i.last_error or ""
             unsent = i.status is IntentStatus.EXPIRED and reason.startswith(
-                ("not sent:", "outcome unknown when")
+                ("not sent:", "outcome unknown when", "withdrawn:")
             )
-            # An unsent buy whose session ended is recorded as such (EXPIRED, "not sent: ..."), not lost.
+            # An unsent buy whose session ended is recorded as such (EXPIRED, "not sent: ..."), and so is a
+            # resting stop withdrawn unsent because a market sell of its shares went first: neither is lost.
             final = i.status in FINAL_STATUSES and i.status is not IntentStatus.REJECTED
             if final and not i.order_no and not unsent:
                 bad.append(f"intent {i.key} {i.status} without a broker order")

@@ -43,7 +43,7 @@ from autotrade.store.models import (
 )
 from autotrade.trading.resting_stops import SOLD_BY_RESTING_STOP
 from tests.trading import checks
-from tests.trading.harness import AccessKind, Trader, World, make_world
+from tests.trading.harness import AccessKind, Seen, Trader, World, make_world
 
 REST_FAULTS = ("http_500", "http_429", "latency", "drop_after_accept", "token_expiry")
 FAULT_KINDS = (*REST_FAULTS, "ws_disconnect")
@@ -280,7 +280,7 @@ async def _session(
     async def on_tick(code: str, price: int, at: datetime) -> None:
         # As the watch loop does: every tick of the feed goes through the exit book, between the steps too
         # (a take-profit touched for one step and given back is sold like any other).
-        w.ticks.setdefault(code, []).append((at, price))  # what the checks hold each sell against
+        w.ticks.setdefault(code, []).append(Seen(at, price, w.now()))  # what the checks hold sells against
         for sell in w.rt.engine.on_price(code, price, at):
             await w.send_sell(sell, day)
 

@@ -105,8 +105,10 @@ def agreement(w: World) -> list[str]:
 
 
 def tiers_follow_prices(w: World) -> list[str]:
-    """Every tier sell was triggered by a price the watch saw at or through its trigger, after arming; and a
-    watched price through the stop always produced a stop sell (unless the position was already closed)."""
+    """Every tier sell was triggered by a price the watch had read, at or through its trigger, after arming;
+    and a price through the stop always produced a stop sell unless the position was closed by then. Both
+    are judged by when the watch read each tick (:class:`~tests.trading.harness.Seen`), on the clock that
+    stamps the sells and the close: a watch reading behind the feed reads a tick after it traded."""
     bad: list[str] = []
     with w.db.unit_of_work() as s:
         for st in s.scalars(sa.select(ThreeTierStrategy)):
@@ -115,7 +117,7 @@ def tiers_follow_prices(w: World) -> list[str]:
                 .where(OrderIntentRow.strategy_id == st.id)
                 .order_by(OrderIntentRow.id)
             ).all()
-            path = [(at, px) for at, px in w.ticks.get(st.code, []) if at >= _aware(st.armed_at)]
+            path = [t for t in w.ticks.get(st.code, []) if t.at >= _aware(st.armed_at)]
             for sell in sells:
                 if sell.trade_type == "STOP_LIMIT" or sell.submitted_at is None:
                     continue  # a resting stop is placed before any crossing, by design; never sent: nothing
@@ -124,23 +126,26 @@ def tiers_follow_prices(w: World) -> list[str]:
                 ):
                     continue  # the broker's stop sold part (its trigger traded): the rest goes at market
                 sent = _aware(sell.submitted_at)
-                seen = [px for at, px in path if at <= sent]
+                read = [t.price for t in path if t.seen <= sent]
                 trigger = {
                     Tier.STOP_LOSS: lambda p, st=st: p <= st.stop_loss_price,
                     Tier.PRESERVE: lambda p, st=st: p >= st.preserve_price,
                     Tier.TAKE_PROFIT: lambda p, st=st: p >= st.take_profit_price,
                 }[sell.tier or Tier.STOP_LOSS]
-                if not any(trigger(p) for p in seen):
+                if not any(trigger(p) for p in read):
                     bad.append(f"{st.code}#{st.id}: {sell.tier} sell without a price through its trigger")
             # A resting stop counts once it sold: resting alone, it may have gapped below its limit.
             fired_stop = any(
                 x.tier is Tier.STOP_LOSS and (x.trade_type != "STOP_LIMIT" or x.filled_quantity)
                 for x in sells
             )
-            for at, px in path:
-                open_then = st.closed_at is None or at < st.closed_at
-                if px <= st.stop_loss_price and open_then and not fired_stop:
-                    bad.append(f"{st.code}#{st.id}: price {px} at {at:%m-%d %H:%M} through the stop, no sell")
+            for t in path:
+                open_then = st.closed_at is None or t.seen < st.closed_at
+                if t.price <= st.stop_loss_price and open_then and not fired_stop:
+                    bad.append(
+                        f"{st.code}#{st.id}: price {t.price} at {t.at:%m-%d %H:%M} (read {t.seen:%H:%M:%S}) "
+                        "through the stop, no sell"
+                    )
                     break
     return bad
 

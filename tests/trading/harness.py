@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
 from pydantic import SecretStr
@@ -128,12 +128,26 @@ class SimGatewayAccess(GatewayAccess):
         return gw
 
 
+class Seen(NamedTuple):
+    """A tick the watch read: its trade time and price, and the virtual time it reached the exit book. The
+    two differ when the watch reads behind the feed (at thousands x, a wall second is many virtual minutes),
+    and what the book did with a tick depends on the second: a position closed by a fill is no longer open
+    to a stop crossing that traded earlier but was read later."""
+
+    at: datetime
+    price: int
+    seen: datetime
+
+
 class RecordingPrices:
     """The real price source, with every tick the watch reads noted in ``seen`` (code -> path)."""
 
-    def __init__(self, source: PriceSource, seen: dict[str, list[tuple[datetime, int]]]) -> None:
+    def __init__(
+        self, source: PriceSource, seen: dict[str, list[Seen]], clock: Callable[[], datetime]
+    ) -> None:
         self.source = source
         self.seen = seen
+        self.clock = clock
 
     async def subscribe(self, codes: Sequence[str]) -> None:
         await self.source.subscribe(codes)
@@ -141,7 +155,7 @@ class RecordingPrices:
     async def next_tick(self, wait_seconds: float) -> tuple[str, int, datetime] | None:
         tick = await self.source.next_tick(wait_seconds)
         if tick is not None:
-            self.seen.setdefault(tick[0], []).append((tick[2], tick[1]))
+            self.seen.setdefault(tick[0], []).append(Seen(tick[2], tick[1], self.clock()))
         return tick
 
     async def aclose(self) -> None:
@@ -160,7 +174,8 @@ class Watched:
         return await self.world.access.for_account(ref, actions, spend_cap)
 
     async def price_feed(self, on_switch: Callable[[FeedSwitch], None] | None = None) -> PriceSource:
-        return RecordingPrices(await self.world.access.price_feed(on_switch=on_switch), self.world.ticks)
+        feed = await self.world.access.price_feed(on_switch=on_switch)
+        return RecordingPrices(feed, self.world.ticks, self.world.sim.engine.read_clock)
 
     async def aclose(self) -> None:
         return None  # the world closes its accesses (:meth:`World.aclose`)
@@ -193,7 +208,7 @@ class World:
     access: DirectAccess | GatewayAccess = field(init=False)
     # How fast the simulator's clock runs while a session is watched (virtual seconds a wall second).
     watch_speed: float = 1800.0
-    ticks: dict[str, list[tuple[datetime, int]]] = field(default_factory=dict)  # code -> path seen
+    ticks: dict[str, list[Seen]] = field(default_factory=dict)  # code -> path seen
     buy_outcomes: list[dict[str, Any]] = field(default_factory=list)
     reports: list[ReconcileReport] = field(default_factory=list)
     _retired: list[DirectAccess | GatewayAccess] = field(default_factory=list, init=False, repr=False)
@@ -353,7 +368,7 @@ class World:
         px = self.prices()
         at = self.now()
         for code in sorted(watched):
-            self.ticks.setdefault(code, []).append((at, px[code]))
+            self.ticks.setdefault(code, []).append(Seen(at, px[code], at))
             for sell in self.rt.engine.on_price(code, px[code], at):
                 await self.send_sell(sell, day)
 

@@ -49,8 +49,27 @@ def sealed_key_count(db: Database) -> int:
 
 
 def build_kms(settings: Settings) -> Kms:
+    """The KMS provider of the settings. For AWS, the vault's own credentials (``kms_aws_*``, the vault
+    block's AwsCredentials) when they are set; otherwise boto3's usual chain (environment, profile, role)."""
     if settings.kms_provider is KmsProvider.AWS:
-        return AwsKms(settings.kms_key_id, region=settings.kms_region, endpoint_url=settings.kms_endpoint_url)
+        session = None
+        key_id, secret = settings.kms_aws_access_key_id, settings.kms_aws_secret_access_key
+        if (key_id is None) != (secret is None):
+            raise ValueError("set kms_aws_access_key_id and kms_aws_secret_access_key together, or neither")
+        if key_id is not None and secret is not None:
+            import boto3
+
+            session = boto3.session.Session(
+                aws_access_key_id=key_id.get_secret_value(),
+                aws_secret_access_key=secret.get_secret_value(),
+                region_name=settings.kms_region,
+            )
+        return AwsKms(
+            settings.kms_key_id,
+            region=settings.kms_region,
+            endpoint_url=settings.kms_endpoint_url,
+            boto_session=session,
+        )
     return LocalKms(settings.local_master_key_path)
 
 

@@ -98,7 +98,7 @@ class TradingRules(BaseModel):
 CHECKOUT = Path(__file__).resolve().parents[1]
 # where each path setting goes under the home when it is not set
 _UNDER_HOME = {"data_dir": ".", "local_master_key_path": "master.key", "scan_location": "scans",
-               "backup_location": "backups"}  # fmt: skip
+               "backup_location": "backups", "metrics_dir": "metrics"}  # fmt: skip
 
 
 def _sqlite_under(home: Path, url: str) -> str:
@@ -127,6 +127,9 @@ class Settings(BaseSettings, TradingRules):
     backup_location: str = "var/backups"
     backup_keep: int = Field(14, ge=1, description="the newest backups kept at the location")
     backup_s3_endpoint_url: str | None = None  # an S3-compatible store; None: AWS
+    # where every process that trades writes its Prometheus metrics (multiprocess mode), read by the API's
+    # /metrics (autotrade/ops/worker_metrics.py); one folder per machine
+    metrics_dir: Path = Path("metrics")
     # log lines: "text" (Prefect's and Python's usual format) or "json" (one object a line, with run ids)
     log_format: str = Field("text", pattern="^(text|json)$")
 
@@ -142,6 +145,10 @@ class Settings(BaseSettings, TradingRules):
     # written, a transient S3 error are retried every scan_poll_seconds), then fails saying what it saw
     scan_wait_minutes: float = Field(15.0, ge=0)
     scan_poll_seconds: float = Field(10.0, gt=0)
+    # daily bars (a file or a folder, any layout of autotrade/backtest/sources.py) that the monthly review
+    # backtests the month's scans over (the database keeps no daily prices); a relative path is taken under
+    # the home
+    review_bars_location: Path = Path("bars")
 
     # orchestration
     batch_size: int = Field(500, gt=0, description="accounts per Prefect task run")

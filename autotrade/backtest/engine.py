@@ -121,6 +121,18 @@ class EquityPoint:
         return self.cash + self.holdings
 
 
+@dataclass(frozen=True, slots=True)
+class ScanDecision:
+    """What the backtest did with one scan row: ``outcome`` is BUY or the reason it was not bought, ``detail``
+    the limit that sized a buy (a LimitKind) or the skip's detail. The monthly review reads these to explain
+    a buy made on one side only."""
+
+    day: date
+    code: str
+    outcome: str
+    detail: str = ""
+
+
 @dataclass(frozen=True)
 class BacktestResult:
     config: BacktestConfig
@@ -131,6 +143,7 @@ class BacktestResult:
     bars: int
     stocks: int
     calendar: str
+    decisions: tuple[ScanDecision, ...] = ()
 
 
 @dataclass(slots=True)
@@ -192,6 +205,7 @@ class Simulation:
         self._trades: list[TradeRow] = []
         self._equity: list[EquityPoint] = []
         self._skipped: dict[str, int] = {}
+        self._decisions: list[ScanDecision] = []
         self._next_position = 1
 
     def trading_day(
@@ -222,6 +236,7 @@ class Simulation:
             bars=bars,
             stocks=stocks,
             calendar=calendar_source,
+            decisions=tuple(self._decisions),
         )
 
     # --- the day's steps ---
@@ -263,11 +278,13 @@ class Simulation:
             bar = bars.bar(row.code)
             if bar is None:
                 self.skip(NO_BAR)
+                self._decisions.append(ScanDecision(day, row.code, NO_BAR))
                 continue
             if not self.config.buy_at_upper_limit_close and closed_at_upper_limit(
                 bar, bars.prev_close(row.code)
             ):
                 self.skip(UPPER_LIMIT_CLOSE)
+                self._decisions.append(ScanDecision(day, row.code, UPPER_LIMIT_CLOSE))
                 continue
             # The buy is placed in the after-hours session at today's close: size and fill at the close.
             candidates.append(ScanRow(row.code, row.name, row.score, bar.close, row.reasons))
@@ -279,7 +296,9 @@ class Simulation:
         plan = plan_buys(candidates, self.limits, account, self.costs)
         for skipped in plan.skipped:
             self.skip(skipped.reason.value)
+            self._decisions.append(ScanDecision(day, skipped.code, skipped.reason.value, skipped.detail))
         for buy in plan.buys:
+            self._decisions.append(ScanDecision(day, buy.code, "BUY", buy.bound_by.value))
             amount = buy.amount
             fee = self.costs.fee(amount)
             self.cash -= amount + fee

@@ -338,6 +338,11 @@ def build_runtime(
     from autotrade.vault.notices import security_notices
 
     db = Database(settings.database_url, **pooled)
+    from autotrade.ops.worker_metrics import enable as record_metrics
+
+    # this process's broker, tick and exit metrics to the folder the API's /metrics reads; the broker's
+    # response times of the day to the database (the daily report's average)
+    record_metrics(settings.metrics_dir, db, clock)
     notifier = build_notifier(settings, db)
     # The gateway's kill switch and re-enables reach the operator and the user through the dispatcher.
     alerts = security_notices(notifier.dispatch)  # type: ignore[attr-defined]

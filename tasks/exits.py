@@ -16,13 +16,14 @@ from autotrade.domain.calendar import hours_of
 from autotrade.domain.krx import KST
 from autotrade.domain.models import Tier
 from autotrade.notify import OPERATOR, Notification, NotificationKind, Severity, error_occurred
+from autotrade.ops.worker_metrics import observe_tick, tier_fired
 from autotrade.runtime import SELL, PriceSource, Runtime, get_runtime
 from autotrade.store.leases import Lease, process_holder
 from autotrade.store.models import ThreeTierStrategy
 from autotrade.trading.buys import AccountRef
 from autotrade.trading.exit_engine import PendingSell
 from autotrade.trading.ports import NotProcessed, OutcomeUnknown
-from tasks.trading import _logger, for_each_account
+from tasks.trading import _logger, for_each_account, in_run, reconcile_positions
 
 
 async def send_sell(rt: Runtime, sell: PendingSell, day: date) -> None:
@@ -172,8 +173,10 @@ async def _watch(
             if tick is not None:
                 ticks += 1
                 code, price, at = tick
+                observe_tick(at, rt.clock())  # the tick's lag: its trade time to this decision
                 for sell in rt.engine.on_price(code, price, at):
                     fired += 1
+                    tier_fired(sell.tier)
                     if not inflight:
                         control.hold()
                     t = asyncio.create_task(send_sell(rt, sell, day))
@@ -182,7 +185,7 @@ async def _watch(
             if rt.clock() >= next_reconcile:
                 reconciles += 1
                 next_reconcile = rt.clock() + every
-                await _reconcile_watched(rt, day, users)
+                await in_run(reconcile_positions)(day, users)  # a task run on every pass
                 new = {st.code for _, st in rt.engine.book} - watched
                 if new:
                     await feed.subscribe(sorted(new))
@@ -192,7 +195,7 @@ async def _watch(
         if lost.is_set():  # the watcher that took over closes the day
             return {"ticks": ticks, "sells_fired": fired, "reconciliations": reconciles,
                     "watched": len(watched), "lease_lost": True}  # fmt: skip
-        await _reconcile_watched(rt, day, users)
+        await in_run(reconcile_positions)(day, users)
         rt.engine.day_end(stop_at)
     finally:
         await feed.aclose()

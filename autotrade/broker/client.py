@@ -33,6 +33,7 @@ from autotrade.broker.errors import (
 )
 from autotrade.broker.messages import IssuedToken, RevokeRequest, TokenRequest
 from autotrade.broker.ratelimit import Limit, RateLimiter
+from autotrade.ops.worker_metrics import observe_broker
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +185,10 @@ class KiwoomClient:
         self, api_id: str, path: str, body: dict[str, str], secrets: tuple[str, ...]
     ) -> dict[str, Any]:
         headers = {"Content-Type": CONTENT_TYPE}
+        started = time.perf_counter()
         response = await self._send(api_id, path, body, headers, is_order=False)
-        return _check(response, api_id, is_order=False, secrets=secrets)
+        seconds = time.perf_counter() - started
+        return _check(response, api_id, is_order=False, secrets=secrets, seconds=seconds)
 
     # -----------------------------------------------------------------------------------------------------
     # Every other TR
@@ -215,14 +218,9 @@ class KiwoomClient:
         await self.limiter.acquire(key_id, api_id)
         started = time.perf_counter()
         response = await self._send(api_id, path, body, headers, is_order=is_order)
-        log.debug(
-            "kiwoom %s key=%s HTTP %s in %.0f ms",
-            api_id,
-            key_id,
-            response.status_code,
-            (time.perf_counter() - started) * 1000,
-        )
-        data = _check(response, api_id, is_order=is_order, secrets=(token,))
+        seconds = time.perf_counter() - started
+        log.debug("kiwoom %s key=%s HTTP %s in %.0f ms", api_id, key_id, response.status_code, seconds * 1000)
+        data = _check(response, api_id, is_order=is_order, secrets=(token,), seconds=seconds)
         return Page(
             body=data,
             has_next=response.headers.get("cont-yn", "N").upper() == "Y",
@@ -240,6 +238,7 @@ class KiwoomClient:
         try:
             response = await self._http.post(path, content=content, headers=headers)
         except httpx.TransportError as exc:
+            observe_broker(api_id, "transport", None)
             raise self._transport_failure(exc, api_id, is_order) from None
         return Reply(response.status_code, response.headers, response.content)
 
@@ -255,6 +254,7 @@ class KiwoomClient:
             ) as response:
                 return Reply(response.status, response.headers, await response.read())
         except (aiohttp.ClientError, TimeoutError) as exc:
+            observe_broker(api_id, "transport", None)
             raise _aiohttp_failure(exc, api_id, is_order) from None
 
     def _transport_failure(self, exc: httpx.TransportError, api_id: str, is_order: bool) -> BrokerError:
@@ -298,11 +298,19 @@ def _aiohttp_failure(exc: BaseException, api_id: str, is_order: bool) -> BrokerE
     return transport_error(api_id, is_order=is_order, what=name)
 
 
-def _check(response: Reply, api_id: str, *, is_order: bool, secrets: tuple[str, ...]) -> dict[str, Any]:
+def _check(
+    response: Reply, api_id: str, *, is_order: bool, secrets: tuple[str, ...], seconds: float | None = None
+) -> dict[str, Any]:
     """The body of a successful response; the typed error otherwise. The envelope wins over HTTP status
-    because Kiwoom sends detailed codes both on HTTP 200 and on 4xx/5xx."""
+    because Kiwoom sends detailed codes both on HTTP 200 and on 4xx/5xx. Counted by its return code, with
+    the call's ``seconds`` (autotrade/ops/worker_metrics.py)."""
     data = _json_object(response)
     envelope = _envelope(data)
+    if envelope is not None:
+        answer = str(envelope.return_code)
+    else:
+        answer = f"http_{response.status_code}" if response.status_code >= 400 else "none"
+    observe_broker(api_id, answer, seconds)
     if envelope is not None and envelope.return_code != 0:
         raise error_from_envelope(
             envelope, api_id=api_id, is_order=is_order, http_status=response.status_code, secrets=secrets

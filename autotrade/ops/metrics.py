@@ -13,10 +13,14 @@ What ``/metrics`` exposes (a registry of its own per app, ``prometheus-client``)
   ``autotrade_kill_switch_events`` and ``autotrade_security_events{rule}``,
   ``autotrade_notification_failures{channel}``.
 
-Not exposed yet (the issue asks for them): broker answers by return code, the gateway's own latency
-histogram, the tick-to-decision lag and flow runs by state. They live inside the worker processes
-(broker client, gateway, watcher), which have no exposition of their own yet; the plan is a
-multiprocess-mode registry (``PROMETHEUS_MULTIPROC_DIR``) those processes write and this endpoint reads.
+- What the processes that trade recorded (autotrade/ops/worker_metrics.py: Prefect workers and flow run
+  processes write ``prometheus-client`` multiprocess files to ``Settings.metrics_dir``, one folder per
+  machine, which every scrape reads): ``autotrade_broker_responses_total{api_id,return_code}``,
+  ``autotrade_broker_request_seconds{api_id}`` (histogram), ``autotrade_tick_lag_seconds`` (histogram) and
+  ``autotrade_exit_tier_fired_total{tier}``.
+
+Not exposed yet: flow runs by state (Prefect's API holds them; not read here), and the gateway's own
+admission latency apart from the broker call.
 
 ``/ready``: the database answers ``SELECT 1``, and the broker's REST and WebSocket hosts accept a TCP
 connection within ``wait`` seconds; 503 with the failed checks otherwise.
@@ -27,6 +31,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, time, timedelta
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
@@ -132,9 +137,32 @@ class LedgerCollector(Collector):
         yield failures
 
 
-def api_registry(db: Database, day: Callable[[], date] = today_kst) -> tuple[CollectorRegistry, Histogram]:
+class WorkerCollector(Collector):
+    """What every process that trades wrote to the metrics folder, summed, at each scrape."""
+
+    def __init__(self, folder: Callable[[], Path]) -> None:
+        self.folder = folder
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        folder = self.folder()
+        if folder.is_dir():
+            yield from MultiProcessCollector(None, path=str(folder)).collect()  # type: ignore[no-untyped-call]
+
+
+def _configured_folder() -> Path:
+    from autotrade.config import get_settings
+
+    return get_settings().metrics_dir
+
+
+def api_registry(
+    db: Database, day: Callable[[], date] = today_kst, folder: Callable[[], Path] = _configured_folder
+) -> tuple[CollectorRegistry, Histogram]:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(LedgerCollector(db, day))
+    registry.register(WorkerCollector(folder))
     latency = Histogram("autotrade_api_request_seconds", "API request latency", ["method", "route", "status"],
                         registry=registry)  # fmt: skip
     return registry, latency

@@ -12,9 +12,10 @@ there, so the report's process sees the whole product). How each is measured, an
 - error rate (<= 1%): (refused gateway requests + the day's intents that ended REJECTED, are still of
   unknown outcome, or recorded an error) / (gateway requests). Approximate: a broker error that the client
   retried successfully leaves no row.
-- average broker response time (<= 2 s): NOT MEASURED. The broker client times every call but only logs it
-  at DEBUG, and neither the access log nor any table records a duration; reported as None (no alert) until
-  the gateway records the duration of each call.
+- average broker response time (<= 2 s): the day's broker REST calls (answered ones; a call without an
+  answer has no time) as the broker client timed them, request sent to answer read, summed per TR in
+  ``broker_latency`` by every process that trades (autotrade/ops/worker_metrics.py). Approximate: a process
+  killed outright loses its last few seconds of calls; the price feed's WebSocket ticks are not calls.
 - kill-switch reaction time (<= 60 s): for each security event of the day that disabled a key, the seconds
   from the account's last gateway request at or before the event (the request that tripped the rule) to the
   event; the worst of the day.
@@ -34,7 +35,7 @@ import sqlalchemy as sa
 from autotrade.domain.krx import KST
 from autotrade.domain.orders import IntentStatus
 from autotrade.store.db import Database
-from autotrade.store.models import AccessLog, BrokerTokenCache, OrderIntentRow, SecurityEvent
+from autotrade.store.models import AccessLog, BrokerLatency, BrokerTokenCache, OrderIntentRow, SecurityEvent
 
 SESSION = (time(9, 0), time(15, 30))
 SLOT = timedelta(minutes=5)
@@ -98,7 +99,13 @@ def operating_indicators(db: Database, day: date) -> list[Indicator]:
             sa.select(sa.func.count()).select_from(BrokerTokenCache)
             .where(BrokerTokenCache.updated_at >= start, BrokerTokenCache.updated_at < end)
         ) or 0  # fmt: skip
+        calls, total_ms, longest_ms = s.execute(
+            sa.select(sa.func.sum(BrokerLatency.calls), sa.func.sum(BrokerLatency.total_ms),
+                      sa.func.max(BrokerLatency.max_ms))
+            .where(BrokerLatency.trading_day == day)
+        ).one()  # fmt: skip
     total, refused = int(requests[0]), int(requests[1])
+    calls, total_ms, longest_ms = int(calls or 0), int(total_ms or 0), int(longest_ms or 0)
     slots_total = int((closes - opens) / SLOT)
     slots = {int((at - opens) / SLOT) for at in in_session}
     sent = [i for i in intents if i.order_no]
@@ -113,8 +120,8 @@ def operating_indicators(db: Database, day: date) -> list[Indicator]:
                   f"{filled:,} of {ordered:,} shares ordered at the broker ({len(sent)} orders)"),
         Indicator("error rate", _pct(refused + errors, total), 1.0, False, "%",
                   f"{refused} refused of {total:,} gateway requests; {errors} orders in error"),
-        Indicator("average broker response time", None, 2.0, False, " s",
-                  "not recorded by the gateway (see autotrade/report/indicators.py)"),
+        Indicator("average broker response time", round(total_ms / calls / 1000, 3) if calls else None, 2.0,
+                  False, " s", f"{calls:,} broker calls, the longest {longest_ms / 1000:,.2f} s"),
         Indicator("kill-switch reaction time", max(reactions) if reactions else None, 60.0, False, " s",
                   f"{len(reactions)} keys disabled"),
         Indicator("KMS calls saved", float(max(0, allowed - issued)) if total else None, None, True, "",

@@ -417,3 +417,17 @@ class AuthThrottle(Base):
     count: Mapped[int] = mapped_column(default=0)
     window_start: Mapped[datetime] = mapped_column(AwareDateTime(), index=True)
     blocked_until: Mapped[datetime | None] = mapped_column(AwareDateTime())
+
+
+class BrokerLatency(Base):
+    """The broker's response times of a trading day per TR (api-id), summed by every process that calls it
+    (autotrade/ops/worker_metrics.py adds its calls every few seconds): the daily report's average broker
+    response time."""
+
+    __tablename__ = "broker_latency"
+
+    trading_day: Mapped[date] = mapped_column(sa.Date, primary_key=True)
+    api_id: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    calls: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    total_ms: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    max_ms: Mapped[int] = mapped_column(sa.BigInteger, default=0)

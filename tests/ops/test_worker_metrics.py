@@ -1,0 +1,91 @@
+"""What a process that trades records is visible through the API's /metrics: another process runs an evening
+of buys and a morning's price watch over the simulator (real HTTP and WebSocket), writing its metrics to a
+folder; the API scrapes that folder. The figures are checked against the ledger and the watch's own count,
+and the broker's response times against the table the daily report's average is computed from."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from autotrade.config import get_settings
+from autotrade.domain.models import Side
+from autotrade.report.indicators import operating_indicators
+from autotrade.store.db import Database
+from autotrade.store.models import BrokerLatency, OrderIntentRow
+from tests.api.conftest import Calls, api  # noqa: F401 - the fixture
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_workers_metrics_reach_the_apis_scrape(
+    api: tuple[TestClient, Database, Calls],  # noqa: F811
+    db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client, db, _ = api
+    folder = tmp_path / "metrics"
+    env = {**os.environ, "AUTOTRADE_HOME": str(tmp_path), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "DO_NOT_TRACK": "1"}  # fmt: skip
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.ops.metrics_worker", db_url, str(folder), str(tmp_path / "work")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    watch = json.loads(run.stdout.strip().splitlines()[-1])
+
+    monkeypatch.setenv("AUTOTRADE_METRICS_DIR", str(folder))
+    get_settings.cache_clear()
+    try:
+        r = client.get("/metrics")
+    finally:
+        get_settings.cache_clear()
+    assert r.status_code == 200
+    m = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
+    with db.unit_of_work() as s:
+        buys = s.scalar(sa.select(sa.func.count()).select_from(OrderIntentRow).where(
+            OrderIntentRow.side == Side.BUY, OrderIntentRow.order_no.is_not(None)))  # fmt: skip
+        saved = s.execute(
+            sa.select(sa.func.sum(BrokerLatency.calls), sa.func.max(BrokerLatency.max_ms))
+        ).one()
+    assert buys and buys > 0
+    # Every buy that reached the broker is one kt10000 call answered return_code 0, and one timed call.
+    assert m[("autotrade_broker_responses_total", (("api_id", "kt10000"), ("return_code", "0")))] == buys
+    assert m[("autotrade_broker_request_seconds_count", (("api_id", "kt10000"),))] == buys
+    inf = m[("autotrade_broker_request_seconds_bucket", (("api_id", "kt10000"), ("le", "+Inf")))]
+    assert inf == buys and m[("autotrade_broker_request_seconds_sum", (("api_id", "kt10000"),))] > 0
+    assert m[("autotrade_broker_responses_total", (("api_id", "au10001"), ("return_code", "0")))] >= 1
+    # Each tick the watch read went through the lag histogram once.
+    assert watch["ticks"] > 0
+    assert m[("autotrade_tick_lag_seconds_count", ())] == watch["ticks"]
+    assert (
+        m.get(("autotrade_exit_tier_fired_total", (("tier", "STOP_LOSS"),)), 0)
+        + m.get(("autotrade_exit_tier_fired_total", (("tier", "PRESERVE"),)), 0)
+        + m.get(("autotrade_exit_tier_fired_total", (("tier", "TAKE_PROFIT"),)), 0)
+        == watch["sells_fired"]
+    )
+    # The same calls, added up in the database for the daily report (every answered call, on both days).
+    answered = sum(
+        v for (name, labels), v in m.items()
+        if name == "autotrade_broker_responses_total" and ("return_code", "transport") not in labels
+    )  # fmt: skip
+    assert saved[0] == answered
+    evening = {i.name: i for i in operating_indicators(db, date(2026, 11, 23))}[
+        "average broker response time"
+    ]
+    assert evening.value is not None and 0 < evening.value < 2.0 and evening.met is True

@@ -20,6 +20,7 @@ export function Shell({ children, auth = true }: { children: ReactNode; auth?: b
     ? [
         ["/dashboard/", t("nav_dashboard")],
         ["/keys/", t("nav_keys")],
+        ["/settings/", t("nav_settings")],
         ...(claims.role === "operator" ? ([["/ops/", t("nav_ops")]] as [string, string][]) : []),
       ]
     : [
@@ -110,6 +111,38 @@ export function Field({
         </p>
       )}
     </div>
+  );
+}
+
+/** The operator pages' own navigation (below the header). */
+export function OpsNav() {
+  const { t } = useSession();
+  const path = usePathname();
+  const links: [string, string][] = [
+    ["/ops/", t("opsNavDay")],
+    ["/ops/users/", t("opsNavUsers")],
+    ["/ops/system/", t("opsNavSystem")],
+  ];
+  return (
+    <nav aria-label={t("nav_ops")} className="mb-4">
+      <ul className="flex flex-wrap gap-2 text-sm">
+        {links.map(([href, label]) => (
+          <li key={href}>
+            <Link
+              href={href}
+              aria-current={path === href ? "page" : undefined}
+              className={
+                path === href
+                  ? "inline-block rounded bg-blue-800 px-3 py-1 text-white"
+                  : "inline-block rounded border border-slate-300 bg-white px-3 py-1 text-slate-800 hover:bg-slate-100"
+              }
+            >
+              {label}
+            </Link>
+          </li>
+        ))}
+      </ul>
+    </nav>
   );
 }
 

@@ -1,7 +1,7 @@
 "use client";
 
 import { useEffect, useState } from "react";
-import { Alert, Shell } from "@/components/Shell";
+import { Alert, OpsNav, Shell } from "@/components/Shell";
 import { formatKst } from "@/lib/format";
 import type { Key } from "@/lib/i18n";
 import { api, useSession } from "@/lib/session";
@@ -46,6 +46,7 @@ export default function OpsPage() {
         <Alert kind="error">{t("operatorOnly")}</Alert>
       ) : (
         <>
+        <OpsNav />
         {day && (
           <section aria-labelledby="day" className="mb-8" data-testid="day">
             <h2 id="day" className="mb-2 text-lg font-semibold">

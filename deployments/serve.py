@@ -3,7 +3,8 @@
     prefect server start                      # in another terminal: it is what schedules the runs
     PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/python -m deployments.serve
 
-The same schedules as prefect.yaml (cron in Asia/Seoul on weekdays; the flows skip KRX holidays) under
+The same schedules as prefect.yaml (cron in Asia/Seoul: the trading day's on weekdays, skipping KRX
+holidays; the weekly review on Saturday, the monthly review on the 1st) under
 deployment names of its own (``evening-local`` ...), so the production deployments that ``prefect deploy``
 made are never touched: when this process stops (Ctrl-C, SIGTERM) it pauses only its own schedules.
 Without ``PREFECT_API_URL`` it refuses to start: Prefect's temporary in-process server schedules nothing.
@@ -28,7 +29,9 @@ from flows.backup import backup_flow
 from flows.daily_report import daily_report
 from flows.evening_signal_and_buy import evening_signal_and_buy
 from flows.intraday_reconcile import intraday_reconcile
+from flows.monthly_review import monthly_review_flow
 from flows.morning_fill_and_arm import morning_fill_and_arm
+from flows.weekly_review import weekly_review_flow
 
 TZ = "Asia/Seoul"
 # The intraday watch is started at 09:00 and re-checked every 3 minutes of the session: a run finding the
@@ -39,6 +42,8 @@ SCHEDULES: dict[str, tuple[Flow[Any, Any], tuple[str, ...]]] = {
     "intraday": (intraday_reconcile, ("*/3 9-14 * * 1-5", "0-30/3 15 * * 1-5")),
     "daily-report": (daily_report, ("30 16 * * 1-5",)),
     "backup": (backup_flow, ("30 18 * * 1-5",)),
+    "weekly-review": (weekly_review_flow, ("0 9 * * 6",)),
+    "monthly-review": (monthly_review_flow, ("0 7 1 * *",)),
 }
 
 

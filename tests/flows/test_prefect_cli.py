@@ -81,13 +81,17 @@ def test_deploy_all_then_list_with_the_real_cli(prefect_server: dict[str, str]) 
 
     deployments = httpx.post(f"{env['PREFECT_API_URL']}/deployments/filter", json={}, timeout=30).json()
     names = {d["name"] for d in deployments}
-    assert {"evening", "morning", "intraday", "daily-report"} <= names
-    for flow in ("evening_signal_and_buy", "morning_fill_and_arm", "intraday_reconcile", "daily_report"):
+    expected = {"evening", "morning", "intraday", "daily-report", "backup", "weekly-review", "monthly-review"}
+    assert expected <= names
+    for flow in ("evening_signal_and_buy", "morning_fill_and_arm", "intraday_reconcile", "daily_report",
+                 "weekly_review", "monthly_review"):  # fmt: skip
         assert flow in listed
     for d in deployments:
         crons = [(s["schedule"].get("cron"), s["schedule"].get("timezone")) for s in d["schedules"]]
         assert crons, f"{d['name']} has no schedule"
         assert all(cron and tz == "Asia/Seoul" for cron, tz in crons), (d["name"], crons)
         assert d["work_pool_name"] == "autotrade-process"
-    evening = next(d for d in deployments if d["name"] == "evening")
-    assert [s["schedule"]["cron"] for s in evening["schedules"]] == ["40 15 * * 1-5"]
+    crons_of = {d["name"]: [s["schedule"]["cron"] for s in d["schedules"]] for d in deployments}
+    assert crons_of["evening"] == ["40 15 * * 1-5"]
+    assert crons_of["weekly-review"] == ["0 9 * * 6"]  # Saturday 09:00
+    assert crons_of["monthly-review"] == ["0 7 1 * *"]  # the 1st, 07:00

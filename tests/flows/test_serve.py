@@ -16,7 +16,8 @@ import pytest
 from tests.flows.test_prefect_cli import ROOT, _prefect, prefect_server  # noqa: F401 - the server fixture
 
 pytestmark = pytest.mark.prefect_cli
-LOCAL = {"evening-local", "morning-local", "intraday-local", "daily-report-local", "backup-local"}
+LOCAL = {"evening-local", "morning-local", "intraday-local", "daily-report-local", "backup-local",
+         "weekly-review-local", "monthly-review-local"}  # fmt: skip
 
 
 def _deployments(env: dict[str, str]) -> dict[str, bool]:

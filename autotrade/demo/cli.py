@@ -59,9 +59,50 @@ def demo(
     finally:
         server.stop()
     _print_summary(console, result)
+    _print_web_app(console, data_dir.resolve())
     if json_path is not None:
         write_json(result, json_path)
         say(f"summary written to {json_path}")
+
+
+DEMO_PASSWORD = "demo-password-1"  # noqa: S105 - the demo's throw-away database only; printed for a person to log in
+
+
+def _print_web_app(console: object, data_dir: Path) -> None:
+    """Give the demo's users web logins (userNNN@demo.local, and an operator ops@demo.local), all with
+    DEMO_PASSWORD, and print how to open the web app over the demo's database (the simulator has stopped:
+    the pages show the positions, orders, trades and equity the run left, without current prices)."""
+    import sqlalchemy as sa
+    from rich.console import Console
+
+    from autotrade.api.auth import hash_password
+    from autotrade.api.users import create_operator
+    from autotrade.api.web import web_dir
+    from autotrade.store.db import Database
+    from autotrade.store.models import User
+
+    assert isinstance(console, Console)  # noqa: S101 - narrowing
+    db = Database(f"sqlite:///{data_dir / 'autotrade.db'}")
+    try:
+        password_hash = hash_password(DEMO_PASSWORD)
+        with db.unit_of_work() as s:
+            users = s.scalars(sa.select(User).where(User.email.is_(None)).order_by(User.user_id)).all()
+            for u in users:
+                u.email, u.password_hash = f"{u.user_id}@demo.local", password_hash
+            first = users[0].email if users else None
+        create_operator(db, "ops@demo.local", DEMO_PASSWORD)
+    finally:
+        db.dispose()
+    env = (f"AUTOTRADE_HOME={data_dir} AUTOTRADE_DATABASE_URL=sqlite:///{data_dir / 'autotrade.db'} "
+           f"AUTOTRADE_LOCAL_MASTER_KEY_PATH={data_dir / 'keys' / 'master.key'}")  # fmt: skip
+    console.print("[bold]web app[/bold] over the demo's data: start it with")
+    console.print(f"  {env} .venv/bin/autotrade api serve", soft_wrap=True)
+    if (web_dir() / "index.html").is_file():
+        console.print("  then open http://127.0.0.1:8000/ and log in as "
+                      f"{first or 'user001@demo.local'} (a trader) or ops@demo.local (an operator), "
+                      f"password {DEMO_PASSWORD}", soft_wrap=True)  # fmt: skip
+    else:
+        console.print("  (the web app is not built: `make install` builds web/out; it needs Node 18+)")
 
 
 def _prepare(data_dir: Path) -> None:

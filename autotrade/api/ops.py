@@ -128,6 +128,10 @@ class UserKeyOut(BaseModel):
 
 
 class UserOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"user_id": "3f2a9c", "email": "trader@example.com", "role": "user",
+                                         "keys": [{"account_no": "12345678901", "api_status": "ACTIVE"}]}]}
+    )  # fmt: skip
     user_id: str
     email: str | None
     role: str
@@ -148,6 +152,15 @@ class DeploymentLink(BaseModel):
 
 
 class PrefectOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{
+            "ui_url": "http://127.0.0.1:4200", "source": "PREFECT_API_URL",
+            "deployments": [{"name": "evening_signal_and_buy/evening",
+                             "url": "http://127.0.0.1:4200/deployments/deployment/6b1f0c2e-0000-4000-8000-000000000000",
+                             "last_run_state": "Completed", "last_run_at": "2026-11-19T15:40:02+09:00",
+                             "last_run_url": "http://127.0.0.1:4200/runs/flow-run/0c1d2e3f-0000-4000-8000-000000000000"}],
+        }]}
+    )  # fmt: skip
     ui_url: str | None = Field(
         description="the Prefect UI; null when neither PREFECT_UI_URL nor PREFECT_API_URL is set"
     )

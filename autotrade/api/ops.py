@@ -118,8 +118,10 @@ DEPLOYMENTS = (
     ("morning_fill_and_arm", "morning"),
     ("intraday_reconcile", "intraday"),
     ("daily_report", "daily-report"),
-    ("backup_flow", "backup"),
-)  # prefect.yaml's deployments as flow/deployment names
+    ("backup", "backup"),
+    ("weekly_review", "weekly-review"),
+    ("monthly_review", "monthly-review"),
+)  # prefect.yaml's deployments as flow/deployment names (tests/flows/test_deployment_names.py keeps them so)
 
 
 class UserKeyOut(BaseModel):

@@ -25,7 +25,14 @@ from flows.common import (
     wait_until,
 )
 from tasks.notifications import notify_buys, notify_fills
-from tasks.trading import chunks, confirm_fills, list_accounts, place_buy_orders, validate_scan_task
+from tasks.trading import (
+    buy_batches,
+    chunks,
+    confirm_fills,
+    list_accounts,
+    place_buy_orders,
+    validate_scan_task,
+)
 
 warm_up_in_background()  # a worker loads the scan validator when it imports this flow, long before 15:40
 
@@ -74,13 +81,9 @@ async def evening_signal_and_buy(
             ],
         )
     else:
-        # One task run per batch, all in this flow's event loop (the broker clients belong to it).
-        batches = await asyncio.gather(
-            *(
-                place_buy_orders(batch_id, chunk, day, dry_run, limits)
-                for chunk in chunks(accounts, rt.settings.batch_size)
-            )
-        )
+        # Each batch a chain of tasks (retrieve_broker_tokens, check_risk, place_orders), the batches
+        # pipelined in this flow's event loop (the broker clients belong to it).
+        batches = [await buy_batches(batch_id, accounts, day, dry_run, limits)]
     outcomes = [o for b in batches for o in b]
     placed = [
         {"user": o["user_id"], "account": o["account_no"], "code": c, "quantity": q, "price": p}

@@ -12,7 +12,7 @@ from autotrade.domain.calendar import previous_trading_day
 from autotrade.runtime import get_runtime
 from flows.common import deliver_notices, notify_operator, resolve_day, skip_if_closed, table_artifact
 from tasks.notifications import notify_exits_armed
-from tasks.trading import chunks, confirm_fills, list_accounts
+from tasks.trading import arm_exits, chunks, confirm_fills, list_accounts
 
 
 @flow(name="morning_fill_and_arm", on_failure=[notify_operator], on_crashed=[notify_operator])
@@ -34,16 +34,9 @@ async def morning_fill_and_arm(
     if not dry_run:
         size = rt.settings.batch_size
         await asyncio.gather(*(confirm_fills(c, previous) for c in chunks(accounts, size)))
-    armed = rt.engine.load(users)
-    table = [
-        {
-            "user": rt.engine.owner(k)[0], "account": rt.engine.owner(k)[1], "code": st.code,
-            "held": st.held, "entry": st.entry_price, "stop_loss": st.prices.stop_loss,
-            "preserve": st.prices.preserve, "take_profit": st.prices.take_profit, "status": st.status.value,
-        }
-        for k, st in rt.engine.book
-    ]  # fmt: skip
-    await table_artifact("exits-armed", table, "no open positions", f"three-tier exits armed {day}")
+    exits = arm_exits(users)
+    armed = exits["armed"]
+    await table_artifact("exits-armed", exits["table"], "no open positions", f"three-tier exits armed {day}")
     told = 0 if dry_run else notify_exits_armed(users, day)
     await deliver_notices()
     return {"trading_day": day.isoformat(), "accounts": len(accounts), "armed": armed, "users_notified": told}

@@ -23,7 +23,7 @@ from autotrade.store.models import ThreeTierStrategy
 from autotrade.trading.buys import AccountRef
 from autotrade.trading.exit_engine import PendingSell
 from autotrade.trading.ports import NotProcessed, OutcomeUnknown
-from tasks.trading import _logger, for_each_account
+from tasks.trading import _logger, for_each_account, in_run, reconcile_positions
 
 
 async def send_sell(rt: Runtime, sell: PendingSell, day: date) -> None:
@@ -185,7 +185,7 @@ async def _watch(
             if rt.clock() >= next_reconcile:
                 reconciles += 1
                 next_reconcile = rt.clock() + every
-                await _reconcile_watched(rt, day, users)
+                await in_run(reconcile_positions)(day, users)  # a task run on every pass
                 new = {st.code for _, st in rt.engine.book} - watched
                 if new:
                     await feed.subscribe(sorted(new))
@@ -195,7 +195,7 @@ async def _watch(
         if lost.is_set():  # the watcher that took over closes the day
             return {"ticks": ticks, "sells_fired": fired, "reconciliations": reconciles,
                     "watched": len(watched), "lease_lost": True}  # fmt: skip
-        await _reconcile_watched(rt, day, users)
+        await in_run(reconcile_positions)(day, users)
         rt.engine.day_end(stop_at)
     finally:
         await feed.aclose()

@@ -19,7 +19,7 @@ from autotrade.domain.risk import AccountState, BuyPlan, RiskLimits, plan_buys
 from autotrade.store.db import Database
 from autotrade.store.models import OrderIntentRow, ThreeTierStrategy, TradingSignal, UserApiKey
 from autotrade.trading.orders import OrderService
-from autotrade.trading.ports import AccountBroker, NotProcessed, OrderType, OutcomeUnknown
+from autotrade.trading.ports import AccountBroker, AccountView, NotProcessed, OrderType, OutcomeUnknown
 
 log = logging.getLogger(__name__)
 
@@ -107,20 +107,26 @@ class BuyService:
     async def prepare(
         self,
         ref: AccountRef,
-        broker: AccountBroker,
+        broker: AccountBroker | None,
         scan: Sequence[ScanRow],
         day: date,
         scan_batch_id: int | None = None,
         dry_run: bool = False,
         caps: Mapping[str, int] | None = None,
+        view: AccountView | None = None,
     ) -> PreparedBuys:
         """The first half of :meth:`run_account`: the plan recorded (or found) and the intents to send. An
-        evening run prepares the next accounts while others send, since sending is paced per key."""
+        evening run prepares the next accounts while others send, since sending is paced per key. Given the
+        account's ``view`` (its cash and holdings, read beforehand), it makes no broker call: ``broker`` may
+        then be None."""
         # The database work runs off the event loop: thousands of accounts share it in the evening run.
         out = BuyOutcome(ref.user_id, ref.account_no)
         limits, planned = await self.db.run(self._limits_and_whether_planned, ref, day, caps)
         if not planned:
-            view = await broker.account()
+            if view is None:
+                if broker is None:
+                    raise ValueError("an account not planned yet needs its view or its broker")
+                view = await broker.account()
             held = {h.code for h in view.holdings if h.quantity > 0}
             state = await self.db.run(self._account_state, ref, day, view.cash, held)
             plan = plan_buys(scan, limits, state, self.costs)
@@ -211,7 +217,11 @@ class BuyService:
         )
 
     def _record_plan(
-        self, ref: AccountRef, day: date, plan: BuyPlan, scan_batch_id: int | None,
+        self,
+        ref: AccountRef,
+        day: date,
+        plan: BuyPlan,
+        scan_batch_id: int | None,
         reasons: Mapping[str, list[str]] | None = None,
     ) -> tuple[list[tuple[str, str]], list[tuple[int, str, int, int, IntentStatus]]] | None:
         """The account's signals and buy intents of the day, all or nothing, in one transaction of three

@@ -17,7 +17,7 @@ from autotrade.domain.krx import KST
 from autotrade.store.models import TradingSignal, UserNotice
 from flows.evening_signal_and_buy import evening_signal_and_buy
 from flows.morning_fill_and_arm import morning_fill_and_arm
-from tasks.trading import place_buy_orders
+from tasks.trading import retrieve_broker_tokens
 from tests.flows.conftest import DAY1, DAY2, evening_scan
 from tests.flows.test_flows import artifacts_of, broker_orders, logs_of, run
 
@@ -25,7 +25,7 @@ from tests.flows.test_flows import artifacts_of, broker_orders, logs_of, run
 async def test_accounts_failing_after_retries_fail_the_run_and_reach_the_operator(
     stack: Stack, notes: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(place_buy_orders, "retry_delay_seconds", [0.0, 0.0, 0.0])
+    monkeypatch.setattr(retrieve_broker_tokens, "retry_delay_seconds", [0.0, 0.0, 0.0])
     evening_scan(stack, DAY1)
     # The deposit inquiry answers HTTP 500 every time: each account fails on every one of the 4 runs.
     stack.sim.admin.add_fault("http_500", api_id="kt00001", count=100_000)

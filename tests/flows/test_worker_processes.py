@@ -126,14 +126,18 @@ async def test_worker_processes_place_each_buy_once(
             assert sorted((a, n) for a, n in sent) == at_broker
             assert {a for a, _ in at_broker} == set(accounts) and result["accounts_with_errors"] == 0
 
-            # Five accounts on two processes: shares of three and two, one task run each.
+            # Five accounts on two processes: shares of three and two, one task run each, and under each
+            # its batches' steps (batches of two: two chains in the first share, one in the second).
             async with get_client() as client:
                 runs = await client.read_task_runs(
                     flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])),
                     task_run_filter=TaskRunFilter(), sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=50,
                 )  # fmt: skip
-            place = [r for r in runs if r.name.startswith("place_buy_orders")]
+            place = [r for r in runs if r.name.startswith("buy_share")]
             assert len(place) == 2 and all(r.state and r.state.is_completed() for r in place)
+            for step in ("retrieve_broker_tokens", "check_risk", "place_orders"):
+                steps = [r for r in runs if r.name.startswith(step)]
+                assert len(steps) == 3 and all(r.state and r.state.is_completed() for r in steps), step
             # The run's logs hold no app key or secret.
             logs = await logs_of([state.state_details.flow_run_id])
             assert logs

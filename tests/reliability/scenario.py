@@ -294,7 +294,12 @@ async def _session(
                 await w.reconcile_all(day)
             if w.now() >= end:
                 break
-            w.sim.admin.set_clock(min(end, w.now() + timedelta(minutes=step_minutes)))
+            # The last step before the close stops at its final second: a crossing in the last minutes is
+            # read while market orders are still taken, as a watcher reading live would (read after the
+            # close, its sell would be refused, and the harness would blame the product for its own step).
+            last = end - timedelta(seconds=1)
+            nxt = min(end, w.now() + timedelta(minutes=step_minutes))
+            w.sim.admin.set_clock(last if w.now() < last < nxt else nxt)
             await feed.drain(prices, on_tick=on_tick)
     finally:
         await prices.aclose()  # the process ends (or dies) with its feed

@@ -276,7 +276,9 @@ async def retrieve_broker_tokens(chain: str, accounts: list[tuple[str, str]]) ->
 
 
 @task(name="check_risk", **RETRY)
-async def check_risk(chain: str, accounts: list[tuple[str, str]]) -> list[dict[str, Any]]:
+async def check_risk(
+    chain: str, accounts: list[tuple[str, str]], after: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """Size each open account's buys by its risk limits (daily investment, stock count, per stock; a run's
     ``caps`` only tighten them) against the cash and holdings read, and record its signals and buy intents
     (an account planned earlier today keeps its plan). No broker call."""
@@ -303,7 +305,9 @@ async def check_risk(chain: str, accounts: list[tuple[str, str]]) -> list[dict[s
 
 
 @task(name="place_orders", **RETRY)
-async def place_orders(chain: str, accounts: list[tuple[str, str]]) -> list[dict[str, Any]]:
+async def place_orders(
+    chain: str, accounts: list[tuple[str, str]], after: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """Send each planned intent exactly once (the intent protocol): a re-run or a retry sends nothing
     twice. An order the broker did not process (``NotProcessed``) retries the step; on a retry each
     account's intents are read again as they stand."""
@@ -364,16 +368,18 @@ async def buy_batch(
     _CHAINS[key] = BuyChain(batch_id, day, dry_run, caps, sending)
     failed: dict[tuple[str, str], dict[str, Any]] = {}
 
-    async def steps(*chain: Any) -> None:
-        for step in chain:
-            for row in await in_run(step)(key, accounts):
-                if row.get("error"):
-                    failed.setdefault((row["user_id"], row["account_no"]), row)
+    def report(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for row in rows:
+            if row.get("error"):
+                failed.setdefault((row["user_id"], row["account_no"]), row)
+        return rows
 
     try:
         async with preparing or contextlib.nullcontext():
-            await steps(retrieve_broker_tokens, check_risk)
-        await steps(place_orders)  # the next batch prepares meanwhile
+            opened = report(await in_run(retrieve_broker_tokens)(key, accounts))
+            # ``after``: each step follows the one before it (the run graph draws the chain's edges)
+            planned = report(await in_run(check_risk)(key, accounts, after=opened))
+        report(await in_run(place_orders)(key, accounts, after=planned))  # the next batch prepares meanwhile
         done = _CHAINS[key].accounts
         out: list[dict[str, Any]] = []
         for a in accounts:

@@ -455,19 +455,6 @@ async def confirm_fills(accounts: list[tuple[str, str]], day: date) -> list[dict
     return [_outcome(a, r) for a, r in zip(accounts, results, strict=True)]
 
 
-@task(name="reconcile_accounts", **RETRY)
-async def reconcile_accounts(accounts: list[tuple[str, str]], day: date) -> list[dict[str, Any]]:
-    """Reconcile orders, fills and holdings with the broker; resume sells left unsent."""
-    rt = get_runtime()
-
-    async def work(ref: AccountRef) -> object:
-        broker = await rt.brokers.for_account(ref, SELL)
-        return await rt.reconciler.reconcile_account(ref, broker, day)
-
-    results = await for_each_account(accounts, work, retry_transient=True)
-    return [_outcome(a, r) for a, r in zip(accounts, results, strict=True)]
-
-
 # The watch waits on its reconciliation: retries come quickly (a tick read late is a stop fired late).
 _RECONCILE_RETRY: dict[str, Any] = {**RETRY, "retry_delay_seconds": [0.5, 1.0, 2.0]}
 

@@ -207,12 +207,12 @@ async def test_a_sunday_retry_keeps_the_key_active(world: World) -> None:
     """A retry on Sunday of Friday's reconciliation (reads) and of the evening buys: six buys are held back
     (one STEP_UP event and one operator alert for the key, not six), none counts as a failed check, so the
     five-refusal rule does not fire, and the key stays ACTIVE."""
-    from tasks.trading import reconcile_accounts
+    from tasks.trading import reconcile_positions
 
     world.at(SUNDAY)
     friday = date(2026, 11, 27)
-    [report] = await reconcile_accounts.fn([("alice", world.acct["alice"])], friday)
-    assert "error" not in report, report
+    passed = await reconcile_positions.fn(friday, ["alice"])  # the watch's reconciliation, as it runs
+    assert passed == {"accounts": 1, "with_errors": 0}, passed
     session = await world.session("alice", TRADE)
     for _ in range(6):
         with pytest.raises(AccessDenied, match="held: blocked by security rule off_hours"):

@@ -1,7 +1,8 @@
 """After the close: snapshot every account's equity, then per-user and operator reports, and the
 specification's operating indicators (a missed one alerts the operator)."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: a served run (flow.serve, deployments/serve.py) gets the flow's
+# function by value (cloudpickle), and Prefect validates its parameters with their types, not their names.
 
 from datetime import date
 from typing import Any

@@ -1,6 +1,7 @@
 """15:40 KST: validate the scan, build per-user signals, check risk, send buys; 16:00: collect fills."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: a served run (flow.serve, deployments/serve.py) gets the flow's
+# function by value (cloudpickle), and Prefect validates its parameters with their types, not their names.
 
 import asyncio
 from datetime import date, datetime

@@ -1,6 +1,7 @@
 """09:00-15:30 KST: watch prices (exits fire on trigger) and reconcile with the broker every few minutes."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: a served run (flow.serve, deployments/serve.py) gets the flow's
+# function by value (cloudpickle), and Prefect validates its parameters with their types, not their names.
 
 from datetime import date, datetime
 from typing import Any

@@ -1,6 +1,7 @@
 """09:05 KST: confirm fills and open positions; 09:10: arm (persist) the exits; 09:15: tell the users."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: a served run (flow.serve, deployments/serve.py) gets the flow's
+# function by value (cloudpickle), and Prefect validates its parameters with their types, not their names.
 
 import asyncio
 from datetime import date

@@ -2,7 +2,8 @@
 costs, win rate, tier mix; autotrade/report/weekly.py), as a Markdown artifact and files beside the daily
 reports. A week without trades is skipped cleanly."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: a served run (flow.serve, deployments/serve.py) gets the flow's
+# function by value (cloudpickle), and Prefect validates its parameters with their types, not their names.
 
 from datetime import date, timedelta
 from typing import Any

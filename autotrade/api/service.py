@@ -132,7 +132,8 @@ def flow_runner(runtime: Runtime, wait_seconds: float = 20.0) -> ExecuteRunner:
     """``execute``: the day's evening flow on the posted scan, its ``config`` tightening (never loosening) the
     configured limits for this run. Embedded: run in this process and answer with
     its summary when it ends within ``wait_seconds``, else 202 with the run's name. With a Prefect server:
-    start the deployment and answer 202 with the flow run id."""
+    start the deployment and answer 202 with the flow run id at once (``wait_seconds`` is not used: the run's
+    result stays on its worker). A day that is not a KRX trading day is answered without starting a run."""
     running: set[asyncio.Task[dict[str, Any]]] = set()
 
     async def run(req: sc.ExecuteRequest) -> sc.ExecuteResponse:
@@ -141,9 +142,13 @@ def flow_runner(runtime: Runtime, wait_seconds: float = 20.0) -> ExecuteRunner:
         now = runtime.clock().astimezone(KST)
         day = req.trading_day or now.date()
         try:
-            is_trading_day(day)
+            trading = is_trading_day(day)
         except CalendarRangeError as exc:
             raise ExecuteRefused(str(exc)) from None
+        if not trading:  # a KRX holiday or a weekend: answered here, no run is started (nor a deployment's)
+            closed = f"{day}: not a KRX trading day"
+            return sc.ExecuteResponse(success=False, executed_orders=0, total_investment=0,
+                                      strategies_created=0, message=closed)  # fmt: skip
         payload = {
             "trading_day": day.isoformat(),
             "generated_at": now.isoformat(),

@@ -56,8 +56,10 @@ RERUNS = 60  # of one step before the run gives up
 PricePath = dict[str, list[tuple[datetime, int]]]  # code -> (time, price) of every step
 
 
-class Crash(Exception):
-    """The worker died at this point of the order protocol."""
+class Crash(BaseException):
+    """The worker died at this point of the order protocol. A BaseException, as a process's death is: no
+    ``except Exception`` in the product (an account's failure kept apart from the others) can swallow it
+    and carry on as if only that account had failed; the whole step dies and is run again."""
 
 
 class RunLog(logging.Handler):
@@ -213,7 +215,7 @@ async def _run(
                 try:
                     await work_fn()
                     return
-                except Exception as exc:  # a crash or a broker failure: a new process runs the step again
+                except (Exception, Crash) as exc:  # a crash or a broker failure: a new process runs it again
                     progress(f"  {name}: {type(exc).__name__} ({exc}); re-run {attempt + 1}")
                     reruns += 1
                     # ... after Prefect's retry delay (exponential, 2 s doubling; capped here at 30 s): the

@@ -18,7 +18,7 @@ import contextlib
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -50,6 +50,9 @@ from autotrade.vault.kms import LocalKms
 from autotrade.vault.registration import register_user_api
 from tasks import exits as exit_tasks
 from tasks import trading as trading_tasks
+from tasks.common import RETRY, TRANSIENT
+
+TRANSIENT_NAMES = {e.__name__ for e in TRANSIENT}
 
 AccessKind = Literal["direct", "gateway"]
 
@@ -288,6 +291,18 @@ class World:
         accounts = [(t.user_id, t.account_no) for t in self.traders]
         with self.installed():
             outs = await trading_tasks.place_buy_orders.fn(batch_id, accounts, day)
+            # The chain's steps retry accounts that failed transiently (Prefect's task retries, which do not
+            # run here): so does the evening, after the retry delay, for those accounts alone.
+            for attempt in range(int(RETRY["retries"])):
+                again = [(o["user_id"], o["account_no"]) for o in outs if o.get("error") in TRANSIENT_NAMES]
+                if not again:
+                    break
+                self.sim.admin.set_clock(self.now() + timedelta(seconds=2 * 2**attempt))
+                retried = {
+                    (o["user_id"], o["account_no"]): o
+                    for o in await trading_tasks.place_buy_orders.fn(batch_id, again, day)
+                }
+                outs = [retried.get((o["user_id"], o["account_no"]), o) for o in outs]
             self.buy_outcomes.extend(outs)
             self.at(day, time(16, 1))
             await trading_tasks.confirm_fills.fn(accounts, day)

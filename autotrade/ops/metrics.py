@@ -19,8 +19,14 @@ What ``/metrics`` exposes (a registry of its own per app, ``prometheus-client``)
   ``autotrade_broker_request_seconds{api_id}`` (histogram), ``autotrade_tick_lag_seconds`` (histogram) and
   ``autotrade_exit_tier_fired_total{tier}``.
 
-Not exposed yet: flow runs by state (Prefect's API holds them; not read here), and the gateway's own
-admission latency apart from the broker call.
+- Flow runs by state, read from the Prefect API when one is configured (``PREFECT_API_URL``):
+  ``autotrade_flow_runs{flow,state}`` counts the runs of the current KST day (expected to start that day,
+  whatever their deployment) by flow name and state type (``COMPLETED``, ``FAILED``, ``SCHEDULED`` ...), and
+  ``autotrade_prefect_up`` is 1. Read with a short timeout (2 s) and kept 30 s, so a scrape stays cheap and
+  Prefect is asked at most twice a minute; when Prefect does not answer, the counts are left out and
+  ``autotrade_prefect_up`` is 0. With no Prefect API configured (the embedded mode) neither is exported.
+
+Not exposed yet: the gateway's own admission latency apart from the broker call.
 
 ``/ready``: the database answers ``SELECT 1``, and the broker's REST and WebSocket hosts accept a TCP
 connection within ``wait`` seconds; 503 with the failed checks otherwise.
@@ -29,6 +35,10 @@ connection within ``wait`` seconds; 503 with the failed checks otherwise.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import threading
+import time as monotonic_time
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -151,6 +161,113 @@ class WorkerCollector(Collector):
             yield from MultiProcessCollector(None, path=str(folder)).collect()  # type: ignore[no-untyped-call]
 
 
+log = logging.getLogger(__name__)
+
+
+def _configured_prefect_api() -> str | None:
+    """``PREFECT_API_URL`` from the environment, else Prefect's own settings (a profile); None: not set."""
+    url = os.environ.get("PREFECT_API_URL")
+    if url is None:
+        from prefect.settings import PREFECT_API_URL
+
+        url = PREFECT_API_URL.value()
+    return url.rstrip("/") if url else None
+
+
+def _prefect_headers() -> dict[str, str]:
+    """The credentials Prefect's own client would send (a Cloud API key or a server's basic auth)."""
+    import base64
+
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY
+
+    def plain(value: object) -> str:
+        secret = getattr(value, "get_secret_value", None)
+        return str(secret() if secret else value or "")
+
+    key, auth = plain(PREFECT_API_KEY.value()), plain(PREFECT_API_AUTH_STRING.value())
+    if key:
+        return {"Authorization": f"Bearer {key}"}
+    if auth:
+        return {"Authorization": f"Basic {base64.b64encode(auth.encode()).decode()}"}
+    return {}
+
+
+class PrefectCollector(Collector):
+    """The day's flow runs by flow name and state type from the Prefect API, kept ``ttl`` seconds."""
+
+    PAGE = 200
+
+    def __init__(
+        self,
+        day: Callable[[], date] = today_kst,
+        api_url: Callable[[], str | None] = _configured_prefect_api,
+        *,
+        timeout: float = 2.0,
+        ttl: float = 30.0,
+        clock: Callable[[], float] = monotonic_time.monotonic,
+    ) -> None:
+        self.day, self.api_url, self.timeout, self.ttl, self.clock = day, api_url, timeout, ttl, clock
+        self._lock = threading.Lock()
+        self._kept: tuple[float, str, dict[tuple[str, str], int] | None] | None = None
+
+    def describe(self) -> Iterator[Metric]:
+        """The names, for the registry's check at registration: no read of Prefect then."""
+        yield GaugeMetricFamily("autotrade_flow_runs", "", labels=["flow", "state"])
+        yield GaugeMetricFamily("autotrade_prefect_up", "")
+
+    def collect(self) -> Iterator[Metric]:
+        api = self.api_url()
+        if not api:
+            return
+        with self._lock:  # scrapes at once ask Prefect once
+            kept = self._kept
+            if kept is None or kept[1] != api or self.clock() - kept[0] >= self.ttl:
+                kept = self._kept = (self.clock(), api, self._read(api))
+        counts = kept[2]
+        if counts is not None:
+            runs = GaugeMetricFamily("autotrade_flow_runs", "flow runs of the day by flow and state type",
+                                     labels=["flow", "state"])  # fmt: skip
+            for (flow, state), n in sorted(counts.items()):
+                runs.add_metric([flow, state], n)
+            yield runs
+        up = "the Prefect API answered the last read (1) or not (0)"
+        yield GaugeMetricFamily("autotrade_prefect_up", up, value=1 if counts is not None else 0)
+
+    def _read(self, api: str) -> dict[tuple[str, str], int] | None:
+        import httpx
+
+        start = datetime.combine(self.day(), time(0), tzinfo=KST)
+        window = {"after_": start.isoformat(), "before_": (start + timedelta(days=1)).isoformat()}
+        deadline = self.clock() + self.timeout
+        try:
+            with httpx.Client(base_url=api, timeout=self.timeout, headers=_prefect_headers()) as http:
+                runs: list[dict[str, object]] = []
+                while True:  # a day is a few hundred runs: pages of 200 until a short one
+                    page = http.post("/flow_runs/filter", json={
+                        "flow_runs": {"expected_start_time": window}, "sort": "ID_DESC",
+                        "limit": self.PAGE, "offset": len(runs),
+                    })  # fmt: skip
+                    page.raise_for_status()
+                    got = page.json()
+                    runs += got
+                    if len(got) < self.PAGE or self.clock() > deadline:
+                        break
+                flow_ids = sorted({str(r["flow_id"]) for r in runs})
+                names: dict[str, str] = {}
+                if flow_ids:
+                    found = http.post("/flows/filter", json={"flows": {"id": {"any_": flow_ids}}})
+                    found.raise_for_status()
+                    names = {str(f["id"]): str(f["name"]) for f in found.json()}
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            log.warning("flow runs by state unavailable: %s", type(exc).__name__)
+            return None
+        counts: dict[tuple[str, str], int] = {}
+        for r in runs:
+            key = (names.get(str(r["flow_id"]), str(r["flow_id"])), str(r.get("state_type") or "NONE"))
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+
 def _configured_folder() -> Path:
     from autotrade.config import get_settings
 
@@ -163,6 +280,7 @@ def api_registry(
     registry = CollectorRegistry(auto_describe=True)
     registry.register(LedgerCollector(db, day))
     registry.register(WorkerCollector(folder))
+    registry.register(PrefectCollector(day))
     latency = Histogram("autotrade_api_request_seconds", "API request latency", ["method", "route", "status"],
                         registry=registry)  # fmt: skip
     return registry, latency

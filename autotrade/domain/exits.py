@@ -626,7 +626,7 @@ class ExitStrategy:
         # Shares already gone cannot still be in flight; trim the largest first.
         excess = sum(self.in_flight.values()) - self.held
         for tier in (Tier.PRESERVE, Tier.TAKE_PROFIT, Tier.STOP_LOSS):
-            cut = min(excess, self.in_flight[tier])
+            cut = min(max(excess, 0), self.in_flight[tier])  # fewer in flight than held: nothing to trim
             self.in_flight[tier] -= cut
             excess -= cut
         self._move(Trigger.POSITION_GONE if self.held == 0 else Trigger.HOLDING_REDUCED, sync)

@@ -22,6 +22,8 @@ metrics count in the process's memory only.
   watch deciding on it, on the runtime's clock (the simulator's virtual time in the demo and the tests,
   where a fast clock stretches it by the speed-up).
 - ``autotrade_exit_tier_fired_total{tier}``: tiers fired by the price watch (a sell intent recorded).
+- ``autotrade_gateway_admit_seconds{action,allowed}``: the vault gateway's own checks of a request (key
+  usable, token, scope, the security rules, the access-log entry), without the broker call that follows.
 
 The broker's response times are also added up per trading day and TR (``broker_latency``) for the daily
 report's "average broker response time": every :data:`FLUSH_SECONDS` by a background thread, and when the
@@ -96,6 +98,9 @@ TICK_LAG = _FileHistogram("autotrade_tick_lag_seconds", "trade time of a tick to
                           buckets=TICK_LAG_BUCKETS, registry=None)  # fmt: skip
 TIER_FIRED = _FileCounter("autotrade_exit_tier_fired", "tiers fired by the price watch", ["tier"],
                           registry=None)  # fmt: skip
+GATEWAY_SECONDS = _FileHistogram("autotrade_gateway_admit_seconds",
+                                 "the vault gateway's own checks of a request (key, token, scope, rules)",
+                                 ["action", "allowed"], buckets=LATENCY_BUCKETS, registry=None)  # fmt: skip
 
 
 class LatencyBook:
@@ -137,6 +142,11 @@ def observe_tick(traded_at: datetime, decided_at: datetime) -> None:
     TICK_LAG.observe(max(0.0, (decided_at - traded_at).total_seconds()))
 
 
+def observe_gateway(action: str, allowed: bool, seconds: float) -> None:
+    """One request through the vault gateway's checks, before the broker call (timed on its own, apart)."""
+    GATEWAY_SECONDS.labels(action, "true" if allowed else "false").observe(seconds)
+
+
 def tier_fired(tier: Any) -> None:
     TIER_FIRED.labels(getattr(tier, "value", str(tier))).inc()
 
@@ -152,6 +162,9 @@ def enable(folder: Path, db: Any = None, clock: Callable[[], datetime] | None = 
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)  # the value class reads it for each file
             _file_values = values.MultiProcessValue()  # type: ignore[no-untyped-call]
             TICK_LAG._metric_init()  # made at import without labels: its values move to the folder now
+            for metric in (BROKER_RESPONSES, BROKER_SECONDS, TIER_FIRED, GATEWAY_SECONDS):
+                with metric._lock:  # label sets made before (in memory) are made again, in the folder
+                    metric._metrics.clear()
         if db is None or clock is None:
             return
         first = _sink is None

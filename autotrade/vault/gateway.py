@@ -28,6 +28,7 @@ import base64
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -54,6 +55,7 @@ from autotrade.broker.messages import (
 from autotrade.broker.session import KiwoomSession
 from autotrade.domain.krx import KST
 from autotrade.domain.models import ApiStatus
+from autotrade.ops.worker_metrics import observe_gateway
 from autotrade.store.db import Database
 from autotrade.store.models import (
     AccessLog,
@@ -432,8 +434,10 @@ class BrokerGateway:
         limit, for a buy what the account bought today before it (the buy check needs both), and the log
         entry. ``code`` and ``quantity`` (sells, cancels) tell a protective sell from any other."""
         now = self.clock()
+        started = time.perf_counter()
         found = await self.db.run(self._check_and_log, claims, action, origin, amount, now, code, quantity)
         await self._act_on(claims.user_id, claims.account_no, found.findings)
+        observe_gateway(action, found.refusal is None, time.perf_counter() - started)
         if found.refusal is not None:
             raise AccessDenied(found.refusal)
         return Budget(found.daily_limit, found.spent_today, found.spent_by_token, found.log_id)

@@ -1,5 +1,6 @@
 """A process that trades, as a Prefect worker's flow run does: an evening of buys and a morning's watch over
-the simulator, its metrics written to a folder (autotrade/ops/worker_metrics.py). Prints the watch's result.
+the simulator through the vault's gateway, its metrics written to a folder (autotrade/ops/worker_metrics.py).
+Prints the watch's result.
 
     python -m tests.ops.metrics_worker DATABASE_URL METRICS_FOLDER WORK_FOLDER
 """
@@ -29,7 +30,9 @@ async def main(db_url: str, folder: Path, work: Path) -> dict[str, object]:
     start = datetime.combine(D1, time(15, 0), tzinfo=KST)
     with running_simulator(seed=7, start=start, volatility=0.003, after_hours_fill_rate=0.8) as sim:
         sim.admin.add_stocks([{"code": c, "name": c, "prev_close": p} for c, p in STOCKS.items()])
-        w = make_world(sim, db_url, work, TRADERS, max_stock_count=4, max_per_stock=1_000_000)
+        w = make_world(
+            sim, db_url, work, TRADERS, access="gateway", max_stock_count=4, max_per_stock=1_000_000
+        )  # the accounts through the vault's gateway, as in production
         enable(folder, w.db, sim.engine.now)  # what build_runtime does in a worker's flow run process
         try:
             await w.evening(D1, w.scan_for(list(STOCKS), [9.5, 9.1, 8.7, 8.2, 7.5]))

@@ -50,7 +50,9 @@ async def evening_signal_and_buy(
 ) -> dict[str, Any]:
     """Turn the day's scan into buy orders on every enabled account; re-running the same day places nothing
     twice. With ``collect_fills`` the flow waits for the after-hours session to end and records the fills.
-    ``limits`` (max_daily_investment, max_stock_count, max_per_stock) can only tighten the settings.
+    ``limits`` (max_daily_investment, max_stock_count, max_per_stock) can only tighten the settings. A dry
+    run sends nothing; its summary's ``planned`` lists the orders it would send (user, account, code,
+    quantity, price).
 
     Accounts that still fail after the retries make the run end **Failed** (after every other account has
     bought and its fills are in), its message the counts and the first reasons; the failure hook tells the
@@ -116,6 +118,8 @@ async def evening_signal_and_buy(
         summary["fills_with_errors"] = len(fill_failures)
         failed += [f"{line} (fills)" for line in fill_failures]
     await summary_artifact("evening-summary", f"evening run {day}", summary, failed)
+    if dry_run:  # the operator reviews a dry run's orders per account before the real run
+        summary["planned"] = placed
     if failed:
         from prefect.states import Failed
 

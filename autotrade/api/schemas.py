@@ -200,12 +200,48 @@ class ExecuteRequest(RequestBody):
     dry_run: bool = False
 
 
+class PlannedOrderOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"code": "005930", "name": "삼성전자", "quantity": 14, "price": 70000, "amount": 980000}
+            ]
+        }
+    )  # fmt: skip
+    code: str
+    name: str = Field(description="the stock's name in the posted scan")
+    quantity: int
+    price: int = Field(description="limit price, KRW")
+    amount: int = Field(description="quantity x price, KRW")
+
+
+class AccountPlanOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"user_id": "user001", "account_no": "8100000001", "total": 980000,
+                 "orders": [{"code": "005930", "name": "삼성전자", "quantity": 14, "price": 70000,
+                             "amount": 980000}]}
+            ]
+        }
+    )  # fmt: skip
+    user_id: str
+    account_no: str
+    total: int = Field(description="the account's planned investment, KRW")
+    orders: list[PlannedOrderOut]
+
+
 class ExecuteResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
                 {"success": True, "executed_orders": 5, "total_investment": 5000000, "strategies_created": 5,
-                 "message": "자동매매 실행 완료"}
+                 "message": "자동매매 실행 완료"},
+                {"success": True, "executed_orders": 1, "total_investment": 980000, "strategies_created": 0,
+                 "message": "자동매매 실행 완료 (모의 실행)",
+                 "plans": [{"user_id": "user001", "account_no": "8100000001", "total": 980000,
+                            "orders": [{"code": "005930", "name": "삼성전자", "quantity": 14, "price": 70000,
+                                        "amount": 980000}]}]},
             ]
         }
     )  # fmt: skip
@@ -215,6 +251,11 @@ class ExecuteResponse(BaseModel):
     strategies_created: int
     message: str
     run_id: str | None = None
+    plans: list[AccountPlanOut] | None = Field(
+        None,
+        description="a dry run that ended: the orders it would send, per user and account (accounts with "
+        "none are not listed); null for a real run or a run still going",
+    )
 
 
 class TierOrderOut(BaseModel):

@@ -205,9 +205,25 @@ def flow_runner(runtime: Runtime, wait_seconds: float = 20.0) -> ExecuteRunner:
             total_investment=int(result.get("invested", 0)),
             strategies_created=int(result.get("positions_armed", 0)),
             message="자동매매 실행 완료" + (" (모의 실행)" if req.dry_run else ""),
+            plans=_plans(result["planned"], req) if req.dry_run and "planned" in result else None,
         )
 
     return run
+
+
+def _plans(planned: list[dict[str, Any]], req: sc.ExecuteRequest) -> list[sc.AccountPlanOut]:
+    """A dry run's planned orders grouped per user and account, in the order the run planned them."""
+    names = {r.code: r.name for r in req.scan_results}
+    plans: dict[tuple[str, str], sc.AccountPlanOut] = {}
+    for o in planned:
+        key = (str(o["user"]), str(o["account"]))
+        plan = plans.setdefault(key, sc.AccountPlanOut(user_id=key[0], account_no=key[1], total=0, orders=[]))
+        code, qty, price = str(o["code"]), int(o["quantity"]), int(o["price"])
+        amount = qty * price
+        name = names.get(code, "")
+        plan.orders.append(sc.PlannedOrderOut(code=code, name=name, quantity=qty, price=price, amount=amount))
+        plan.total += amount
+    return list(plans.values())
 
 
 def _started(run_id: str) -> sc.ExecuteResponse:

@@ -44,6 +44,11 @@ async def log_in(page: Any, base: str, email: str, password: str) -> None:
     await page.wait_for_url("**/dashboard/")
 
 
+def krw(text: str) -> int:
+    """A KRW amount as the page formats it (₩1,234,000) back to its integer."""
+    return int("".join(ch for ch in text if ch.isdigit()))
+
+
 def page_errors(page: Any) -> list[str]:
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -143,7 +148,7 @@ async def test_operator_users_health_prefect_and_evening_run(
         s.execute(sa.update(User).where(User.email == "op@example.com").values(role="operator"))
         op_id = s.scalar(sa.select(User.user_id).where(User.email == "op@example.com"))
         new_id = s.scalar(sa.select(User.user_id).where(User.email == "newop@example.com"))
-    ((trader, trader_account),) = await stack.register_users(1)
+    (trader, trader_account), (other_trader, _) = await stack.register_users(2)
 
     ctx = await browser.new_context(viewport=DESKTOP, locale="ko-KR", timezone_id="UTC")
     page = await ctx.new_page()
@@ -208,7 +213,28 @@ async def test_operator_users_health_prefect_and_evening_run(
     assert planned > 0, await dry.inner_text()
     with stack.db.unit_of_work() as s:
         assert s.scalar(sa.select(sa.func.count(OrderIntentRow.id))) == 0  # the dry run ordered nothing
+    # The plan per user and account: each order's code, quantity, price (KRW) and amount, and the total.
+    shown: dict[str, set[tuple[str, int, int]]] = {}
+    for user in (trader, other_trader):
+        table = dry.get_by_test_id(f"plan-{user}")
+        await table.wait_for()
+        rows = table.get_by_test_id("plan-order")
+        orders = set()
+        for i in range(await rows.count()):
+            row = rows.nth(i)
+            code = await row.get_attribute("data-code")
+            qty = int(await row.get_by_test_id("plan-qty").inner_text())
+            price = krw(await row.get_by_test_id("plan-price").inner_text())
+            orders.add((str(code), qty, price))
+        assert orders, await table.inner_text()
+        assert krw(await table.get_by_test_id("plan-total").inner_text()) == sum(q * p for _, q, p in orders)
+        shown[user] = orders
+    assert sum(len(o) for o in shown.values()) == planned
     await product.shot(page, "ops-system-dry-run-desktop")
+    await page.set_viewport_size(PHONE)
+    assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    await product.shot(page, "ops-system-dry-run-phone")
+    await page.set_viewport_size(DESKTOP)
     await real.click()
     confirm = evening.get_by_role("alertdialog")
     await confirm.wait_for()
@@ -216,8 +242,13 @@ async def test_operator_users_health_prefect_and_evening_run(
     done = evening.get_by_test_id("real-result")
     await done.wait_for(timeout=60_000)
     with stack.db.unit_of_work() as s:
-        buys = s.scalar(sa.select(sa.func.count(OrderIntentRow.id)).where(OrderIntentRow.user_id == trader))
-    assert buys == planned, (buys, planned, await done.inner_text())
+        for user in (trader, other_trader):  # the real run sent what the dry run planned, user by user
+            sent = s.execute(
+                sa.select(OrderIntentRow.code, OrderIntentRow.quantity, OrderIntentRow.price).where(
+                    OrderIntentRow.user_id == user, OrderIntentRow.trading_day == DAY1
+                )
+            ).all()
+            assert {(c, q, p) for c, q, p in sent} == shown[user], (user, sent, shown[user])
     assert await done.get_by_test_id("orders").inner_text() == str(planned)
     await product.shot(page, "ops-system-desktop")
     await page.set_viewport_size(PHONE)

@@ -183,7 +183,10 @@ const ko = {
   plannedPositions: "포지션",
   runStarted: "실행을 시작했습니다. 실행 이름:",
   badScan: "스캔 파일을 읽을 수 없습니다: scan_results 목록이 있는 JSON 파일이어야 합니다.",
-  perUserNote: "계획은 전체 합계입니다 (사용자별 내역은 API가 아직 주지 않습니다).",
+  plansTitle: "사용자별 계획 주문",
+  plansNone: "계획된 주문이 없습니다.",
+  planAmount: "금액",
+  planTotal: "합계",
 };
 
 export type Key = keyof typeof ko;
@@ -370,7 +373,10 @@ const en: Record<Key, string> = {
   plannedPositions: "Positions",
   runStarted: "The run started. Its name:",
   badScan: "The scan file cannot be read: it must be JSON with a scan_results list.",
-  perUserNote: "The plan is the total over all users (the API does not give it per user yet).",
+  plansTitle: "Planned orders per user",
+  plansNone: "No orders planned.",
+  planAmount: "Amount",
+  planTotal: "Total",
 };
 
 export const dictionaries: Record<Lang, Record<Key, string>> = { ko, en };

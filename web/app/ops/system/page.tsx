@@ -23,7 +23,10 @@ type Outcome = {
   strategies_created: number;
   message: string;
   run_id: string | null;
+  plans?: AccountPlan[] | null;
 };
+type PlannedOrder = { code: string; name: string; quantity: number; price: number; amount: number };
+type AccountPlan = { user_id: string; account_no: string; total: number; orders: PlannedOrder[] };
 
 const secondary =
   "rounded border border-slate-400 bg-white px-4 py-2 text-slate-800 hover:bg-slate-100 focus:outline-2 focus:outline-blue-700 disabled:opacity-60";
@@ -303,11 +306,68 @@ function Result({ title, out, testid }: { title: string; out: Outcome; testid: s
             <dt>{t("plannedPositions")}</dt>
             <dd data-testid="positions">{out.strategies_created}</dd>
           </dl>
-          <p className="mt-1 text-xs text-slate-600">
-            {out.message} · {t("perUserNote")}
-          </p>
+          <p className="mt-1 text-xs text-slate-600">{out.message}</p>
+          {out.plans && <Plans plans={out.plans} />}
         </>
       )}
+    </div>
+  );
+}
+
+/** A dry run's planned orders: one table per user and account, each order's amount and the account's total. */
+function Plans({ plans }: { plans: AccountPlan[] }) {
+  const { t } = useSession();
+  const th = "p-1 font-normal sm:p-2";
+  return (
+    <div data-testid="plans" className="mt-3">
+      <h4 className="mb-2 font-semibold">{t("plansTitle")}</h4>
+      {plans.length === 0 && <p className="text-sm">{t("plansNone")}</p>}
+      {plans.map((p) => {
+        const label = `${t("user")} ${p.user_id} · ${t("accountNo")} ${p.account_no}`;
+        return (
+          <div
+            key={`${p.user_id}|${p.account_no}`}
+            data-testid={`plan-${p.user_id}`}
+            tabIndex={0}
+            role="region"
+            aria-label={label}
+            className="mb-3 overflow-x-auto rounded border border-slate-200 bg-white focus:outline-2 focus:outline-blue-700"
+          >
+            <table className="num w-full min-w-[18rem] text-sm">
+              <caption className="px-2 pt-2 text-left font-medium text-slate-800">
+                <span data-testid="plan-user">{p.user_id}</span> ·{" "}
+                <span data-testid="plan-account">{p.account_no}</span>
+              </caption>
+              <thead>
+                <tr className="border-b text-left text-slate-600">
+                  <th scope="col" className={th}>{t("stock")}</th>
+                  <th scope="col" className={`${th} text-right`}>{t("quantity")}</th>
+                  <th scope="col" className={`${th} text-right`}>{t("price")}</th>
+                  <th scope="col" className={`${th} text-right`}>{t("planAmount")}</th>
+                </tr>
+              </thead>
+              <tbody>
+                {p.orders.map((o) => (
+                  <tr key={o.code} data-testid="plan-order" data-code={o.code} className="border-b border-slate-100">
+                    <td className="p-1 sm:p-2">
+                      {o.name} <span className="block text-xs text-slate-600 sm:inline sm:text-sm">{o.code}</span>
+                    </td>
+                    <td className="p-1 sm:p-2 text-right" data-testid="plan-qty">{o.quantity}</td>
+                    <td className="p-1 sm:p-2 text-right" data-testid="plan-price">{formatKrw(o.price)}</td>
+                    <td className="p-1 sm:p-2 text-right">{formatKrw(o.amount)}</td>
+                  </tr>
+                ))}
+              </tbody>
+              <tfoot>
+                <tr className="font-semibold">
+                  <th scope="row" colSpan={3} className="p-1 text-left sm:p-2">{t("planTotal")}</th>
+                  <td className="p-1 sm:p-2 text-right" data-testid="plan-total">{formatKrw(p.total)}</td>
+                </tr>
+              </tfoot>
+            </table>
+          </div>
+        );
+      })}
     </div>
   );
 }

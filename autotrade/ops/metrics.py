@@ -26,7 +26,8 @@ What ``/metrics`` exposes (a registry of its own per app, ``prometheus-client``)
   Prefect is asked at most twice a minute; when Prefect does not answer, the counts are left out and
   ``autotrade_prefect_up`` is 0. With no Prefect API configured (the embedded mode) neither is exported.
 
-Not exposed yet: the gateway's own admission latency apart from the broker call.
+The gateway's own checks of a request, apart from the broker call, are in the processes' folder too:
+``autotrade_gateway_admit_seconds{action,allowed}`` (histogram, autotrade/ops/worker_metrics.py).
 
 ``/ready``: the database answers ``SELECT 1``, and the broker's REST and WebSocket hosts accept a TCP
 connection within ``wait`` seconds; 503 with the failed checks otherwise.

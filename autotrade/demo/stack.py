@@ -169,6 +169,7 @@ def embedded_stack(
             database_url=url, data_dir=data_dir, broker_base_url=sim.base_url,
             market_data_app_key=market_data.app_key, market_data_app_secret=market_data.app_secret,
             local_master_key_path=data_dir / "keys" / "master.key", scan_location=str(data_dir / "scans"),
+            metrics_dir=data_dir / "metrics",  # what the serve command printed at the end reads
             # Temporary tokens live eight hours of virtual time: at 3600x that is eight seconds of the demo.
             **{"broker_rate_per_second": 50.0, "broker_burst": 50, "temp_token_ttl_seconds": 8 * 3600}
             | settings,
@@ -176,6 +177,9 @@ def embedded_stack(
         upgrade(url)
         db = Database(url)
         clock = sim.engine.read_clock
+        from autotrade.ops.worker_metrics import enable as record_metrics
+
+        record_metrics(cfg.metrics_dir, db, clock)  # as build_runtime does in every process that trades
         notifier = None
         if notifications is not None:
             from autotrade.notify import ConsoleNotifier

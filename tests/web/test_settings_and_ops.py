@@ -13,6 +13,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from autotrade.domain.models import ApiStatus
 from autotrade.store.models import OrderIntentRow, SecurityEvent, User, UserApiKey
 from tests.web.conftest import DAY1, DESKTOP, PHONE, Product, evening_scan
 
@@ -254,5 +255,57 @@ async def test_operator_users_health_prefect_and_evening_run(
     await page.set_viewport_size(PHONE)
     assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     await product.shot(page, "ops-system-phone")
+    assert not errors, errors
+    await ctx.close()
+
+
+async def test_operator_re_enables_a_disabled_key(product: Product, browser: Any) -> None:
+    """A key the kill switch DISABLED is listed on the operator's page with a re-enable button; after a
+    confirmation (cancel first changes nothing) it is ACTIVE again and the event names the operator."""
+    stack, base = product.stack, product.base_url
+    await sign_up(base, "keyop@example.com")
+    with stack.db.unit_of_work() as s:
+        s.execute(sa.update(User).where(User.email == "keyop@example.com").values(role="operator"))
+        op_id = s.scalar(sa.select(User.user_id).where(User.email == "keyop@example.com"))
+    ((trader, account),) = await stack.register_users(1)
+    with stack.db.unit_of_work() as s:  # as the kill switch leaves it
+        s.execute(
+            sa.update(UserApiKey)
+            .where(UserApiKey.user_id == trader, UserApiKey.account_no == account)
+            .values(api_status=ApiStatus.DISABLED)
+        )
+
+    def status() -> ApiStatus:
+        with stack.db.unit_of_work() as s:
+            return ApiStatus(
+                s.scalar(sa.select(UserApiKey.api_status).where(UserApiKey.account_no == account))
+            )
+
+    ctx = await browser.new_context(viewport=DESKTOP, locale="ko-KR", timezone_id="UTC")
+    page = await ctx.new_page()
+    errors = page_errors(page)
+    await log_in(page, base, "keyop@example.com", PASSWORD)
+    await page.goto(base + "/ops/")
+    row = page.get_by_test_id(f"key-{account}")
+    await row.get_by_test_id("key-status").filter(has_text="DISABLED").wait_for()
+    await row.get_by_role("button", name="키 재활성화").click()
+    dialog = row.get_by_role("alertdialog")
+    await dialog.get_by_role("button", name="취소").click()
+    await dialog.wait_for(state="detached")
+    assert status() is ApiStatus.DISABLED
+    await row.get_by_role("button", name="키 재활성화").click()
+    await product.shot(page, "ops-enable-key-desktop")
+    await page.set_viewport_size(PHONE)
+    assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    await product.shot(page, "ops-enable-key-phone")
+    await page.set_viewport_size(DESKTOP)
+    await dialog.get_by_role("button", name="키 재활성화").click()
+    await page.get_by_role("status").filter(has_text="키를 재활성화했습니다").wait_for()
+    await row.wait_for(state="detached")  # no longer among the keys not active
+    assert status() is ApiStatus.ACTIVE
+    with stack.db.unit_of_work() as s:
+        event = s.scalar(sa.select(SecurityEvent).where(SecurityEvent.rule == "operator_enable"))
+        assert event is not None and event.account_no == account and op_id in (event.action_taken or "")
+    await page.get_by_role("cell", name="operator_enable").wait_for()  # the events table shows it
     assert not errors, errors
     await ctx.close()

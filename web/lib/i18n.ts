@@ -94,6 +94,10 @@ const ko = {
   exitsFired: "단계별 청산",
   keysNotActive: "비활성 키",
   allKeysActive: "모든 키가 정상입니다.",
+  enableKey: "키 재활성화",
+  enableConfirm:
+    "이상 징후의 원인을 확인했나요? 키를 다시 ACTIVE로 바꾸고 사용자에게 알립니다. 자동매매는 사용자가 다시 켤 때까지 꺼져 있습니다.",
+  keyEnabled: "키를 재활성화했습니다",
   prefectHint: "플로 실행 상태는 Prefect UI에서 확인하세요.",
   noEvents: "보안 이벤트가 없습니다.",
   rule: "규칙",
@@ -284,6 +288,10 @@ const en: Record<Key, string> = {
   exitsFired: "Exits by tier",
   keysNotActive: "Keys not active",
   allKeysActive: "Every key is active.",
+  enableKey: "Re-enable key",
+  enableConfirm:
+    "Is the finding understood? The key becomes ACTIVE again and the user is told; auto-trading stays off until the user turns it back on.",
+  keyEnabled: "The key is enabled again",
   prefectHint: "Flow runs and their states are in the Prefect UI.",
   noEvents: "No security events.",
   rule: "Rule",

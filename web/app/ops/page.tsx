@@ -1,10 +1,13 @@
 "use client";
 
-import { useEffect, useState } from "react";
-import { Alert, OpsNav, Shell } from "@/components/Shell";
+import { useCallback, useEffect, useState } from "react";
+import { Alert, button, OpsNav, Shell } from "@/components/Shell";
 import { formatKst } from "@/lib/format";
 import type { Key } from "@/lib/i18n";
-import { api, useSession } from "@/lib/session";
+import { api, ApiError, useSession } from "@/lib/session";
+
+const secondary =
+  "rounded border border-slate-400 bg-white px-3 py-1 text-slate-800 hover:bg-slate-100 focus:outline-2 focus:outline-blue-700";
 
 type Day = {
   trading_day: string | null;
@@ -28,8 +31,10 @@ export default function OpsPage() {
   const [events, setEvents] = useState<SecurityEvent[] | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [day, setDay] = useState<Day | null>(null);
+  const [enabling, setEnabling] = useState<string | null>(null);
+  const [notice, setNotice] = useState<string | null>(null);
 
-  useEffect(() => {
+  const load = useCallback(() => {
     if (!token || claims?.role !== "operator") return;
     api<SecurityEvent[]>("/api/admin/security-events?limit=100", { token, onUnauthorized: logout })
       .then(setEvents)
@@ -38,6 +43,27 @@ export default function OpsPage() {
       .then(setDay)
       .catch((err: Error) => setError(`${t("failed")}: ${err.message}`));
   }, [token, claims, logout, t]);
+
+  useEffect(load, [load]);
+
+  /** Re-enable a DISABLED key (after the confirmation): ACTIVE again, the user is told; auto-trading stays off. */
+  async function enable(userId: string, accountNo: string) {
+    setEnabling(null);
+    setError(null);
+    setNotice(null);
+    try {
+      await api(`/api/admin/api-keys/${encodeURIComponent(userId)}/${encodeURIComponent(accountNo)}/enable`, {
+        token,
+        method: "POST",
+        onUnauthorized: logout,
+      });
+      setNotice(`${t("keyEnabled")}: ${userId} · ${accountNo}`);
+      load();
+    } catch (err) {
+      const status = err instanceof ApiError ? err.status : 0;
+      setError(`${t("failed")}${status ? ` (${status})` : ""}: ${(err as Error).message}`);
+    }
+  }
 
   return (
     <Shell>
@@ -85,13 +111,46 @@ export default function OpsPage() {
             {day.keys_not_active.length === 0 ? (
               <p className="text-sm">{t("allKeysActive")}</p>
             ) : (
-              <ul className="text-sm">
+              <ul className="flex flex-col gap-2 text-sm">
                 {day.keys_not_active.map((k) => (
-                  <li key={k.account_no} className="num">
-                    {k.user_id} · {k.account_no} · <strong>{k.api_status}</strong> · {formatKst(k.changed_at)}
+                  <li key={k.account_no} className="num" data-testid={`key-${k.account_no}`}>
+                    <span className="mr-2">
+                      {k.user_id} · {k.account_no} · <strong data-testid="key-status">{k.api_status}</strong> ·{" "}
+                      {formatKst(k.changed_at)}
+                    </span>
+                    {k.api_status === "DISABLED" && (
+                      <button type="button" className={secondary} onClick={() => setEnabling(k.account_no)}>
+                        {t("enableKey")}
+                        <span className="sr-only"> {k.account_no}</span>
+                      </button>
+                    )}
+                    {enabling === k.account_no && (
+                      <div
+                        role="alertdialog"
+                        aria-labelledby={`enable-${k.account_no}`}
+                        className="mt-2 rounded border border-amber-300 bg-amber-50 p-3"
+                      >
+                        <p id={`enable-${k.account_no}`} className="mb-2 text-amber-950">
+                          {t("enableConfirm")} ({k.user_id} · {k.account_no})
+                        </p>
+                        <span className="flex gap-2">
+                          <button type="button" className={button} onClick={() => void enable(k.user_id, k.account_no)}>
+                            {t("enableKey")}
+                          </button>
+                          <button type="button" className={secondary} onClick={() => setEnabling(null)} autoFocus>
+                            {t("cancel")}
+                          </button>
+                        </span>
+                      </div>
+                    )}
                   </li>
                 ))}
               </ul>
+            )}
+            {notice && (
+              <div className="mt-2">
+                <Alert kind="ok">{notice}</Alert>
+              </div>
             )}
             <p className="mt-2 text-xs text-slate-600">{t("prefectHint")}</p>
           </section>

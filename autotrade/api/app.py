@@ -496,9 +496,11 @@ def create_app(deps: ApiDeps) -> FastAPI:
 
     include_ops(app, deps)  # operator routes, /metrics and /ready (autotrade/api/ops.py)
     include_web(app, deps)  # the web app at / and its live feed (autotrade/api/web.py)
+    from autotrade.api.notices import router as notices
     from autotrade.api.preferences import router as preferences  # imports this module: here, not on top
 
     app.include_router(preferences)
+    app.include_router(notices)  # what a user was told (autotrade/api/notices.py)
     return app
 
 

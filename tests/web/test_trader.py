@@ -19,7 +19,14 @@ from autotrade.api import auth as api_auth
 from autotrade.domain.exits import TierStatus
 from autotrade.domain.krx import KST
 from autotrade.domain.models import ExitReason, Side, Tier, TradeAction
-from autotrade.store.models import EquitySnapshot, OrderIntentRow, ThreeTierStrategy, TradeRecordRow, User
+from autotrade.store.models import (
+    EquitySnapshot,
+    OrderIntentRow,
+    ThreeTierStrategy,
+    TradeRecordRow,
+    User,
+    UserNotice,
+)
 from flows.daily_report import daily_report
 from flows.evening_signal_and_buy import evening_signal_and_buy
 from flows.intraday_reconcile import intraday_reconcile
@@ -41,6 +48,14 @@ def strategies_of(product: Product, user_id: str) -> list[ThreeTierStrategy]:
             _ = r.orders
         s.expunge_all()
         return list(rows)
+
+
+async def wait_for_count(locator: Any, n: int, seconds: float = 10.0) -> None:
+    for _ in range(int(seconds * 20)):
+        if await locator.count() == n:
+            return
+        await asyncio.sleep(0.05)
+    assert await locator.count() == n
 
 
 async def run_flow(flow: Any, **params: Any) -> dict[str, Any]:
@@ -147,6 +162,29 @@ async def test_sign_up_register_trade_and_watch_live(product: Product, browser: 
         if st.code not in mine_codes:
             assert await page.get_by_test_id(f"position-{st.code}").count() == 0
     assert other_account not in await page.content()
+    # The notices this trader was sent (as recorded when they went out), and no one else's.
+    with stack.db.unit_of_work() as s:
+        told = s.execute(
+            sa.select(UserNotice.kind, UserNotice.item).where(UserNotice.user_id == user_id)
+        ).all()
+        bought = dict(
+            s.execute(
+                sa.select(OrderIntentRow.code, OrderIntentRow.quantity).where(
+                    OrderIntentRow.user_id == user_id, OrderIntentRow.side == Side.BUY
+                )
+            ).all()
+        )
+    assert {k for k, _ in told} >= {"BUY_ORDERS_PLACED", "FILLS_CONFIRMED", "EXITS_ARMED"}, told
+    notices = page.get_by_test_id("notice")
+    await wait_for_count(notices, len(told))
+    placed = page.locator("[data-testid=notice][data-kind=BUY_ORDERS_PLACED]")
+    shown = {}
+    for i in range(await placed.count()):
+        row = placed.nth(i)
+        qty = await row.get_by_test_id("notice-qty").inner_text()
+        shown[await row.get_attribute("data-code")] = int(qty.rstrip("주"))
+    assert shown == bought, (shown, bought)
+    assert "매수 주문 접수" in await page.get_by_test_id("notices").inner_text()
     await product.shot(page, "dashboard-desktop")
 
     # The watch runs (real-time market); a move to the first position's preserve price fires that tier.

@@ -1,13 +1,13 @@
 "use client";
 
 import Link from "next/link";
-import { useState } from "react";
+import { useEffect, useState } from "react";
 import { EquityChart } from "@/components/EquityChart";
 import { Shell } from "@/components/Shell";
 import { formatKrw, formatKst, formatRate } from "@/lib/format";
 import type { Key } from "@/lib/i18n";
 import { useLive, type Position, type Trade } from "@/lib/live";
-import { useSession } from "@/lib/session";
+import { api, useSession } from "@/lib/session";
 
 const tierStyle: Record<string, string> = {
   ACTIVE: "bg-blue-50 text-blue-900 border-blue-300",
@@ -321,8 +321,83 @@ export default function DashboardPage() {
               </div>
             )}
           </section>
+
+          <Notices
+            changed={`${snapshot.positions.length}|${snapshot.orders
+              .map((o) => `${o.id}:${o.status}:${o.filled_quantity}`)
+              .join(",")}`}
+          />
         </>
       )}
     </Shell>
+  );
+}
+
+type Notice = {
+  told_at: string;
+  trading_day: string;
+  kind: string;
+  code: string | null;
+  name: string | null;
+  quantity: number | null;
+  price: number | null;
+};
+
+/** The notices this user was sent (orders placed, fills, armed exits), newest first; read again only when the
+ * live snapshot's orders or positions change, not on a timer. */
+function Notices({ changed }: { changed: string }) {
+  const { token, logout, t } = useSession();
+  const [notices, setNotices] = useState<Notice[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+
+  useEffect(() => {
+    if (!token) return;
+    api<Notice[]>("/api/me/notices?limit=50", { token, onUnauthorized: logout })
+      .then((n) => {
+        setNotices(n);
+        setError(null);
+      })
+      .catch((err: Error) => setError(`${t("failed")}: ${err.message}`));
+  }, [token, logout, t, changed]);
+
+  return (
+    <section aria-labelledby="notices" className="mt-8" data-testid="notices">
+      <h2 id="notices" className="mb-2 text-lg font-semibold">
+        {t("noticesTitle")}
+      </h2>
+      {error && <p role="alert" className="text-red-800">{error}</p>}
+      {notices === null ? (
+        <p>{t("loading")}</p>
+      ) : notices.length === 0 ? (
+        <p>{t("noNotices")}</p>
+      ) : (
+        <ul className="num flex flex-col gap-1 rounded-lg bg-white p-3 text-sm shadow-sm">
+          {notices.map((n, i) => (
+            <li
+              key={i}
+              data-testid="notice"
+              data-kind={n.kind}
+              data-code={n.code ?? ""}
+              className="flex flex-wrap gap-x-3 border-b border-slate-100 py-1 last:border-0"
+            >
+              <span className="text-slate-600">{formatKst(n.told_at)}</span>
+              <strong>{t(`notice_${n.kind}` as Key) || n.kind}</strong>
+              {n.code && (
+                <span>
+                  {n.name} <span className="text-slate-600">{n.code}</span>
+                </span>
+              )}
+              {n.quantity !== null && (
+                <span data-testid="notice-qty">
+                  {n.quantity}
+                  {t("sharesUnit")}
+                </span>
+              )}
+              {n.price !== null && <span>{formatKrw(n.price)}</span>}
+            </li>
+          ))}
+        </ul>
+      )}
+    </section>
   );
 }

@@ -182,10 +182,24 @@ _DISABLE = (
 _LOG = sa.insert(AccessLog).returning(AccessLog.id)
 # An allowed buy that provably did not reach the broker (refused by the limit check, refused or never
 # received by the broker) stops counting against the day's spending; its log entry says why.
+# An admitted buy is logged "in flight" (it counts: it may reach the broker) until the broker answers:
+# accepted, the mark goes (a success, never superseded); refused or never received, "not placed". A process
+# that dies, or a task cancelled, between the admission and the answer leaves the mark: the order protocol's
+# proven re-send then supersedes it like any call of unknown outcome, instead of the dead call counting for
+# ever beside its re-send (a double count that broke the daily limit and disabled the key).
+IN_FLIGHT = f"{OUTCOME_UNKNOWN}: in flight"
 _NOT_PLACED = (
     sa.update(AccessLog)
-    .where(AccessLog.id == sa.bindparam("p_id"), AccessLog.reason.is_(None))
+    .where(
+        AccessLog.id == sa.bindparam("p_id"),
+        sa.or_(AccessLog.reason.is_(None), AccessLog.reason == IN_FLIGHT),
+    )
     .values(reason=sa.bindparam("p_reason"))
+)
+_PLACED = (
+    sa.update(AccessLog)
+    .where(AccessLog.id == sa.bindparam("p_id"), AccessLog.reason == IN_FLIGHT)
+    .values(reason=None)
 )
 # The order protocol sends an order again only once the broker's inquiries proved the earlier call of
 # unknown outcome never arrived: that earlier call stops counting when the re-send is admitted. A call that
@@ -513,8 +527,9 @@ class BrokerGateway:
                     refusal = f"{held_back}blocked by security rule {worst.rule}"
                 if refusal is not None and not refusal.startswith(HELD):
                     findings += self.detector.on_refusal(failures + 1, refusal)
+            in_flight = IN_FLIGHT if refusal is None and action == "order:buy" else refusal
             log_id = self._add_log(
-                conn, claims, action, origin, amount, refusal is None, refusal, last_used, now,
+                conn, claims, action, origin, amount, refusal is None, in_flight, last_used, now,
                 order_ref=ref.key if ref else None,
             )
         return Admission(status, limit, spent_today, by_token, refusal, findings, log_id)
@@ -568,6 +583,11 @@ class BrokerGateway:
     def _outcome(self, log_id: int, reason: str) -> None:
         with self.db.statement() as conn:
             conn.execute(_NOT_PLACED, {"p_id": log_id, "p_reason": reason[:255]})
+
+    def _placed(self, log_id: int) -> None:
+        """The broker accepted the admitted buy: it counts as placed, for good."""
+        with self.db.statement() as conn:
+            conn.execute(_PLACED, {"p_id": log_id})
 
     async def _act_on(self, user_id: str, account_no: str, findings: list[Finding]) -> None:
         """Act on findings by grade (see :mod:`autotrade.vault.anomaly`): DISABLE runs the kill switch; the
@@ -710,7 +730,7 @@ class GatedSession:
         budget = await self._g._admit(self.claims, "order:buy", self.origin, amount)
         await self._g._check_buy(self.claims, self.origin, amount, budget)
         try:
-            return await self._kiwoom.buy(code, quantity, price, trade_type)
+            ack = await self._kiwoom.buy(code, quantity, price, trade_type)
         except BrokerError as exc:
             if exc.outcome_unknown:  # it may be out there: it keeps counting, until a proven re-send
                 why = f"{OUTCOME_UNKNOWN}: {type(exc).__name__}"
@@ -722,6 +742,8 @@ class GatedSession:
         except BaseException as exc:  # cancelled mid-call: as unknown as a timeout
             self._g._outcome(budget.log_id, f"{OUTCOME_UNKNOWN}: {type(exc).__name__}")
             raise
+        await self._g.db.run(self._g._placed, budget.log_id)
+        return ack
 
     async def sell(
         self,

@@ -213,6 +213,26 @@ async def test_a_proven_re_send_counts_once(vault: Vault) -> None:
         await session.buy("000660", 3, 100_000, TradeType.LIMIT)
 
 
+async def test_a_buy_whose_process_died_before_the_broker_answered_counts_once(vault: Vault) -> None:
+    """The gateway admitted a buy (600,000 of the 1,000,000 limit) and the process died before the broker
+    call returned: nothing recorded its outcome. The order protocol proves it never arrived and sends it
+    again: the dead call stops counting, so the re-send is within the limit and the key stays ACTIVE (it
+    counted twice and the limit breach disabled the key)."""
+    from autotrade.trading.ports import ORDER_REF, OrderRef
+
+    gw = vault.gateway
+    account = vault.acct["alice"]
+    session = await gw.session(gw.get_temporary_token("alice", account, TRADE), origin="test")
+    ORDER_REF.set(OrderRef("2026-11-24|alice|005930|BUY"))
+    await gw._admit(session.claims, "order:buy", "test", 600_000)  # admitted; the process dies here
+    ORDER_REF.set(OrderRef("2026-11-24|alice|005930|BUY", resend=True))
+    assert (await session.buy("005930", 12, 50_000, TradeType.LIMIT)).order_no  # the proven re-send
+    assert vault.status("alice", account) is ApiStatus.ACTIVE and vault.alerts == []
+    ORDER_REF.set(OrderRef("2026-11-24|alice|000660|BUY"))
+    with pytest.raises(AccessDenied, match="daily limit"):  # the re-send itself counts: 600,000 + 500,000
+        await session.buy("000660", 5, 100_000, TradeType.LIMIT)
+
+
 async def test_the_spending_cap_of_a_token(vault: Vault) -> None:
     gw = vault.gateway
     session = await gw.session(

@@ -15,6 +15,7 @@ setting). ``run`` returns the figures ``bench/faults.py`` prints."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import tempfile
@@ -58,8 +59,8 @@ PricePath = dict[str, list[tuple[datetime, int]]]  # code -> (time, price) of ev
 
 class Crash(BaseException):
     """The worker died at this point of the order protocol. A BaseException, as a process's death is: no
-    ``except Exception`` in the product (an account's failure kept apart from the others) can swallow it
-    and carry on as if only that account had failed; the whole step dies and is run again."""
+    ``except Exception`` in the product (an account's failure kept apart from the others) can swallow it and
+    carry on as if only that account had failed; the whole step dies (:func:`_die`) and is run again."""
 
 
 class RunLog(logging.Handler):
@@ -112,6 +113,20 @@ class FeedStats:
                 self.ticks_after_reconnect += 1
             if on_tick is not None:
                 await on_tick(*tick)
+
+
+async def _die(before: set[asyncio.Task[Any]]) -> None:
+    """The process that ran the step is gone, and everything it was doing with it: the tasks it started
+    (other accounts' work still under way, a price feed's pump) stop here, as they would with the process.
+    Left running, they would go on sending beside the process that runs the step again, which no real
+    crash allows. (Cancelled, they run their ``except BaseException`` clauses, which a killed process would
+    not: the gateway's in-flight mark covers both.)"""
+    me = asyncio.current_task()
+    orphans = [t for t in asyncio.all_tasks() - before if t is not me and not t.done()]
+    for t in orphans:
+        t.cancel()
+    if orphans:
+        await asyncio.wait(orphans, timeout=5)
 
 
 def _codes(n: int) -> list[str]:
@@ -212,12 +227,14 @@ async def _run(
             # Each crash point draws on every order, so a session of many sells is re-run several times;
             # each re-run carries on from where the last one died.
             for attempt in range(RERUNS):
+                before = asyncio.all_tasks()
                 try:
                     await work_fn()
                     return
                 except (Exception, Crash) as exc:  # a crash or a broker failure: a new process runs it again
                     progress(f"  {name}: {type(exc).__name__} ({exc}); re-run {attempt + 1}")
                     reruns += 1
+                    await _die(before)
                     # ... after Prefect's retry delay (exponential, 2 s doubling; capped here at 30 s): the
                     # virtual clock does not pass by itself, and re-runs at one frozen instant would count
                     # as one account's burst of requests at the gateway.

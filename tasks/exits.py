@@ -23,7 +23,7 @@ from autotrade.store.models import ThreeTierStrategy
 from autotrade.trading.buys import AccountRef
 from autotrade.trading.exit_engine import PendingSell
 from autotrade.trading.ports import NotProcessed, OutcomeUnknown
-from tasks.trading import _logger, for_each_account, in_run, reconcile_positions
+from tasks.trading import _logger, in_run, reconcile_positions
 
 
 async def send_sell(rt: Runtime, sell: PendingSell, day: date) -> None:
@@ -202,16 +202,3 @@ async def _watch(
     return {"ticks": ticks, "sells_fired": fired, "reconciliations": reconciles + 1, "watched": len(watched)}
 
 
-async def _reconcile_watched(rt: Runtime, day: date, users: list[str] | None) -> None:
-    accounts = [(a.user_id, a.account_no) for a in rt.accounts(users, trading_only=False)]
-
-    async def work(ref: AccountRef) -> object:
-        broker = await rt.brokers.for_account(ref, SELL)
-        report = await rt.reconciler.reconcile_account(ref, broker, day)
-        if report.sync is not None:
-            notify_tier_fills(rt, ref.user_id, report.sync.sell_fills)
-        for sell in report.pending_sells:
-            await send_sell(rt, sell, day)
-        return report
-
-    await for_each_account(accounts, work)

@@ -9,7 +9,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
@@ -197,9 +197,17 @@ async def prefect_links(wait: float = 3.0) -> PrefectOut:
 
 async def _deployment_details(ui: str, links: list[DeploymentLink]) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+    )
     from prefect.client.schemas.sorting import FlowRunSort
 
+    # The last run is the newest one that was due by now: the schedule's future runs (never started, no
+    # start time) are not it.
+    due = FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(before_=datetime.now(UTC)))
     async with get_client() as client:
         for link in links:
             try:
@@ -209,8 +217,9 @@ async def _deployment_details(ui: str, links: list[DeploymentLink]) -> None:
                 continue
             link.url = f"{ui}/deployments/deployment/{dep.id}"
             runs = await client.read_flow_runs(
+                flow_run_filter=due,
                 deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])),
-                sort=FlowRunSort.START_TIME_DESC,
+                sort=FlowRunSort.EXPECTED_START_TIME_DESC,
                 limit=1,
             )
             if runs:

@@ -156,6 +156,17 @@ class Settings(BaseSettings, TradingRules):
     # The evening buys of many users are CPU-bound in one process: with more than one, the accounts are
     # shared out among that many worker processes (a server database only).
     worker_processes: int = Field(1, ge=1, le=64)
+    # Where the evening places its buys: "in-process" (the run's own process and its worker processes) or
+    # "deployment": one child run of the place-buys deployment per share of evening_fanout_share_size
+    # accounts, taken by any worker of the work pool (flows/fanout.py); a child whose share lease is not
+    # renewed for evening_fanout_lease_seconds is taken as crashed and its share run again, at most
+    # evening_fanout_attempts runs in all (a server database only).
+    evening_fanout: str = Field("in-process", pattern="^(in-process|deployment)$")
+    evening_fanout_deployment: str = "place_buys/place-buys"
+    evening_fanout_share_size: int = Field(1000, gt=0)
+    evening_fanout_attempts: int = Field(3, ge=1, le=10)
+    evening_fanout_lease_seconds: float = Field(30.0, ge=1)
+    evening_fanout_poll_seconds: float = Field(2.0, gt=0)
     reconcile_every_minutes: float = Field(5.0, gt=0)
 
     # A stop-limit sell resting at the broker for every position (trde_tp 28): the last line of defence when
@@ -312,6 +323,14 @@ class Settings(BaseSettings, TradingRules):
         url = info.data.get("database_url")
         if v > 1 and url is not None and url.startswith("sqlite"):
             raise ValueError("more than one worker process needs a server database (PostgreSQL), not SQLite")
+        return v
+
+    @field_validator("evening_fanout")
+    @classmethod
+    def _fanout_needs_a_server(cls, v: str, info: ValidationInfo) -> str:
+        url = info.data.get("database_url")
+        if v == "deployment" and url is not None and url.startswith("sqlite"):
+            raise ValueError("the evening's fan-out over the work pool needs a server database (PostgreSQL)")
         return v
 
     @field_validator("take_profit_rate")

@@ -31,6 +31,7 @@ from flows.evening_signal_and_buy import evening_signal_and_buy
 from flows.intraday_reconcile import intraday_reconcile
 from flows.monthly_review import monthly_review_flow
 from flows.morning_fill_and_arm import morning_fill_and_arm
+from flows.place_buys import place_buys
 from flows.weekly_review import weekly_review_flow
 
 TZ = "Asia/Seoul"
@@ -47,6 +48,11 @@ SCHEDULES: dict[str, tuple[Flow[Any, Any], tuple[str, ...]]] = {
 }
 
 
+# Deployments that runs start, with no schedule of their own: the evening's shares of buys, when
+# AUTOTRADE_EVENING_FANOUT=deployment (served here: AUTOTRADE_EVENING_FANOUT_DEPLOYMENT is then
+# place_buys/place-buys-local).
+STARTED_BY_RUNS: dict[str, Flow[Any, Any]] = {"place-buys": place_buys}
+
 LOCAL_SUFFIX = "-local"  # never a production deployment's name (prefect.yaml)
 
 
@@ -57,6 +63,10 @@ def deployments() -> list[RunnerDeployment]:
             name=name + LOCAL_SUFFIX, schedules=[Cron(c, timezone=TZ) for c in crons]
         )
         assert isinstance(deployment, RunnerDeployment)  # sync context: never a coroutine  # noqa: S101
+        out.append(deployment)
+    for name, flow in STARTED_BY_RUNS.items():
+        deployment = flow.to_deployment(name=name + LOCAL_SUFFIX)
+        assert isinstance(deployment, RunnerDeployment)  # noqa: S101
         out.append(deployment)
     return out
 

@@ -17,7 +17,6 @@ from flows.common import (
     deliver_notices,
     failed_accounts,
     failure_message,
-    in_worker_processes,
     notify_operator,
     resolve_day,
     skip_if_closed,
@@ -25,15 +24,9 @@ from flows.common import (
     table_artifact,
     wait_until,
 )
+from flows.fanout import fan_out, place_here
 from tasks.notifications import notify_buys, notify_fills
-from tasks.trading import (
-    buy_batches,
-    chunks,
-    confirm_fills,
-    list_accounts,
-    place_buy_orders,
-    validate_scan_task,
-)
+from tasks.trading import chunks, confirm_fills, list_accounts, validate_scan_task
 
 warm_up_in_background()  # a worker loads the scan validator when it imports this flow, long before 15:40
 
@@ -72,22 +65,12 @@ async def evening_signal_and_buy(
             raise ValueError(f"limits: only positive {', '.join(CAPPABLE)}; got {sorted(limits)}")
     batch_id = await validate_scan_task(day, scan, scan_payload)
     accounts = list_accounts(users)
-    processes = min(rt.settings.worker_processes, -(-len(accounts) // rt.settings.batch_size))
-    if processes > 1:
-        # Each worker process takes an equal share of the accounts, as many batches' worth at once.
-        share = -(-len(accounts) // processes)
-        batches = await in_worker_processes(
-            place_buy_orders,
-            [
-                {"batch_id": batch_id, "accounts": part, "day": day, "dry_run": dry_run, "caps": limits}
-                for part in chunks(accounts, share)
-            ],
-        )
+    fanned_out = rt.settings.evening_fanout == "deployment" and not dry_run
+    if fanned_out:  # child runs of the place-buys deployment, one per share, on any worker (flows/fanout.py)
+        outcomes, shares = await fan_out(batch_id, accounts, day, limits)
+        await table_artifact("buy-shares", shares, "no shares", f"buy shares {day}")
     else:
-        # Each batch a chain of tasks (retrieve_broker_tokens, check_risk, place_orders), the batches
-        # pipelined in this flow's event loop (the broker clients belong to it).
-        batches = [await buy_batches(batch_id, accounts, day, dry_run, limits)]
-    outcomes = [o for b in batches for o in b]
+        outcomes = await place_here(batch_id, accounts, day, dry_run, limits)
     placed = [
         {"user": o["user_id"], "account": o["account_no"], "code": c, "quantity": q, "price": p}
         for o in outcomes
@@ -96,7 +79,7 @@ async def evening_signal_and_buy(
     what = f"buy orders {day}{' (dry run)' if dry_run else ''}"
     await table_artifact("orders-placed", placed, "no orders", what)
     failed = failed_accounts(outcomes)
-    if not dry_run:
+    if not dry_run and not fanned_out:  # a child tells its own share's users
         notify_buys(outcomes, day)
     summary: dict[str, Any] = {
         "trading_day": day.isoformat(),

@@ -115,6 +115,7 @@ def ops_router(deps: ApiDeps) -> APIRouter:
 
 DEPLOYMENTS = (
     ("evening_signal_and_buy", "evening"),
+    ("place_buys", "place-buys"),
     ("morning_fill_and_arm", "morning"),
     ("intraday_reconcile", "intraday"),
     ("daily_report", "daily-report"),

@@ -1,6 +1,7 @@
 """On the 1st: the previous month's backtest on the scans received, compared with live trading trade by trade
 (autotrade/backtest/review.py). Published as a Markdown artifact, written beside the daily reports
-(Markdown and JSON) and told to the operator. A month without scans, or without bars, is skipped cleanly."""
+(Markdown and JSON; the operator's daily report shows the latest) and told to the operator. A month without
+scans, or without bars, is skipped cleanly."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def previous_month() -> str:
 def review_month(month: str, bars: str | None) -> dict[str, Any]:
     """Backtest the month and compare it with the ledger; write the review's files; tell the operator."""
     from autotrade.backtest.review import Review, bars_location, month_span, monthly_review, write_review
+    from autotrade.report.monthly import reviews_dir
 
     rt = get_runtime()
     where = Path(bars).expanduser() if bars else bars_location(rt.settings)
@@ -41,7 +43,7 @@ def review_month(month: str, bars: str | None) -> dict[str, Any]:
     out: dict[str, Any] = {"month": review.month, "markdown": review.markdown()}
     if review.skipped:
         return {**out, "skipped": review.skipped}
-    md, js = write_review(review, rt.settings.data_dir / "reports" / "monthly")
+    md, js = write_review(review, reviews_dir(rt.settings.data_dir))  # the operator's daily report reads it
     rt.notify(review_notice(review, str(md), rt.clock()))
     counts: dict[str, int] = {}
     for _, f in review.differences:

@@ -55,13 +55,16 @@ async def snapshot_equity(accounts: list[tuple[str, str]], day: date) -> dict[st
 
 @task(name="build_reports", persist_result=False)
 def build_reports(day: date, prices: dict[str, int], users: list[str] | None = None) -> dict[str, Any]:
-    """Per-user and operator reports: artifacts, HTML files with charts, and a notice to each user."""
+    """Per-user and operator reports: artifacts, HTML files with charts, and a notice to each user; the
+    operator's ends with the latest monthly review."""
     from autotrade.notify import OPERATOR, Audience, report_ready
     from autotrade.report import build_daily_reports, publish_artifacts
+    from autotrade.report.monthly import reviews_dir
 
     rt = get_runtime()
     out_dir = rt.settings.data_dir / "reports" / day.isoformat()
-    reports = build_daily_reports(rt.db, day, out_dir, prices, users)
+    reviews = reviews_dir(rt.settings.data_dir)  # the monthly review flow's files
+    reports = build_daily_reports(rt.db, day, out_dir, prices, users, reviews=reviews)
     publish_artifacts(reports)
     for user_report in reports.users:
         rt.notify(report_ready(Audience.user(user_report.user_id), user_report.summary,

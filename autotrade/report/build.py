@@ -19,6 +19,7 @@ from autotrade.notify.messages import ReportSummary
 from autotrade.report.charts import equity_charts
 from autotrade.report.indicators import Indicator, indicators_markdown, operating_indicators
 from autotrade.report.metrics import HoldingDays, Performance, Position, max_drawdown, performance, unrealized
+from autotrade.report.monthly import review_markdown
 from autotrade.store.db import Database
 from autotrade.store.models import EquitySnapshot, ThreeTierStrategy, TradeRecordRow, User
 
@@ -73,9 +74,16 @@ class DailyReports:
 
 
 def build_daily_reports(
-    db: Database, day: date, out_dir: Path, prices: dict[str, int], users: Sequence[str] | None = None
+    db: Database,
+    day: date,
+    out_dir: Path,
+    prices: dict[str, int],
+    users: Sequence[str] | None = None,
+    reviews: Path | None = None,
 ) -> DailyReports:
-    """Build and write the reports of ``day`` (files under ``out_dir``; re-running replaces them)."""
+    """Build and write the reports of ``day`` (files under ``out_dir``; re-running replaces them). With
+    ``reviews`` (the monthly review flow's folder) the operator's report ends with the latest monthly review,
+    or says there is none yet."""
     out_dir.mkdir(parents=True, exist_ok=True)
     trades, positions, equity, known = _load(db, day, users)
     holding = HoldingDays(trading_days(day - timedelta(days=3650), day))
@@ -84,10 +92,13 @@ def build_daily_reports(
         _report(uid, day, out_dir, trades[uid], positions[uid], equity[uid], prices, holding)
         for uid in sorted(known)
     ]
+    extra = indicators_markdown(indicators)
+    if reviews is not None:
+        extra += "\n\n" + review_markdown(reviews, day)
     everyone = _report(
         OPERATOR_ID, day, out_dir, [t for u in sorted(known) for t in trades[u]],
         [p for u in sorted(known) for p in positions[u]], _sum_curves([equity[u] for u in known]), prices,
-        holding, users_count=len(known), extra=indicators_markdown(indicators),
+        holding, users_count=len(known), extra=extra,
     )  # fmt: skip
     return DailyReports(day, reports, everyone, out_dir, indicators)
 

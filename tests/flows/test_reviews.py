@@ -5,12 +5,15 @@ SQLite and PostgreSQL: their artifacts, files and figures, the operator's notice
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
 
 from autotrade.notify import NotificationKind
+from autotrade.report import build_daily_reports
+from autotrade.report.monthly import reviews_dir
 from flows.monthly_review import monthly_review_flow
 from flows.weekly_review import weekly_review_flow
 from tests.backtest import review_month as m
@@ -43,6 +46,9 @@ async def test_review_flows_on_a_simulated_month(prefect_server: None, db_url: s
                 monthly = await monthly_review_flow(month=m.MONTH, bars=str(bars))  # the latest artifact
                 quiet_week = await weekly_review_flow(week_of=m.D4.replace(day=16))
                 weekly = await weekly_review_flow(week_of=m.D4)
+                # The operator's daily report of the 1st reads the review where the flow wrote it.
+                reviews = reviews_dir(w.rt.settings.data_dir)
+                daily = build_daily_reports(w.db, date(2026, 12, 1), tmp_path / "daily", {}, reviews=reviews)
         finally:
             await w.aclose()
 
@@ -67,4 +73,15 @@ async def test_review_flows_on_a_simulated_month(prefect_server: None, db_url: s
     assert weekly["users"] == 1 and weekly["week"] == "2026-11-02"
     assert quiet_week["skipped"] == "no trades this week"
     assert "MISSED_EXIT" in await _artifact("monthly-review")
+    assert Path(monthly["json_path"]).parent == reviews
+    page = daily.operator.html_path.read_text(encoding="utf-8")
+    assert "Monthly review 2026-11" in page and "9 differences" in page
+    trades = _read_json(monthly["json_path"])["accounts"][0]["trades"]  # type: ignore[index]
+    assert f"{len(trades)} trades compared" in page
+    for t in trades:  # each trade's row: live and backtest, what differs, the reasons
+        why = ", ".join(dict.fromkeys(f["reason"] for f in t["findings"])) or "-"
+        assert f"<td>{t['trade']}</td>" in page and f"<td>{why}</td>" in page, t
+        for f in t["findings"]:
+            assert f"{f['aspect']}: {f['detail']}".replace("|", "/") in page, f
+    assert "Monthly review" not in daily.users[0].html_path.read_text(encoding="utf-8")
     assert "| kim | 9 |" in await _artifact("weekly-review")

@@ -165,7 +165,10 @@ def backtest(
         None, "--progress/--no-progress", help="Progress bar on stderr (default: when stderr is a terminal)."
     ),
     report: bool = typer.Option(
-        True, "--report/--no-report", help="Draw the charts and the HTML report (the CSV and JSON always)."
+        False,
+        "--report/--no-report",
+        help="Also draw the equity and drawdown charts and the HTML report (about a second more: "
+        "matplotlib); the CSV and JSON files are always written.",
     ),
 ) -> None:
     """Backtest the strategy (same signal, risk and exit code as live trading) and write its reports."""
@@ -203,6 +206,8 @@ def backtest(
     if report:
         written += [paths.equity_chart, paths.drawdown_chart, paths.report]
     typer.echo(f"wrote {', '.join(p.name for p in written)} to {out}")
+    if not report:
+        typer.echo("charts and HTML report: run again with --report")
 
 
 def _points(
@@ -262,6 +267,13 @@ def sweep(
     ),
     sample_seed: int = typer.Option(0, "--sample-seed", help="Seed of the random points."),
     workers: int = typer.Option(0, "--workers", help="Processes (0: one per core; 1: in this process)."),
+    dask_address: str | None = typer.Option(
+        None,
+        "--dask-address",
+        envvar="AUTOTRADE_DASK_ADDRESS",
+        metavar="tcp://HOST:PORT",
+        help="Run the configurations as Prefect tasks on this Dask scheduler's workers (not --workers).",
+    ),
     objective: str = typer.Option("sharpe", "--objective", help="Metric to rank and colour the heat map by."),
     heatmap: str | None = typer.Option(
         None, "--heatmap", metavar="X,Y", help="The heat map's two parameters (default: the first two swept)."
@@ -282,7 +294,12 @@ def sweep(
     from autotrade.backtest.sweep import default_workers, heatmap_png, report_html, run_sweep, write_table
 
     n_workers = workers if workers > 0 else default_workers()
-    rows = run_sweep(data, settings, points, workers=n_workers)
+    if dask_address:
+        typer.echo(f"running {len(points)} configuration(s) on the Dask scheduler at {dask_address}")
+    try:
+        rows = run_sweep(data, settings, points, workers=n_workers, dask_address=dask_address or None)
+    except OSError as exc:  # the scheduler cannot be reached (distributed raises OSError on a timeout)
+        raise typer.BadParameter(f"{dask_address}: {exc}", param_hint="--dask-address") from None
     out.mkdir(parents=True, exist_ok=True)
     write_table(rows, out / "sweep.csv", out / "sweep.parquet")
     picture = heatmap_png(rows, axes[0], axes[1], objective) if len(axes) == 2 else None

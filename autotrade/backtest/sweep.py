@@ -10,7 +10,8 @@ Each configuration is one :func:`autotrade.backtest.engine.run_backtest` over th
 exactly the metrics a single run of that configuration reports. Workers are OS processes
 (:class:`concurrent.futures.ProcessPoolExecutor`); on Linux they are forked after the market is loaded and
 read its arrays without a copy, elsewhere each worker receives it once. Rows come back in point order
-whatever the order the workers finish in.
+whatever the order the workers finish in. Given a Dask scheduler's address, the configurations run as
+Prefect tasks on that cluster instead (:mod:`autotrade.backtest.dask_sweep`), with the same rows.
 
 A point whose values break the config's own rules (a take-profit below the preserve rate) is kept in the
 table with its ``error`` and no metrics.
@@ -193,8 +194,12 @@ def run_sweep(
     points: Iterable[Point],
     *,
     workers: int = 1,
+    dask_address: str | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per point: its values, ``error`` (empty when valid), then the run's scalar metrics."""
+    """One row per point: its values, ``error`` (empty when valid), then the run's scalar metrics.
+
+    With ``dask_address`` (``tcp://host:port`` of a Dask scheduler) the valid configurations run as Prefect
+    tasks on that cluster (:mod:`autotrade.backtest.dask_sweep`) instead of ``workers`` local processes."""
     points = list(points)
     configs: list[BacktestConfig | None] = []
     errors: list[str] = []
@@ -206,8 +211,13 @@ def run_sweep(
             configs.append(None)
             errors.append("; ".join(e["msg"] for e in exc.errors()))
     valid = [i for i, c in enumerate(configs) if c is not None]
-    with Runner(data, configs, workers) as runner:
-        results = runner.map([(i, 0, None) for i in valid])
+    if dask_address:
+        from autotrade.backtest.dask_sweep import run_on_dask
+
+        results = run_on_dask(data, [c for c in configs if c is not None], dask_address)
+    else:
+        with Runner(data, configs, workers) as runner:
+            results = runner.map([(i, 0, None) for i in valid])
     by_index = dict(zip(valid, results, strict=True))
     rows = []
     for i, point in enumerate(points):

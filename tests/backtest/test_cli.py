@@ -41,9 +41,11 @@ def invoke(*args: str) -> tuple[int, str]:
 
 def test_synthetic_run_writes_every_output(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    code, output = invoke("--synthetic", "40", "1", "--seed", "3", "--out", str(out), "--no-progress")
+    code, output = invoke("--synthetic", "40", "1", "--seed", "3", "--out", str(out), "--no-progress",
+                          "--report")  # fmt: skip
     assert code == 0, output
     assert "trades" in output and "win rate" in output and str(out) in output
+    assert "--report" not in output
     for name in OUTPUTS:
         assert (out / name).stat().st_size > 0, name
     assert (out / "equity.png").read_bytes().startswith(b"\x89PNG")
@@ -55,6 +57,18 @@ def test_synthetic_run_writes_every_output(tmp_path: Path) -> None:
     assert "<img" in (out / "report.html").read_text()
     header = (out / "trades.csv").read_text().splitlines()[0]
     assert header.startswith("trade_id,position_id,date,code")
+
+
+def test_charts_and_html_only_on_request(tmp_path: Path) -> None:
+    """By default the files and the summary only (matplotlib never loads), and the way to the report."""
+    out = tmp_path / "out"
+    code, output = invoke("--synthetic", "20", "1", "--seed", "3", "--out", str(out), "--no-progress")
+    assert code == 0, output
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["equity.csv", "metrics.json", "positions.csv", "trades.csv"]
+    assert "charts and HTML report: run again with --report" in output
+    code, output = invoke("--synthetic", "20", "1", "--seed", "3", "--out", str(out), "--no-report")
+    assert code == 0 and not (out / "report.html").exists() and "--report" in output
 
 
 def test_files_and_config(tmp_path: Path) -> None:

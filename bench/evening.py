@@ -2,10 +2,13 @@
 over real HTTP), PostgreSQL, the vault gateway; and, in the same run, the raw client loop for comparison.
 
     python bench/evening.py --users 1000 [--signals 10] [--raw-accounts 500] [--processes 2] [--raw-first]
+    python bench/evening.py --users 100 --fanout deployment --workers 2
 
 Every user registers a simulated Kiwoom account through the vault (setup, not timed). The timed part is
 one run of ``evening_signal_and_buy`` at 15:40 on a 10-row scan (after-hours-at-close buys; the 16:00 fill
-collection is not part of it), its accounts shared among ``--processes`` worker processes. Then the raw
+collection is not part of it), its accounts shared among ``--processes`` worker processes, or with
+``--fanout deployment`` sent as child runs of the place-buys deployment, one share per worker, to
+``--workers`` ``prefect worker start`` processes of a process work pool (one run at a time each). Then the raw
 loop: the bare ``KiwoomSession`` placing the same number of orders per account for ``--raw-accounts``
 accounts with the same concurrency and per-key rate limits, nothing else (no database, no gateway, no
 Prefect).
@@ -15,7 +18,8 @@ loop never meets an order book the flow has grown, nor the other way round. ``--
 loop before the flow (the default runs it after); run both orders and report both. Prints one JSON
 object: users, orders, seconds, orders_per_second, raw_orders, raw_seconds, raw_orders_per_second, ratio
 (flow rate / raw rate), order, and the CPU each side's work cost per order: ``flow_cpu_ms_per_order`` (the
-flow's process and its worker processes, not the simulator, PostgreSQL or the Prefect server) and
+flow's process and its worker processes, or with the fan-out the Prefect workers and every run process they
+started, from their start-up to their exit; not the simulator, PostgreSQL or the Prefect server) and
 ``raw_cpu_ms_per_order`` (the raw loop's process), from the OS's accounting (``getrusage`` and
 ``/proc/<pid>/stat``), user plus system time. On a shared machine the CPU figures are the steadier ones.
 
@@ -209,6 +213,72 @@ async def raw_loop(
     return placed, seconds, cpu
 
 
+def start_workers(api_url: str, n: int, settings: Any, clock: Any, work: Path) -> list[Any]:
+    """A process work pool, the place-buys deployment on it (its runs with this bench's settings and clock,
+    as the fan-out test's), and ``n`` workers taking one run at a time, started and polling before the
+    timed part."""
+    import pickle
+    import subprocess
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.workers.process import ProcessWorker
+
+    from flows.place_buys import place_buys
+
+    root = Path(__file__).resolve().parents[1]
+    runtime_file = work / "runtime.pickle"
+    runtime_file.write_bytes(pickle.dumps((settings, clock)))
+    pool = "autotrade-bench"
+
+    async def deploy() -> None:
+        async with get_client() as client:
+            await client.create_work_pool(WorkPoolCreate(
+                name=pool, type="process", base_job_template=ProcessWorker.get_default_base_job_template()
+            ), overwrite=True)  # fmt: skip
+        deployment = await place_buys.ato_deployment(
+            name="place-buys", work_pool_name=pool,
+            job_variables={"command": f"{sys.executable} -m tests.flows.fanout_engine",
+                           "working_dir": str(root), "env": {"AUTOTRADE_TEST_RUNTIME": str(runtime_file)}},
+        )  # fmt: skip
+        await deployment.apply()  # type: ignore[misc]
+
+    asyncio.run(deploy())
+    env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_WORKER_QUERY_SECONDS": "1",
+           "PREFECT_WORKER_PREFETCH_SECONDS": "1", "PREFECT_LOGGING_LEVEL": "INFO"}  # fmt: skip
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    workers = []
+    for i in range(n):
+        command = [prefect, "worker", "start", "--pool", pool, "--name", f"bench-{i}", "--limit", "1",
+                   "--install-policy", "never"]  # fmt: skip
+        out = (work / f"worker-{i}.log").open("wb")
+        workers.append(subprocess.Popen(command, env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT))
+    deadline = time.monotonic() + 120
+    while not all("started" in (work / f"worker-{i}.log").read_text(errors="replace") for i in range(n)):
+        if time.monotonic() > deadline or any(w.poll() is not None for w in workers):
+            raise SystemExit(f"the workers did not start (logs in {work})")
+        time.sleep(0.5)
+    log(f"{n} workers polling the work pool {pool}")
+    return workers
+
+
+def wait_for_run_processes(workers: list[Any], seconds: float = 30) -> None:
+    """Until the workers' run processes have exited (and been counted in their workers' CPU)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(_has_children(w.pid) for w in workers):
+        time.sleep(0.2)
+
+
+def _has_children(pid: int) -> bool:
+    for task in Path("/proc").glob("[0-9]*"):
+        try:
+            if task.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                return True
+        except (OSError, IndexError):
+            continue
+    return False
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=100)
@@ -217,6 +287,8 @@ def main() -> None:
     ap.add_argument("--stocks", type=int, default=60)
     ap.add_argument("--processes", type=int, default=1, help="worker processes (1: the flow's own)")
     ap.add_argument("--raw-first", action="store_true", help="run the raw loop before the flow")
+    ap.add_argument("--fanout", choices=("in-process", "deployment"), default="in-process")
+    ap.add_argument("--workers", type=int, default=2, help="Prefect workers with --fanout deployment")
     args = ap.parse_args()
     if args.users < 1 or not 1 <= args.signals <= 30:
         ap.error("--users must be positive and --signals between 1 and 30")
@@ -251,6 +323,8 @@ def main() -> None:
         settings = Settings(
             database_url=url, data_dir=work, broker_base_url=base, local_master_key_path=work / "master.key",
             scan_location=str(work / "scans"), temp_token_ttl_seconds=3600, worker_processes=args.processes,
+            evening_fanout=args.fanout, evening_fanout_share_size=-(-args.users // args.workers),
+            evening_fanout_poll_seconds=0.5,
         )  # fmt: skip
         db = Database(url, pool_size=settings.database_pool_size, max_overflow=10)
         # The simulator's clock stands at 15:40; ours moves on from there with the wall clock.
@@ -276,7 +350,10 @@ def main() -> None:
             raw_orders, raw_seconds, raw_cpu = raw()
         log(f"setup done in {time.monotonic() - setup_started:.0f} s; starting a Prefect server")
         server.start(timeout=120)
+        workers: list[Any] = []
         with temporary_settings({PREFECT_API_URL: server.api_url}):
+            if args.fanout == "deployment":
+                workers = start_workers(server.api_url, args.workers, settings, clock, work)
 
             async def run_flow() -> tuple[dict[str, Any], float]:
                 started = time.perf_counter()
@@ -292,7 +369,7 @@ def main() -> None:
             log(f"evening flow: {args.users} users x {args.signals} signals")
             # Children alive before the flow (the simulators, the Prefect server) are not the flow's work;
             # worker processes start during the flow.
-            not_ours = live_children()
+            not_ours = live_children() - {w.pid for w in workers}
             cpu_started: list[float] = []
             if os.environ.get("AUTOTRADE_BENCH_PROFILE"):
                 import cProfile
@@ -302,7 +379,11 @@ def main() -> None:
                 prof.dump_stats(os.environ["AUTOTRADE_BENCH_PROFILE"])
             else:
                 result, seconds = asyncio.run(run_flow())
+            wait_for_run_processes(workers)
             flow_cpu = own_cpu() - cpu_started[0] + children_cpu(not_ours) - cpu_started[1]
+            for w in workers:
+                w.terminate()
+                w.wait(timeout=30)
         with db.unit_of_work() as s:
             sent = s.scalar(sa.select(sa.func.count()).where(OrderIntentRow.order_no.is_not(None))) or 0
         orders = int(result["orders"])
@@ -325,6 +406,7 @@ def main() -> None:
             "per_key_rate": settings.broker_rate_per_second, "per_key_burst": settings.broker_burst,
             "batch_size": settings.batch_size, "account_concurrency": settings.account_concurrency,
             "processes": args.processes, "order": "raw first" if args.raw_first else "flow first",
+            "fanout": args.fanout, "workers": args.workers if args.fanout == "deployment" else None,
             "simulators": "one fresh simulator per side",
         }))  # fmt: skip
     finally:

@@ -10,12 +10,9 @@ from typing import Any
 
 from prefect import flow
 
-from autotrade.trading.scan import warm_up_in_background
 from flows.common import deliver_notices, failed_accounts, failure_message, table_artifact
 from flows.fanout import SHARE_OUTCOME, holding_share, place_here, share_rows
 from tasks.notifications import notify_buys
-
-warm_up_in_background()
 
 
 @flow(name="place_buys")

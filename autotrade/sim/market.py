@@ -27,7 +27,15 @@ from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 
 from autotrade.domain.calendar import hours_of, is_trading_day
-from autotrade.domain.krx import KST, CostRates, ceil_to_tick, floor_to_tick, is_valid_tick, price_limits
+from autotrade.domain.krx import (
+    KST,
+    CostRates,
+    SessionTimes,
+    ceil_to_tick,
+    floor_to_tick,
+    is_valid_tick,
+    price_limits,
+)
 
 
 class SimError(Exception):
@@ -279,7 +287,7 @@ class MarketEngine:
             if (
                 datetime.combine(day, h.open, tzinfo=KST)
                 <= local
-                < datetime.combine(day, h.close, tzinfo=KST)
+                < datetime.combine(day, h.closing_auction_start, tzinfo=KST)
             ):
                 boundaries.append(now + self.step)
         boundaries.append(datetime.combine(day + timedelta(days=1), time(0, 0), tzinfo=KST))
@@ -296,14 +304,10 @@ class MarketEngine:
         t = local.time()
         if t == h.open:
             self._open_market(now)
-        elif h.open < t < h.close:
+        elif h.open < t < h.closing_auction_start:
             self._step_prices(now)
         elif t == h.close:
-            for s in self.stocks.values():
-                replayed = self._bar_price(s, now)
-                if replayed is not None:
-                    self._set_price(s, replayed, now)
-                s.close = s.price
+            self._closing_auction(now, h)
         elif t == h.after_hours_close_end:
             self._match_after_hours(now)
         elif t == h.after_hours_single_end:
@@ -376,6 +380,26 @@ class MarketEngine:
                 move += self.rng.choice((-1, 1)) * self.rng.uniform(0.03, 0.08)
             self._set_price(s, int(s.price * (1 + move)), now)
         self._match_limits(now)
+
+    def _closing_auction(self, now: datetime, h: SessionTimes) -> None:
+        """15:30: the single price of the closing auction. No trade prints from 15:20 (the price rests where
+        the continuous session left it); the close moves as far as the auction's steps would have, and
+        every order collected in the auction trades at it."""
+        auction = datetime.combine(now.astimezone(KST).date(), h.closing_auction_start, tzinfo=KST)
+        steps = max((now - auction) / self.step, 1.0)
+        for s in self.stocks.values():
+            replayed = self._bar_price(s, now)
+            if replayed is not None:
+                self._set_price(s, replayed, now)
+            elif self.volatility > 0 or s.drift:
+                move = self.rng.gauss(s.drift * steps, self.volatility * steps**0.5)
+                self._set_price(s, int(s.price * (1 + move)), now)
+            s.close = s.price
+        for order in sorted(self._open_orders(), key=lambda o: o.order_no):
+            if order.trade_type in MARKET_TYPES and order.placed_at >= auction:
+                remaining = order.quantity - order.filled_quantity - order.cancelled_quantity
+                self._fill(order, remaining, self.stocks[order.code].price, now)
+        self._match_limits(now, at_close=True)
 
     def set_price(self, code: str, price: int) -> None:
         """Admin: put a stock at ``price`` now (snapped to a tick and the day's limits)."""
@@ -525,8 +549,10 @@ class MarketEngine:
             raise SimError("모의투자에서는 지원하지 않는 주문유형입니다", 8104, 20)
         if time(8, 30) <= t < h.open:
             return "queued"
-        if h.open <= t < h.close:
+        if h.open <= t < h.closing_auction_start:
             return "now"
+        if h.closing_auction_start <= t < h.close:
+            return "queued"  # the closing auction: matched at the close's single price
         raise SimError("장 운영시간이 아닙니다", 2000, 2)
 
     def cancel(self, account: Account, orig_order_no: str, code: str, quantity: int = 0) -> Order:
@@ -645,10 +671,13 @@ class MarketEngine:
                     index.pop(o.order_no, None)
         return found
 
-    def _match_limits(self, now: datetime) -> None:
+    def _match_limits(self, now: datetime, at_close: bool = False) -> None:
         local = now.astimezone(KST)
         h = hours_of(local.date())
-        in_session = h.open <= local.time() < h.close
+        # Stops watch trades: the continuous session's, and the closing auction's single print.
+        in_session = h.open <= local.time() < h.closing_auction_start or at_close
+        if h.closing_auction_start <= local.time() < h.close:
+            return  # orders are collected, not matched, until the close
         for order in self._open_orders():
             if order.trade_type not in PRICED_TYPES or order.price is None:
                 continue

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from pydantic import SecretStr
 
+from autotrade.broker.errors import BrokerError
 from autotrade.broker.fallback import FallbackPriceFeed, FeedSwitch
-from autotrade.broker.feed import PriceFeed, PriceTick
+from autotrade.broker.feed import PriceFeed, PriceTick, QuoteSource
 from autotrade.broker.messages import Credentials
 from autotrade.config import BrokerEnv, KmsProvider, Settings, broker_urls
 from autotrade.domain.calendar import hours_of, is_trading_day
@@ -31,6 +33,8 @@ from autotrade.vault.keys import KeyStore
 from autotrade.vault.kms import AwsKms, LocalKms
 from autotrade.vault.kms import KmsProvider as Kms
 from autotrade.vault.tokens import TemporaryTokens
+
+log = logging.getLogger(__name__)
 
 
 def sealed_key_count(db: Database) -> int:
@@ -150,12 +154,13 @@ class GatewayAccess:
         # Its own key id: its own token and its own rate budget in the client's limiter.
         tokens = TokenManager(client, MARKET_DATA_KEY_ID, load, clock=self.clock)
         feed = WebSocketPriceFeed(self.ws_url, tokens, clock=self.clock)
+        quotes = KiwoomSession(client, MARKET_DATA_KEY_ID, tokens)
         source = FallbackPriceFeed(
-            feed, KiwoomSession(client, MARKET_DATA_KEY_ID, tokens),
+            feed, quotes,
             silence_seconds=self.settings.feed_silence_seconds, poll_seconds=self.settings.quote_poll_seconds,
             expect_ticks=self._trading_expected, on_switch=on_switch, clock=self.clock,
         )  # fmt: skip
-        return WebSocketPrices(source)
+        return WebSocketPrices(source, quotes)
 
     async def _market_data_credentials(self) -> Credentials:
         key, secret = self.settings.market_data_app_key, self.settings.market_data_app_secret
@@ -192,8 +197,9 @@ class WebSocketPrices:
     while cancelling the feed's own iterator would close it.
     """
 
-    def __init__(self, feed: PriceFeed) -> None:
+    def __init__(self, feed: PriceFeed, quotes: QuoteSource | None = None) -> None:
         self._feed = feed
+        self._quotes = quotes
         self._queue: asyncio.Queue[PriceTick] = asyncio.Queue()
         self._pump: asyncio.Task[None] | None = None
 
@@ -213,6 +219,17 @@ class WebSocketPrices:
         except TimeoutError:
             return None
         return tick.code, tick.price, tick.at.astimezone(KST)
+
+    async def day_range(self, code: str) -> tuple[int, int] | None:
+        if self._quotes is None:
+            return None
+        try:
+            quote = await self._quotes.quote(code)
+        except BrokerError as exc:
+            log.warning("day range of %s unknown: %s", code, exc)
+            return None
+        low, high = int(quote.low), int(quote.high)
+        return (low, high) if 0 < low <= high else None
 
     async def aclose(self) -> None:
         if self._pump is not None:

@@ -84,6 +84,10 @@ class PriceSource(Protocol):
         """The next (code, price, time), or None when nothing came within ``wait_seconds``."""
         ...
 
+    async def day_range(self, code: str) -> tuple[int, int] | None:
+        """Today's (low, high) trade prices so far from the broker's quote; None when unknown."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

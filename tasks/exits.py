@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -12,7 +13,7 @@ from prefect import task
 
 from autotrade.access import MarketDataKeyMissing
 from autotrade.broker.fallback import FeedMode, FeedSwitch
-from autotrade.domain.calendar import hours_of
+from autotrade.domain.calendar import hours_of, is_trading_day
 from autotrade.domain.krx import KST
 from autotrade.domain.models import Tier
 from autotrade.notify import OPERATOR, Notification, NotificationKind, Severity, error_occurred
@@ -21,7 +22,7 @@ from autotrade.runtime import SELL, PriceSource, Runtime, get_runtime
 from autotrade.store.leases import Lease, process_holder
 from autotrade.store.models import ThreeTierStrategy
 from autotrade.trading.buys import AccountRef
-from autotrade.trading.exit_engine import PendingSell
+from autotrade.trading.exit_engine import ExitEngine, PendingSell
 from autotrade.trading.ports import NotProcessed, OutcomeUnknown
 from tasks.trading import _logger, in_run, reconcile_positions
 
@@ -148,6 +149,26 @@ async def _open_prices(rt: Runtime) -> PriceSource:
         raise
 
 
+async def catch_up(
+    engine: ExitEngine, prices: PriceSource, codes: Sequence[str], now: datetime
+) -> list[PendingSell]:
+    """When a watch (re)starts during the continuous session: each watched stock's day range from the
+    broker's quote, through :meth:`ExitEngine.catch_up`, so a stop or take-profit crossed while no watcher
+    ran still sells. Outside the session (nothing to sell into) it does nothing."""
+    local = now.astimezone(KST)
+    if not is_trading_day(local.date()):
+        return []
+    hours = hours_of(local.date())
+    if not hours.open <= local.time() < hours.closing_auction_start:
+        return []
+    sells: list[PendingSell] = []
+    for code in codes:
+        extremes = await prices.day_range(code)
+        if extremes is not None:
+            sells += engine.catch_up(code, *extremes, now)
+    return sells
+
+
 async def _watch(
     rt: Runtime, day: date, users: list[str] | None, stop_at: datetime, lost: asyncio.Event
 ) -> dict[str, Any]:
@@ -164,8 +185,20 @@ async def _watch(
         if not inflight:
             control.resume()
 
+    def send(sell: PendingSell) -> None:
+        tier_fired(sell.tier)
+        if not inflight:
+            control.hold()
+        t = asyncio.create_task(send_sell(rt, sell, day))
+        inflight.add(t)
+        t.add_done_callback(landed)
+
+    # Levels crossed while no watcher ran (this is a restart, or the feed was down) are caught up first.
+    caught_up = await catch_up(rt.engine, feed, sorted(watched), rt.clock())
+    for sell in caught_up:
+        send(sell)
     control.watch_ready(stop_at)
-    ticks = fired = reconciles = 0
+    ticks, fired, reconciles = 0, len(caught_up), 0
     next_reconcile = rt.clock() + every
     try:
         while rt.clock() < stop_at and not lost.is_set():
@@ -176,12 +209,7 @@ async def _watch(
                 observe_tick(at, rt.clock())  # the tick's lag: its trade time to this decision
                 for sell in rt.engine.on_price(code, price, at):
                     fired += 1
-                    tier_fired(sell.tier)
-                    if not inflight:
-                        control.hold()
-                    t = asyncio.create_task(send_sell(rt, sell, day))
-                    inflight.add(t)
-                    t.add_done_callback(landed)
+                    send(sell)
             if rt.clock() >= next_reconcile:
                 reconciles += 1
                 next_reconcile = rt.clock() + every

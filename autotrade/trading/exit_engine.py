@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from autotrade.config import Settings
+from autotrade.domain.calendar import hours_of, is_trading_day
 from autotrade.domain.exit_book import ExitBook
 from autotrade.domain.exits import (
     TERMINAL_STATUSES,
@@ -24,6 +25,7 @@ from autotrade.domain.exits import (
     DayEnd,
     ExitEvent,
     ExitStrategy,
+    PriceTick,
     RestingStatus,
     SellIntent,
     StrategyStatus,
@@ -31,7 +33,7 @@ from autotrade.domain.exits import (
     TierStatus,
 )
 from autotrade.domain.krx import KST
-from autotrade.domain.models import Side, Tier
+from autotrade.domain.models import Side, Tier, require_aware
 from autotrade.domain.orders import FINAL_STATUSES, IntentStatus, intent_key
 from autotrade.store.db import Database
 from autotrade.store.models import ConditionalOrder, OrderIntentRow, ThreeTierStrategy
@@ -134,6 +136,7 @@ class ExitEngine:
         self.clock = clock
         self.book: ExitBook[int] = ExitBook()
         self._owner: dict[int, tuple[str, str, str]] = {}  # strategy id -> user, account, code
+        self._armed: dict[int, datetime | None] = {}  # strategy id -> when it was armed
 
     # --- arming and loading ---
 
@@ -184,7 +187,7 @@ class ExitEngine:
         save_strategy(row, domain, now)
         s.add(row)
         s.flush()
-        self._add(row.id, domain, user_id, account_no)
+        self._add(row.id, domain, user_id, account_no, now)
         return row
 
     def load(self, user_ids: Iterable[str] | None = None) -> int:
@@ -199,7 +202,7 @@ class ExitEngine:
             for row in rows:
                 if row.id not in self.book:
                     domain = strategy_from_row(row, sells.get(row.id, []), today)
-                    self._add(row.id, domain, row.user_id, row.account_no)
+                    self._add(row.id, domain, row.user_id, row.account_no, row.armed_at)
         return len(self.book)
 
     def today(self) -> date:
@@ -209,11 +212,14 @@ class ExitEngine:
         """(user id, account number, stock code) of a strategy in the book."""
         return self._owner[strategy_id]
 
-    def _add(self, strategy_id: int, domain: ExitStrategy, user_id: str, account_no: str) -> None:
+    def _add(
+        self, strategy_id: int, domain: ExitStrategy, user_id: str, account_no: str, armed_at: datetime | None
+    ) -> None:
         if strategy_id in self.book:
             self.book.remove(strategy_id)
         self.book.add(strategy_id, domain)
         self._owner[strategy_id] = (user_id, account_no, domain.code)
+        self._armed[strategy_id] = armed_at
 
     @staticmethod
     def _sells_by_strategy(s: Session, ids: list[int]) -> dict[int, list[OrderIntentRow]]:
@@ -244,6 +250,43 @@ class ExitEngine:
                 pending.append(self._record_sell(s, key, intent, at))
         return pending
 
+    def catch_up(self, code: str, low: int, high: int, at: datetime) -> list[PendingSell]:
+        """The day's low and high of ``code`` (the broker's quote), for a watch that (re)starts in the
+        session: a level crossed while no watcher ran (the process died, the feed was down) and crossed back
+        since left no tick for :meth:`on_price`, yet a resting order at that level would have traded. Every
+        strategy armed before today's open held its shares through every trade of the day, so its levels are
+        checked against both extremes: the low first (the stop is the protective side; once it fired the
+        exit is committed and the high adds nothing), then the high. A tier that already acted today is not
+        fired again (its status says so). Strategies armed after the open are left alone: the extremes may
+        predate them. Non-positive extremes (a quote without them) are ignored."""
+        require_aware(at)
+        day = at.astimezone(KST).date()
+        if not is_trading_day(day):
+            return []
+        opened = datetime.combine(day, hours_of(day).open, tzinfo=KST)
+        keys = [
+            k for k, st in self.book
+            if st.code == code and (armed := self._armed.get(k)) is not None and armed < opened
+        ]  # fmt: skip
+        fired: list[tuple[int, SellIntent]] = []
+        for key in keys:
+            for price in (low, high):
+                if price > 0 and not self.book.get(key).is_closed:
+                    fired.extend((key, i) for i in self.book.apply(key, PriceTick(price, at)))
+        if not fired:
+            return []
+        pending: list[PendingSell] = []
+        with self.db.unit_of_work() as s:
+            for key, intent in fired:
+                _, account_no, _ = self._owner[key]
+                log.warning(
+                    "%s %s: %s fired on the day's %s (%d) crossed while no watcher ran; selling %d now",
+                    account_no, code, intent.tier, "low" if intent.tier is Tier.STOP_LOSS else "high",
+                    low if intent.tier is Tier.STOP_LOSS else high, intent.quantity,
+                )  # fmt: skip
+                pending.append(self._record_sell(s, key, intent, at))
+        return pending
+
     def apply(self, strategy_id: int, event: ExitEvent) -> list[PendingSell]:
         """A fill, an ended order, a day end or a holding sync for one strategy; persisted at once."""
         if strategy_id not in self.book:
@@ -261,7 +304,8 @@ class ExitEngine:
         with self.db.unit_of_work() as s:
             row = s.get_one(ThreeTierStrategy, strategy_id)
             sells = self._sells_by_strategy(s, [row.id]).get(row.id, [])
-            self._add(row.id, strategy_from_row(row, sells, self.today()), row.user_id, row.account_no)
+            domain = strategy_from_row(row, sells, self.today())
+            self._add(row.id, domain, row.user_id, row.account_no, row.armed_at)
 
     def day_end(self, at: datetime) -> int:
         """Working sells and resting stops die with the day (day orders); strategies stay armed."""

@@ -1,8 +1,9 @@
 """The price watch comes back by itself: the intraday flow runs in its own OS process over the simulator and a
 file database (SQLite, or PostgreSQL), is killed with SIGKILL at a random moment of the session, and the
 runs the schedule keeps starting (every 3 minutes in prefect.yaml; every 2 s here) find its lease dead and
-take over: a stop crossed after the kill still sells. A run that finds the watch alive leaves at once. The
-lease's own rules are tested on both databases, and the broker block carries the market-data key.
+take over: a stop crossed after the kill still sells, even when the price is back above it by then. A run
+that finds the watch alive leaves at once. The lease's own rules are tested on both databases, and the broker
+block carries the market-data key.
 
 Run as a module (``python -m tests.flows.test_watcher_recovery START ORIGIN``) it is the process a
 scheduled run is: the runtime from the environment's settings, on the simulator's clock, and the real flow.
@@ -191,10 +192,13 @@ async def test_a_killed_watcher_is_replaced_and_the_stop_still_sells(
         first.proc.wait(10)
         assert first.proc.returncode == -signal.SIGKILL
 
-        # The stop is crossed while nobody watches. Runs keep coming every SCHEDULE_EVERY seconds, each once
-        # the one before has left (in production a no-op run lasts seconds and they come 3 minutes apart).
+        # The stop is crossed while nobody watches, and the price comes back above it before anyone does:
+        # the run that takes over reads the day's low from the broker's quote. Runs keep coming every
+        # SCHEDULE_EVERY seconds, each once the one before has left (in production a no-op run lasts seconds
+        # and they come 3 minutes apart).
         crossed_at = walltime.monotonic()
         sim.admin.set_price("005930", stop - 500)
+        sim.admin.set_price("005930", 70_000)
         next_run, current = crossed_at, None
         while not _sells(sim, trader.account_no, "005930"):
             now = walltime.monotonic()

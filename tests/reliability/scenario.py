@@ -43,8 +43,9 @@ from autotrade.store.models import (
     UserApiKey,
 )
 from autotrade.trading.resting_stops import SOLD_BY_RESTING_STOP
+from tasks import exits as exit_tasks
 from tests.trading import checks
-from tests.trading.harness import AccessKind, Seen, Trader, World, make_world
+from tests.trading.harness import AccessKind, RecordingPrices, Seen, Trader, World, make_world
 
 REST_FAULTS = ("http_500", "http_429", "latency", "drop_after_accept", "token_expiry")
 FAULT_KINDS = (*REST_FAULTS, "ws_disconnect")
@@ -305,6 +306,11 @@ async def _session(
 
     try:
         n = 0
+        await prices.subscribe(sorted(w.watched()))
+        # As the watch does when it (re)starts: the day's range catches up what a dead process missed.
+        read = RecordingPrices(prices, w.ticks, w.now)  # the range it reads is what the checks hold it to
+        for sell in await exit_tasks.catch_up(w.rt.engine, read, sorted(w.watched()), w.now()):
+            await w.send_sell(sell, day)
         while True:
             await prices.subscribe(sorted(w.watched()))
             await w.watch_once(day)
@@ -333,7 +339,8 @@ async def _morning(w: World, day: date) -> None:
 
 def _exits_missed(w: World, path: PricePath) -> list[str]:
     """Stop or take-profit levels crossed on the simulator's price path while a position was open (armed,
-    not yet closed, nothing sold since the crossing) with no sell of that position later the same day."""
+    not yet closed, nothing sold since the crossing) with no sell of that position later the same day. The
+    close's single price is not a crossing anyone could sell on that day: the next session's prices decide."""
     missed: list[str] = []
     with w.db.unit_of_work() as s:
         sold: dict[int, list[datetime]] = {}
@@ -353,6 +360,8 @@ def _exits_missed(w: World, path: PricePath) -> list[str]:
                 if px > st.stop_loss_price and px < st.take_profit_price:
                     continue
                 day = at.astimezone(KST).date()
+                if at.astimezone(KST).time() >= hours_of(day).closing_auction_start:
+                    continue  # the closing auction's print: no trade after it that day; the next open decides
                 if not any(at <= t and t.astimezone(KST).date() == day for t in sold.get(st.id, [])):
                     level = "stop" if px <= st.stop_loss_price else "take-profit"
                     missed.append(f"{st.code}#{st.id}: {level} at {px} {at:%m-%d %H:%M}, not sold that day")

@@ -113,7 +113,8 @@ class DirectAccess:
             return self.keys.credentials(ref.user_id, ref.account_no)
 
         tokens = TokenManager(self._client(), f"feed:{ref.account_no}", creds, clock=self.sim.engine.now)
-        return WebSocketPrices(WebSocketPriceFeed(self.sim.ws_url, tokens, clock=self.sim.engine.now))
+        feed = WebSocketPriceFeed(self.sim.ws_url, tokens, clock=self.sim.engine.now)
+        return WebSocketPrices(feed, KiwoomSession(self._client(), f"feed:{ref.account_no}", tokens))
 
     async def aclose(self) -> None:
         clients, self._clients, self._sessions = list(self._clients.values()), {}, {}
@@ -160,6 +161,13 @@ class RecordingPrices:
         if tick is not None:
             self.seen.setdefault(tick[0], []).append(Seen(tick[2], tick[1], self.clock()))
         return tick
+
+    async def day_range(self, code: str) -> tuple[int, int] | None:
+        extremes = await self.source.day_range(code)
+        if extremes is not None:  # the watch read both: a catch-up sell is judged by them
+            now = self.clock()
+            self.seen.setdefault(code, []).extend(Seen(now, p, now) for p in extremes)
+        return extremes
 
     async def aclose(self) -> None:
         await self.source.aclose()

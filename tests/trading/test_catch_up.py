@@ -1,0 +1,89 @@
+"""A level crossed while no watcher ran still sells: when the price watch (re)starts in the session it reads
+each watched stock's day range from the broker's quote (ka10001 high/low) and runs it through the exit book,
+so a stop or take-profit touched and given back while the process was dead is not lost. Real watch task,
+simulator over real HTTP, SQLite and PostgreSQL.
+
+Same market as tests/trading/test_resting_stops.py: entry 50,000; stop 47,500; preserve 52,000; take-profit
+54,000; 20 shares (preserve 10).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from autotrade.domain.exits import StrategyStatus
+from autotrade.domain.krx import KST
+from autotrade.domain.models import Side, Tier
+from autotrade.sim.server import RunningSimulator
+from autotrade.store.models import OrderIntentRow, ThreeTierStrategy
+from tests.trading import checks
+from tests.trading.test_resting_stops import CODE, D2, Q, bought, broker_orders, sim, strategy
+
+__all__ = ["sim"]  # the simulator fixture, shared with the resting-stop tests
+
+
+def _sells(w: object) -> list[dict[str, object]]:
+    return [o for o in broker_orders(w) if o["side"] == "SELL"]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("path", "tier"),
+    [
+        pytest.param((54_500, 51_000), Tier.TAKE_PROFIT, id="take-profit-touched-and-given-back"),
+        pytest.param((55_000, 47_000, 51_000), Tier.STOP_LOSS, id="both-sides-touched-the-stop-wins"),
+    ],
+)
+async def test_a_level_crossed_while_no_watcher_ran_sells_when_the_watch_starts(
+    sim: RunningSimulator, db_url: str, tmp_path: Path, path: tuple[int, ...], tier: Tier
+) -> None:
+    w = await bought(sim, db_url, tmp_path, resting=False)
+    try:
+        # 10:00 on day two, no watcher: the price goes through a level and comes back.
+        w.at(D2, time(10, 0))
+        for price in path:
+            sim.admin.set_price(CODE, price)
+        assert _sells(w) == []
+        w.restart()  # the new process the schedule starts
+        result = await w.trading_session(D2, until=time(10, 2))
+        (sell,) = _sells(w)
+        assert (sell["trade_type"], sell["quantity"], sell["filled"]) == ("3", Q, Q)
+        with w.db.unit_of_work() as s:
+            intents = s.scalars(sa.select(OrderIntentRow).where(OrderIntentRow.side == Side.SELL)).all()
+            assert [i.tier for i in intents] == [tier]
+        closed = StrategyStatus.STOPPED if tier is Tier.STOP_LOSS else StrategyStatus.COMPLETED
+        assert strategy(w).status is closed
+        assert result["sells_fired"] == 1
+        # The sell stands on prices the watch read (the day range), like any other.
+        assert checks.tiers_follow_prices(w) == []
+        # Another start the same day reads the same range: nothing sells twice.
+        w.restart()
+        await w.trading_session(D2, until=time(10, 4))
+        assert len(_sells(w)) == 1
+    finally:
+        await w.aclose()
+        w.db.dispose()
+
+
+async def test_a_strategy_armed_after_the_open_is_not_held_to_earlier_prices(
+    sim: RunningSimulator, db_url: str, tmp_path: Path
+) -> None:
+    """The day's extremes may predate a strategy armed during the session: they fire nothing for it."""
+    w = await bought(sim, db_url, tmp_path, resting=False)
+    try:
+        w.at(D2, time(10, 0))
+        for price in (54_500, 51_000):
+            sim.admin.set_price(CODE, price)
+        with w.db.unit_of_work() as s:
+            row = s.scalars(sa.select(ThreeTierStrategy)).one()
+            row.armed_at = datetime.combine(D2, time(9, 30), tzinfo=KST)
+        w.restart()
+        result = await w.trading_session(D2, until=time(10, 2))
+        assert (_sells(w), result["sells_fired"]) == ([], 0)
+        assert strategy(w).status is StrategyStatus.ACTIVE
+    finally:
+        await w.aclose()
+        w.db.dispose()

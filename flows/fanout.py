@@ -25,7 +25,8 @@ The fan-out, per share of accounts:
    as failed, so the evening run ends Failed and says which.
 
 Scheduled and Late children are waited for: a share no worker takes is a work pool without workers, which
-the run list shows as Late.
+the run list shows as Late. A dry run is planned in the evening's own process (it sends nothing, and its
+summary lists every planned order).
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
+from sqlalchemy.exc import OperationalError
 
 from autotrade.runtime import get_runtime
 from autotrade.store.leases import Lease, LeaseState, process_holder
@@ -194,8 +197,11 @@ async def fan_out(
         await asyncio.gather(*(_start(sh, day, batch_id, caps, parent, len(shares)) for sh in shares))
         while any(sh.open for sh in shares):
             await asyncio.sleep(s.evening_fanout_poll_seconds)
-            await _check(client, [sh for sh in shares if sh.open], day, batch_id, caps, parent, ttl,
-                         len(shares))  # fmt: skip
+            try:
+                await _check(client, [sh for sh in shares if sh.open], day, batch_id, caps, parent, ttl,
+                             len(shares))  # fmt: skip
+            except (httpx.HTTPError, OperationalError) as exc:  # the API or the database away for a moment
+                _logger().warning("could not read the shares' runs (%s); trying again", type(exc).__name__)
     outcomes = [o for sh in shares for o in sh.outcome or []]
     report = [
         {"share": sh.index + 1, "accounts": len(sh.accounts), "runs": len(sh.runs), "ended": sh.ended,

@@ -17,7 +17,7 @@ from tests.flows.test_prefect_cli import ROOT, _prefect, prefect_server  # noqa:
 
 pytestmark = pytest.mark.prefect_cli
 LOCAL = {"evening-local", "morning-local", "intraday-local", "daily-report-local", "backup-local",
-         "weekly-review-local", "monthly-review-local"}  # fmt: skip
+         "weekly-review-local", "monthly-review-local", "place-buys-local"}  # fmt: skip
 
 
 def _deployments(env: dict[str, str]) -> dict[str, bool]:

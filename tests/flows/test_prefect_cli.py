@@ -89,10 +89,12 @@ def test_deploy_all_then_list_with_the_real_cli(prefect_server: dict[str, str]) 
     assert "place-buys" in names
     for d in deployments:
         crons = [(s["schedule"].get("cron"), s["schedule"].get("timezone")) for s in d["schedules"]]
-        if d["name"] == "place-buys":  # started by the evening run, one run per share: no schedule
-            assert not crons and d["work_pool_name"] == "autotrade-process"
+        active = [s["active"] for s in d["schedules"]]
+        if d["name"] == "place-buys":  # started by the evening run, one run per share: its schedule is off
+            assert crons == [("40 15 * * 1-5", "Asia/Seoul")] and active == [False]
+            assert d["work_pool_name"] == "autotrade-process"
             continue
-        assert crons, f"{d['name']} has no schedule"
+        assert crons and all(active), f"{d['name']} has no active schedule"
         assert all(cron and tz == "Asia/Seoul" for cron, tz in crons), (d["name"], crons)
         assert d["work_pool_name"] == "autotrade-process"
     crons_of = {d["name"]: [s["schedule"]["cron"] for s in d["schedules"]] for d in deployments}

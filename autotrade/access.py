@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from autotrade.broker.errors import BrokerError
 from autotrade.broker.fallback import FallbackPriceFeed, FeedSwitch
 from autotrade.broker.feed import PriceFeed, PriceTick, QuoteSource
-from autotrade.broker.messages import Credentials
+from autotrade.broker.messages import Credentials, Quote
 from autotrade.config import BrokerEnv, KmsProvider, Settings, broker_urls
 from autotrade.domain.calendar import hours_of, is_trading_day
 from autotrade.domain.krx import KST
@@ -230,6 +230,9 @@ class WebSocketPrices:
             return None
         low, high = int(quote.low), int(quote.high)
         return (low, high) if 0 < low <= high else None
+
+    async def quote(self, code: str) -> Quote | None:
+        return None if self._quotes is None else await self._quotes.quote(code)
 
     async def aclose(self) -> None:
         if self._pump is not None:

@@ -146,9 +146,10 @@ class Settings(BaseSettings, TradingRules):
     scan_wait_minutes: float = Field(15.0, ge=0)
     scan_poll_seconds: float = Field(10.0, gt=0)
     # daily bars (a file or a folder, any layout of autotrade/backtest/sources.py) that the monthly review
-    # backtests the month's scans over (the database keeps no daily prices); a relative path is taken under
+    # backtests the month's scans over instead of the bars the product recorded (daily_bars, written by the
+    # daily report after each close); unset (the default): the database's; a relative path is taken under
     # the home
-    review_bars_location: Path = Path("bars")
+    review_bars_location: Path | None = None
 
     # orchestration
     batch_size: int = Field(500, gt=0, description="accounts per Prefect task run")

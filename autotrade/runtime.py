@@ -32,6 +32,7 @@ from autotrade.trading.resting_stops import RestingStops
 
 if TYPE_CHECKING:
     from autotrade.broker.fallback import FeedSwitch
+    from autotrade.broker.messages import Quote
 
 Clock = Callable[[], datetime]
 
@@ -86,6 +87,11 @@ class PriceSource(Protocol):
 
     async def day_range(self, code: str) -> tuple[int, int] | None:
         """Today's (low, high) trade prices so far from the broker's quote; None when unknown."""
+        ...
+
+    async def quote(self, code: str) -> Quote | None:
+        """The broker's quote of ``code`` now (ka10001: the day's open, high, low, last price, volume); None
+        when this source has no quotes. Broker errors are raised."""
         ...
 
     async def aclose(self) -> None: ...

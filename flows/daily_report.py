@@ -11,7 +11,7 @@ from prefect import flow, task
 
 from autotrade.runtime import get_runtime
 from flows.common import deliver_notices, notify_operator, resolve_day, skip_if_closed
-from tasks.reports import build_reports, snapshot_equity
+from tasks.reports import build_reports, record_daily_bars, snapshot_equity
 from tasks.trading import chunks, list_accounts
 
 
@@ -41,10 +41,13 @@ async def daily_report(
         return skipped
     accounts = list_accounts(users, trading_only=False)
     prices: dict[str, int] = {}
+    bars: dict[str, Any] = {"skipped": "dry run"}
     if not dry_run:
         for chunk in chunks(accounts, get_runtime().settings.batch_size):
             prices.update(await snapshot_equity(chunk, day))
+        bars = await record_daily_bars(day)  # the monthly review's prices (daily_bars)
     result = build_reports(day, prices, users)
     checked = check_operating_indicators(day)
     await deliver_notices()
-    return {"trading_day": day.isoformat(), "accounts": len(accounts), **result, **checked}
+    return {"trading_day": day.isoformat(), "accounts": len(accounts), **result, **checked,
+            "daily_bars": bars}  # fmt: skip

@@ -1,7 +1,8 @@
 """On the 1st: the previous month's backtest on the scans received, compared with live trading trade by trade
-(autotrade/backtest/review.py). Published as a Markdown artifact, written beside the daily reports
-(Markdown and JSON; the operator's daily report shows the latest) and told to the operator. A month without
-scans, or without bars, is skipped cleanly."""
+(autotrade/backtest/review.py), over the daily bars the product recorded after each close (the database's
+``daily_bars``) or, when one is given or set, a bars file. Published as a Markdown artifact, written beside
+the daily reports (Markdown and JSON; the operator's daily report shows the latest) and told to the operator.
+A month without scans, or without bars, is skipped cleanly."""
 
 from __future__ import annotations
 
@@ -33,14 +34,16 @@ def review_month(month: str, bars: str | None) -> dict[str, Any]:
     from autotrade.report.monthly import reviews_dir
 
     rt = get_runtime()
-    where = Path(bars).expanduser() if bars else bars_location(rt.settings)
-    if not where.exists():
+    where = Path(bars).expanduser() if bars else bars_location(rt.settings)  # None: the database's bars
+    if where is not None and not where.exists():
         label, first, last = month_span(month)
         review = Review(month=label, first_day=first, last_day=last, bars_source=str(where), scan_days=0,
                         skipped=f"no bars at {where} (set AUTOTRADE_REVIEW_BARS_LOCATION)")  # fmt: skip
     else:
         review = monthly_review(rt.db, month, where, rt.settings)
-    out: dict[str, Any] = {"month": review.month, "markdown": review.markdown()}
+    out: dict[str, Any] = {"month": review.month, "markdown": review.markdown(),
+                           "bars_source": review.bars_source,
+                           "missing_bars": len(review.missing_bars)}  # fmt: skip
     if review.skipped:
         return {**out, "skipped": review.skipped}
     md, js = write_review(review, reviews_dir(rt.settings.data_dir))  # the operator's daily report reads it
@@ -75,7 +78,7 @@ def review_notice(review: Review, link: str, at: datetime) -> Notification:
 @flow(name="monthly_review", on_failure=[notify_operator], on_crashed=[notify_operator])
 async def monthly_review_flow(month: str | None = None, bars: str | None = None) -> dict[str, Any]:
     """Review ``month`` (``YYYY-MM``; default the previous month) over the bars at ``bars`` (default the
-    ``review_bars_location`` setting)."""
+    ``review_bars_location`` setting; when that is not set either, the bars recorded in the database)."""
     from prefect.artifacts import acreate_markdown_artifact
 
     result = review_month(month or previous_month(), bars)

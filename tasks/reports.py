@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 from typing import Any
 
@@ -13,6 +14,8 @@ from autotrade.store.models import EquitySnapshot, TradeRecordRow
 from autotrade.trading.buys import AccountRef
 from tasks.common import RETRY
 from tasks.trading import for_each_account
+
+log = logging.getLogger(__name__)
 
 
 @task(name="snapshot_equity", **RETRY)
@@ -51,6 +54,39 @@ async def snapshot_equity(accounts: list[tuple[str, str]], day: date) -> dict[st
 
     await for_each_account(accounts, work, retry_transient=True)
     return prices
+
+
+@task(name="record_daily_bars", persist_result=False)
+async def record_daily_bars(day: date) -> dict[str, Any]:
+    """After the close: the day's bar of every code the product cared about (the day's scans, the strategies
+    open or closed today) from the broker's quote with the operator's market-data key, upserted into
+    ``daily_bars`` for the monthly review. Only on the day itself after its close (a quote is today's); a
+    code whose quote fails is logged and counted, never failing the report."""
+    from autotrade.broker.errors import BrokerError
+    from autotrade.domain.calendar import hours_of
+    from autotrade.domain.krx import KST
+    from autotrade.store.daily_bars import codes_of_day, record_bars
+
+    rt = get_runtime()
+    now = rt.clock().astimezone(KST)
+    if now.date() != day or now.time() < hours_of(day).close:
+        when = "before the close" if now.date() == day else f"on {now.date().isoformat()}"
+        return {"trading_day": day.isoformat(), "skipped": f"the quotes are of now ({when}), not of {day}"}
+    codes = codes_of_day(rt.db, day)
+    if not codes:
+        return {"trading_day": day.isoformat(), "codes": 0, "recorded": 0, "no_trade": [], "failed": 0,
+                "failed_codes": []}  # fmt: skip
+    try:
+        source = await rt.brokers.price_feed()
+    except (LookupError, BrokerError, OSError) as exc:  # no market-data key, the broker unreachable
+        log.warning("daily bars of %s not recorded: %s", day, exc)
+        return {"trading_day": day.isoformat(), "codes": len(codes), "recorded": 0,
+                "skipped": f"no quote source: {type(exc).__name__}: {exc}"}  # fmt: skip
+    try:
+        recorded = await record_bars(rt.db, source, day, codes)
+    finally:
+        await source.aclose()
+    return recorded.as_dict()
 
 
 @task(name="build_reports", persist_result=False)

@@ -4,9 +4,11 @@ Inputs:
 
 - **Scans**: the scans as received, from the database (each trading day's accepted ``ScanBatch`` payload,
   the batch the day's signals were planned from when there were several).
-- **Prices**: the database keeps no daily prices (no bar or tick table: the watch's ticks are not stored).
-  The month's daily bars therefore come from a bars file or folder (``review_bars_location``, any layout of
-  :mod:`autotrade.backtest.sources`), the same data the backtester loads; the review says which.
+- **Prices**: the daily bars the product saw, from the database (``daily_bars``: each trading day's quote
+  of the codes it cared about, recorded after the close by the daily report;
+  :mod:`autotrade.store.daily_bars`), or, when ``review_bars_location`` is set, a bars file or folder in
+  any layout of :mod:`autotrade.backtest.sources`. The review says which, and names every trade on a
+  (stock, day) without a bar (NO_BAR, and the list of missing bars).
 - **Rules**: the live settings (tier rates, score, limits, costs) with each account's own daily limit. The
   backtest starts with the account's cash of the last equity snapshot before the month (the daily report
   takes one each trading day), or with the backtester's default capital when there is none (said so).
@@ -200,6 +202,9 @@ class Review:
     accounts: tuple[AccountReview, ...] = ()
     skipped: str | None = None  # why there was nothing to review
     settings: dict[str, Any] = field(default_factory=dict)
+    prices_note: str = ""  # where the prices come from (PRICES_NOTE for a bars file, DATABASE_NOTE)
+    # (day, code, what needed it) of each scan row and live trade of the month without a bar
+    missing_bars: tuple[tuple[date, str, str], ...] = ()
 
     @property
     def differences(self) -> list[tuple[TradeComparison, Finding]]:
@@ -209,8 +214,10 @@ class Review:
         return {
             "month": self.month, "first_day": self.first_day.isoformat(),
             "last_day": self.last_day.isoformat(),
-            "bars_source": self.bars_source, "prices_note": PRICES_NOTE, "scan_days": self.scan_days,
+            "bars_source": self.bars_source, "prices_note": self.prices_note, "scan_days": self.scan_days,
             "skipped": self.skipped, "settings": self.settings,
+            "missing_bars": [{"day": d.isoformat(), "code": c, "needed_by": why}
+                             for d, c, why in self.missing_bars],
             "accounts": [
                 {"user_id": a.user_id, "account_no": a.account_no, "daily_limit": a.daily_limit,
                  "capital": a.capital, "capital_basis": a.capital_basis, "live_realized": a.live_realized,
@@ -235,10 +242,13 @@ class Review:
         out.append(
             f"Backtest of the scans received ({self.scan_days} trading days) over daily bars from "
             f"`{self.bars_source}`, with the live settings; compared with live trading trade by trade. "
-            f"{PRICES_NOTE}"
+            f"{self.prices_note}"
         )
         if self.skipped:
             return "\n".join([*out, "", f"Nothing to review: {self.skipped}.", ""])
+        if self.missing_bars:
+            shown = "; ".join(f"{c} on {d:%m-%d} ({why})" for d, c, why in self.missing_bars)
+            out += ["", f"No bar of {len(self.missing_bars)} stock-days the review needed: {shown}."]
         for a in self.accounts:
             same = sum(1 for t in a.trades if t.agrees)
             out += [
@@ -266,9 +276,14 @@ class Review:
 
 
 PRICES_NOTE = (
-    "The database stores no daily prices, so the bars are the configured bars file's, not prices the "
-    "product recorded."
+    "The bars are the configured bars file's (AUTOTRADE_REVIEW_BARS_LOCATION), not prices the product "
+    "recorded."
 )
+DATABASE_NOTE = (
+    "The bars are the ones the product recorded after each close (daily_bars: the broker's quote of the "
+    "day's scanned and held stocks)."
+)
+DATABASE_SOURCE = "database daily_bars"
 
 
 def _cell(text: str) -> str:
@@ -332,15 +347,21 @@ def load_month_bars(bars: Path | pd.DataFrame, first: date, last: date) -> pd.Da
 
 
 def monthly_review(
-    db: Database, month: str | date, bars: Path | pd.DataFrame, settings: Settings | TradingRules
+    db: Database, month: str | date, bars: Path | pd.DataFrame | None, settings: Settings | TradingRules
 ) -> Review:
-    """The month's backtest on the scans received and ``bars``, compared with live trading (module doc)."""
+    """The month's backtest on the scans received and ``bars`` (None: the bars recorded in the database),
+    compared with live trading (module doc)."""
     import pandas as pd
 
     from autotrade.backtest.data import MarketData
+    from autotrade.store.daily_bars import bars_frame
 
     label, first, last = month_span(month)
-    source = str(bars) if isinstance(bars, Path) else "a bars frame"
+    if bars is None:
+        source, note = DATABASE_SOURCE, DATABASE_NOTE
+        bars = bars_frame(db, first - timedelta(days=PRICE_HISTORY_DAYS), last)
+    else:
+        source, note = (str(bars) if isinstance(bars, Path) else "a bars frame"), PRICES_NOTE
     rules = TradingRules.model_validate(settings.model_dump(include=set(TradingRules.model_fields)))
     shown = {
         k: (str(v) if not isinstance(v, int | float | bool) else v) for k, v in rules.model_dump().items()
@@ -352,6 +373,7 @@ def monthly_review(
         "last_day": last,
         "bars_source": source,
         "settings": shown,
+        "prices_note": note,
     }
     scan_days = len({d for d, _ in scans})
     if not scans:
@@ -368,6 +390,7 @@ def monthly_review(
     data = MarketData.from_frames(frame, scan_frame)
     start = next(i for i, d in enumerate(data.days) if d >= first)
     bar_of = _bar_lookup(frame)
+    needed: dict[tuple[date, str], str] = {(d, r.code): "scanned" for d, r in scans}
     costs = rules.costs()
     accounts = []
     for user_id, account_no, daily_limit in _accounts(db, first, last):
@@ -377,12 +400,17 @@ def monthly_review(
         )
         result = run_backtest(data, config, start=start)
         live = _live_ledger(db, account_no, first, last)
+        for p in live.positions.values():
+            needed[(p.entry_day, p.code)] = "live BUY"
+            for reason, x in p.exits.items():
+                needed[(x.day, p.code)] = f"live {reason}"
         accounts.append(
             _compare_account(
                 user_id, account_no, daily_limit, capital, basis, result, live, bar_of, rules, costs
             )
         )
-    return Review(**base, scan_days=scan_days, accounts=tuple(accounts))
+    missing = tuple((d, c, why) for (d, c), why in sorted(needed.items()) if (d, c) not in bar_of)
+    return Review(**base, scan_days=scan_days, accounts=tuple(accounts), missing_bars=missing)
 
 
 def _bar_lookup(frame: pd.DataFrame) -> dict[tuple[date, str], Bar]:
@@ -882,7 +910,10 @@ def write_review(review: Review, out_dir: Path) -> tuple[Path, Path]:
 __all__: Sequence[str] = ("Aspect", "Review", "Why", "differences_set", "monthly_review", "write_review")
 
 
-def bars_location(settings: Settings) -> Path:
-    """Where the review's bars are: ``review_bars_location``, a relative path taken under the home."""
+def bars_location(settings: Settings) -> Path | None:
+    """Where the review's bars are: ``review_bars_location``, a relative path taken under the home; None when
+    it is not set (the bars recorded in the database)."""
+    if settings.review_bars_location is None:
+        return None
     path = settings.review_bars_location.expanduser()
     return path if path.is_absolute() else settings.home / path

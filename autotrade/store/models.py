@@ -431,3 +431,24 @@ class BrokerLatency(Base):
     calls: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     total_ms: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     max_ms: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+
+
+class DailyBar(Base):
+    """A stock's daily bar as the product saw it: the broker's quote (ka10001: the day's open, high, low, last
+    price and volume) read after the close by the daily report (tasks/reports.py ``record_daily_bars``), for
+    the codes it cared about that day. The monthly review backtests over these (autotrade/backtest/review.py).
+    ``source`` says where the bar came from ("quote")."""
+
+    __tablename__ = "daily_bars"
+    __table_args__ = (sa.UniqueConstraint("trading_day", "code"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    trading_day: Mapped[date] = mapped_column(sa.Date)
+    code: Mapped[str] = mapped_column(sa.String(6))
+    open: Mapped[int] = mapped_column(KRW)
+    high: Mapped[int] = mapped_column(KRW)
+    low: Mapped[int] = mapped_column(KRW)
+    close: Mapped[int] = mapped_column(KRW)
+    volume: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    source: Mapped[str] = mapped_column(sa.String(16), default="quote")
+    recorded_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)

@@ -106,23 +106,45 @@ def simulator() -> Iterator[RunningSimulator]:
 
 
 async def live_month(sim: RunningSimulator, db_url: str, tmp: Path) -> World:
-    """The month traded live: the evening buys, the watch at the chosen moments, the closes."""
+    """The month traded live: the evening buys, the watch at the chosen moments, the closes, and each day's
+    bars recorded as the daily report does after the close (``record_daily_bars``: the broker's quotes into
+    ``daily_bars``), but for E's bar of 4 Nov, dropped as the bars file drops it (a quote that failed)."""
     from tasks.reports import snapshot_equity
 
     w = make_world(sim, db_url, tmp, [TRADER], max_stock_count=4, max_per_stock=1_000_000)
     with w.installed():  # the account's cash before the month, as the daily report records it
         await snapshot_equity.fn([(TRADER.user_id, TRADER.account_no)], D0)
     await w.evening(D1, w.scan_for([A, B, D, E, H], [9.5, 9.3, 9.1, 8.9, 6.5]))
+    await record_bars(w, D1)
     await watch_at(w, D2, [time(9, 0), time(10, 30), time(11, 10), time(12, 30), time(14, 0)])
     await w.close_day(D2)
     sim.engine.after_hours_fill_rate = 0.0  # nobody sells after hours this evening
     await w.evening(D2, w.scan_for([F, G], [9.0, 8.5]))
     sim.engine.after_hours_fill_rate = 1.0
+    await record_bars(w, D2)
     await watch_at(w, D3, [time(9, 0), time(11, 10), time(13, 20)])
     await w.close_day(D3)
+    await record_bars(w, D3)
     await watch_at(w, D4, [time(9, 0), time(12, 0)])
     await w.close_day(D4)
+    await record_bars(w, D4)
     return w
+
+
+async def record_bars(w: World, day: date) -> dict[str, object]:
+    """The daily report's step at 16:30: the day's bars from the quotes (``daily_bars``)."""
+    import sqlalchemy as sa
+
+    from autotrade.store.models import DailyBar
+    from tasks.reports import record_daily_bars
+
+    w.at(day, time(16, 30))
+    with w.installed():
+        out: dict[str, object] = await record_daily_bars.fn(day)
+    with w.db.unit_of_work() as s:
+        for d, c in MISSING_FROM_FILE & {(day, code) for code in NAMES}:
+            s.execute(sa.delete(DailyBar).where(DailyBar.trading_day == d, DailyBar.code == c))
+    return out
 
 
 async def watch_at(w: World, day: date, moments: list[time]) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from autotrade.backtest.review import differences_set, monthly_review, write_review
+from autotrade.store.daily_bars import read_bars
 from tests.backtest import review_month as m
 
 
@@ -18,6 +19,8 @@ async def test_monthly_review_explains_every_difference(db_url: str, tmp_path: P
         w = await m.live_month(sim, db_url, tmp_path)
         try:
             review = monthly_review(w.db, m.MONTH, m.bars_file(tmp_path / "bars.csv"), w.settings)
+            from_db = monthly_review(w.db, m.MONTH, None, w.settings)  # the bars the product recorded
+            recorded = read_bars(w.db, m.D1, m.D4)
         finally:
             await w.aclose()
 
@@ -54,10 +57,23 @@ async def test_monthly_review_explains_every_difference(db_url: str, tmp_path: P
 
     md, js = write_review(review, tmp_path / "out")
     text = md.read_text()
-    assert "no daily prices" in text and "MISSED_EXIT" in text and "| 100020 바이오 |" in text
+    assert "bars file's" in text and "MISSED_EXIT" in text and "| 100020 바이오 |" in text
     data = json.loads(js.read_text())
     reasons = {f["reason"] for t in data["accounts"][0]["trades"] for f in t["findings"]}
     assert reasons == {r for *_, r in m.EXPECTED}
+
+    # The same month over the bars recorded after each close (daily_bars): the same differences. The quotes
+    # after the close are the simulator's day bars (2 Nov's only from 15:00, when the simulator started), and
+    # E's missing bar of 4 Nov is named for the trade that needed it.
+    assert from_db.bars_source == "database daily_bars" and "recorded after each close" in from_db.prices_note
+    assert differences_set(from_db) == m.EXPECTED
+    bars = {(r.trading_day, r.code): (r.open, r.high, r.low, r.close) for r in recorded}
+    after_d1 = {k: v for k, v in bars.items() if k[0] > m.D1}
+    assert len(after_d1) == 13 and after_d1 == {k: m.BARS[k] for k in after_d1}
+    # E and A after live closed them (on 4 and 3 Nov: the backtest may still hold them), F on its scan day
+    assert {(m.D4, m.E), (m.D3, m.A), (m.D2, m.F)} <= set(bars) and (m.D3, m.F) not in bars
+    assert (m.D3, m.E) not in bars and from_db.missing_bars == ((m.D3, m.E, "live STOP_LOSS"),)
+    assert "No bar of 1 stock-days the review needed: 100050 on 11-04 (live STOP_LOSS)" in from_db.markdown()
 
 
 async def test_a_month_without_scans_has_nothing_to_review(db_url: str, tmp_path: Path) -> None:

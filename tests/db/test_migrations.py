@@ -41,6 +41,7 @@ MONEY_COLUMNS = {
     "fills": ["price", "fee", "tax"],
     "access_log": ["amount"],
     "equity_snapshots": ["cash", "holdings_value", "equity", "realized_pnl", "unrealized_pnl"],
+    "daily_bars": ["open", "high", "low", "close"],
 }
 """Every KRW column: a 64-bit integer (a 32-bit INTEGER overflows at 2,147,483,647 won, about 2.1 billion,
 which one account's equity or a day's traded amount can pass)."""

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from autotrade.demo.stack import Stack
 from autotrade.domain.exits import StrategyStatus
+from autotrade.store.daily_bars import read_bars
 from autotrade.store.models import ThreeTierStrategy
 from flows.daily_report import daily_report
 from flows.evening_signal_and_buy import evening_signal_and_buy
@@ -78,6 +79,11 @@ async def test_each_flow_tells_the_users_and_the_operator(stack: Stack, notes: i
     stack.at(DAY2, time(16, 30))
     report = await daily_report(trading_day=DAY2)
     assert report["users"] == 2
+    # The day's bars of the scanned and held stocks, from the operator's quotes, for the monthly review.
+    bars = report["daily_bars"]
+    assert bars["failed"] == 0 and bars["recorded"] == bars["codes"] > 0, bars
+    closes = {r.code: r.close for r in read_bars(stack.db, DAY2, DAY2)}
+    assert closes[code] == stack.sim.engine.stocks[code].price and len(closes) == bars["codes"]
     ready = audiences(notes, "REPORT_READY", mark)
     # One per user and one for the operator.
     assert len(ready) == 3, ready

@@ -43,6 +43,7 @@ async def test_review_flows_on_a_simulated_month(prefect_server: None, db_url: s
             with w.installed():
                 empty_month = await monthly_review_flow(month="2026-12", bars=str(bars))
                 no_bars = await monthly_review_flow(month=m.MONTH, bars=str(tmp_path / "none.csv"))
+                from_db = await monthly_review_flow(month=m.MONTH)  # no bars setting: the recorded bars
                 monthly = await monthly_review_flow(month=m.MONTH, bars=str(bars))  # the latest artifact
                 quiet_week = await weekly_review_flow(week_of=m.D4.replace(day=16))
                 weekly = await weekly_review_flow(week_of=m.D4)
@@ -57,10 +58,12 @@ async def test_review_flows_on_a_simulated_month(prefect_server: None, db_url: s
     assert monthly["reasons"] == {"FILL_PRICE": 3, "MISSED_EXIT": 1, "INTRADAY_ORDER": 2, "NO_BAR": 1,
                                   "BUY_NOT_FILLED": 1, "LIMIT_BOUND": 1}  # fmt: skip
     assert _read_json(monthly["json_path"])["month"] == m.MONTH
-    (notice,) = [n for n in told if getattr(n, "kind", None) is NotificationKind.REPORT_READY]
+    (_, notice) = [n for n in told if getattr(n, "kind", None) is NotificationKind.REPORT_READY]  # 2 reviews
     assert notice.title == "2026-11 월간 리뷰" and notice.audience.user_id is None  # type: ignore[attr-defined]
     assert empty_month["skipped"] == "no accepted scan was received in the month"
     assert no_bars["skipped"].startswith("no bars at")
+    assert from_db["bars_source"] == "database daily_bars" and from_db["missing_bars"] == 1
+    assert from_db["reasons"] == monthly["reasons"] and monthly["bars_source"].endswith("bars.csv")
     # The weekly review of 2-8 Nov, worked out by hand from the fills (fee 0.015 %, tax 0.20 %, truncated):
     #   A preserve 50 @ 10,630: 531,500 - 500,000 - 79 - 1,063 - 75 (the buy fee of 500,000) =  30,283
     #   A take-profit 50 @ 10,900: 545,000 - 500,000 - 81 - 1,090 - 75                      =  43,754

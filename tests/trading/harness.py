@@ -28,6 +28,7 @@ from pydantic import SecretStr
 from autotrade.access import GatewayAccess, WebSocketPrices
 from autotrade.broker import Credentials, KiwoomClient, KiwoomSession, TokenManager, WebSocketPriceFeed
 from autotrade.broker.fallback import FeedSwitch
+from autotrade.broker.messages import Quote
 from autotrade.config import Settings
 from autotrade.demo.stack import SimulatedTime
 from autotrade.domain.calendar import hours_of, next_trading_day
@@ -168,6 +169,9 @@ class RecordingPrices:
             now = self.clock()
             self.seen.setdefault(code, []).extend(Seen(now, p, now) for p in extremes)
         return extremes
+
+    async def quote(self, code: str) -> Quote | None:
+        return await self.source.quote(code)
 
     async def aclose(self) -> None:
         await self.source.aclose()

@@ -37,15 +37,18 @@ web/out/index.html: web/node_modules/.package-lock.json $(WEB_SRC)
 install: $(VENV)/.synced web/out/index.html
 	@mkdir -p "$(PREFECT_HOME)"
 
+# Two workers (the machine's two cores); the tests that run Prefect servers stay together on one of them
+# (tests/conftest.py). TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 test: install
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # Five trading days for five users on the simulator; options: make demo ARGS="--days 3 --users 2 --json"
 demo: install
 	$(VENV)/bin/autotrade demo $(ARGS)
 
 test-pg: install
-	$(VENV)/bin/pytest -m postgres
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup -m postgres
 
 lint: install
 	$(VENV)/bin/ruff check autotrade flows tasks blocks deployments tests bench

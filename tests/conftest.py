@@ -89,6 +89,21 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+# `make test` runs two pytest-xdist workers with ``--dist loadgroup``. Every test that starts a Prefect server
+# (the flows, ops and web harnesses) or reads one (the API) stays in one group, so one worker runs them in the
+# serial order: Prefect's client services are per process and were seen posting a run's events to another
+# harness's server when these ran on both workers. The other worker takes everything else.
+PREFECT_GROUP_DIRS = ("api", "flows", "ops", "web")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        parts = item.path.relative_to(root).parts if item.path.is_relative_to(root) else ()
+        if parts and parts[0] in PREFECT_GROUP_DIRS:
+            item.add_marker(pytest.mark.xdist_group("prefect"))
+
+
 _pg_counts = {"passed": 0, "failed": 0, "skipped": 0}
 
 

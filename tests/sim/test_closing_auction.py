@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from datetime import datetime, time
 
 import pytest
-from pydantic import SecretStr
 
-from autotrade.broker import Credentials, KiwoomClient, KiwoomSession, TokenManager, TradeType
+from autotrade.broker import TradeType
 from autotrade.domain.krx import KST, floor_to_tick, price_limits
 from autotrade.sim.server import RunningSimulator, running_simulator
+from tests.sim.test_stop_limit import _session  # the client and session on the fixture's key
 
 DAY = datetime(2026, 11, 24, tzinfo=KST).date()
 CODE = "005930"
@@ -31,16 +31,6 @@ def sim() -> Iterator[RunningSimulator]:
         s.admin.create_account(ACCOUNT, "u", 100_000_000)
         s.key = s.admin.create_appkey(ACCOUNT)  # type: ignore[attr-defined]
         yield s
-
-
-async def _session(sim: RunningSimulator) -> tuple[KiwoomClient, KiwoomSession]:
-    key = sim.key  # type: ignore[attr-defined]
-
-    async def creds() -> Credentials:
-        return Credentials(app_key=SecretStr(key["appkey"]), app_secret=SecretStr(key["secretkey"]))
-
-    client = KiwoomClient(sim.base_url, rate_per_second=1000, burst=1000)
-    return client, KiwoomSession(client, "k", TokenManager(client, "k", creds, clock=sim.engine.now))
 
 
 def _order(sim: RunningSimulator, order_no: str) -> dict[str, object]:

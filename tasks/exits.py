@@ -166,6 +166,12 @@ async def catch_up(
         extremes = await prices.day_range(code)
         if extremes is not None:
             sells += engine.catch_up(code, *extremes, now)
+    if sells:
+        late = local - datetime.combine(local.date(), hours.open, tzinfo=KST)
+        _logger().warning(
+            "the price watch started %d min into the session: %d sells for levels the day's range crossed "
+            "before it (a watcher that died, or a late start)", late.total_seconds() // 60, len(sells),
+        )  # fmt: skip
     return sells
 
 

@@ -279,8 +279,8 @@ class ExitEngine:
         with self.db.unit_of_work() as s:
             for key, intent in fired:
                 _, account_no, _ = self._owner[key]
-                log.warning(
-                    "%s %s: %s fired on the day's %s (%d) crossed while no watcher ran; selling %d now",
+                log.info(
+                    "%s %s: %s fired on the day's %s (%d), crossed before this watch started; selling %d",
                     account_no, code, intent.tier, "low" if intent.tier is Tier.STOP_LOSS else "high",
                     low if intent.tier is Tier.STOP_LOSS else high, intent.quantity,
                 )  # fmt: skip

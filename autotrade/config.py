@@ -168,6 +168,9 @@ class Settings(BaseSettings, TradingRules):
     evening_fanout_attempts: int = Field(3, ge=1, le=10)
     evening_fanout_lease_seconds: float = Field(30.0, ge=1)
     evening_fanout_poll_seconds: float = Field(2.0, gt=0)
+    # A share that no worker has started this long after the evening first submitted it (a pool with no
+    # worker, or too few) is cancelled and its accounts fail, loudly, rather than the evening waiting on.
+    evening_fanout_start_minutes: float = Field(10.0, gt=0)
     reconcile_every_minutes: float = Field(5.0, gt=0)
 
     # A stop-limit sell resting at the broker for every position (trde_tp 28): the last line of defence when

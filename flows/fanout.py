@@ -24,8 +24,10 @@ The fan-out, per share of accounts:
 5. a share with no outcome after its last attempt (or whose run was cancelled) reports each of its accounts
    as failed, so the evening run ends Failed and says which.
 
-Scheduled and Late children are waited for: a share no worker takes is a work pool without workers, which
-the run list shows as Late. A dry run is planned in the evening's own process (it sends nothing, and its
+Scheduled and Late children are waited for, up to ``evening_fanout_start_minutes`` after the run was
+submitted: a share no worker has started by then (a work pool without workers, or too few; the run list
+shows it Late) is cancelled, so that no worker starts it later, and its accounts fail with the reason.
+A dry run is planned in the evening's own process (it sends nothing, and its
 summary lists every planned order).
 """
 
@@ -145,6 +147,7 @@ class Share:
     attempt: int = 0
     run_id: Any = None
     runs: list[str] = field(default_factory=list)
+    submitted: datetime | None = None  # when its current run was started
     outcome: list[dict[str, Any]] | None = None
     ended: str = ""
 
@@ -239,6 +242,7 @@ async def _start(
     )  # fmt: skip
     sh.run_id = run.id
     sh.runs.append(str(run.id))
+    sh.submitted = utcnow()
 
 
 async def _check(
@@ -246,7 +250,7 @@ async def _check(
     ttl: timedelta, total: int,
 ) -> None:  # fmt: skip
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.states import Crashed
+    from prefect.states import Cancelled, Crashed
 
     runs: dict[Any, Any] = {}
     for part in chunks([sh.run_id for sh in shares], READ_AT_ONCE):
@@ -254,6 +258,7 @@ async def _check(
         runs.update({r.id: r for r in found})
     leases = await get_runtime().db.run(_leases, [sh.lease for sh in shares])
     now = utcnow()
+    start_within = timedelta(minutes=get_runtime().settings.evening_fanout_start_minutes)
     for sh in shares:
         run = runs.get(sh.run_id)
         if run is None or run.state is None:
@@ -269,6 +274,15 @@ async def _check(
                 sh.ended, sh.outcome = state.name, rows
                 continue
             why = f"{state.name} without an outcome: {(state.message or '')[:300]}"
+        elif state.is_scheduled() and sh.submitted is not None and now - sh.submitted > start_within:
+            minutes = start_within.total_seconds() / 60
+            why = f"no worker of the pool started the share within {minutes:g} min ({state.name})"
+            _logger().error("share %d of %d, run %s: %s; its accounts fail", sh.index + 1, total, run.id, why)
+            with contextlib.suppress(Exception):  # cancelled: a worker that comes later does not start it
+                await client.set_flow_run_state(run.id, Cancelled(message=f"share {why}"), force=True)
+            sh.ended = "not started"
+            sh.outcome = _failed(sh, f"ShareNotStarted ({why})")
+            continue
         elif silent(state, leases.get(sh.lease), now, ttl):
             why = f"silent for {ttl.total_seconds():.0f} s ({state.name}): its process or machine stopped"
             with contextlib.suppress(Exception):  # the run list shows it as what it is

@@ -103,3 +103,35 @@ async def test_the_setting_decides_where_the_buys_are_placed(stack: Stack, fanou
         with pytest.raises(Exception, match="no deployment place_buys/place-buys"):
             await state.result()  # type: ignore[misc]
         assert intents == sent == len(stack.sim.engine.orders) == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)  # without the deadline the evening waits for ever
+async def test_a_share_no_worker_starts_is_cancelled_and_its_accounts_fail(stack: Stack) -> None:
+    """The place-buys deployment on a pool with no worker: after evening_fanout_start_minutes the share's
+    run is cancelled (a worker coming later does not start it) and the evening fails, naming why."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    async with get_client() as client:
+        await client.create_work_pool(WorkPoolCreate(name="nobody-here", type="process"))
+    deployment = await place_buys.to_deployment(name="place-buys", work_pool_name="nobody-here")  # type: ignore[misc]
+    await deployment.apply()
+    stack.runtime.settings = stack.runtime.settings.model_copy(update={
+        "evening_fanout": "deployment", "evening_fanout_start_minutes": 0.05,
+        "evening_fanout_poll_seconds": 0.3,
+    })  # fmt: skip
+    stack.at(DAY1, time(15, 40))
+    payload = {"trading_day": DAY1.isoformat(), "generated_at": f"{DAY1}T15:36:00+09:00",
+               "scan_results": scan_of(stack)}  # fmt: skip
+    state = await evening_signal_and_buy(
+        trading_day=DAY1, scan_payload=payload, collect_fills=False, return_state=True
+    )
+    assert state.is_failed()
+    assert "ShareNotStarted" in (state.message or ""), state.message
+    async with get_client() as client:
+        runs = await client.read_flow_runs()
+    (share,) = [r for r in runs if r.name.startswith("buys ")]
+    assert share.state is not None and share.state.is_cancelled()
+    intents, sent, _ = counts(stack)
+    assert intents == sent == len(stack.sim.engine.orders) == 0

@@ -104,6 +104,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group("prefect"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _metrics_stop_with_the_session() -> Iterator[None]:
+    """Set up first, torn down last: by then the session's databases are dropped, so the broker response
+    times' background flush (and its at-exit flush) must not try them."""
+    yield
+    from autotrade.ops import worker_metrics
+
+    worker_metrics.detach()
+
+
 _pg_counts = {"passed": 0, "failed": 0, "skipped": 0}
 
 

@@ -183,6 +183,15 @@ def enable(folder: Path, db: Any = None, clock: Callable[[], datetime] | None = 
             atexit.register(_flush_quietly)
 
 
+def detach() -> None:
+    """Stop adding response times to a database (its runtime and database are gone, as at the end of a test
+    session); times not saved yet are dropped. The process's metrics files carry on."""
+    global _sink
+    with _lock:
+        _sink = None
+        _book.take()
+
+
 def _flush_every() -> None:
     while True:
         time.sleep(FLUSH_SECONDS)

@@ -142,9 +142,7 @@ def save_bars(db: Database, rows: Iterable[BarRow]) -> None:
     replace = {k: stmt.excluded[k] for k in updated}
     t = DailyBar.__table__.c
     with db.transaction() as conn:
-        conn.execute(
-            stmt.on_conflict_do_update(index_elements=[t.trading_day, t.code], set_=replace), values
-        )
+        conn.execute(stmt.on_conflict_do_update(index_elements=[t.trading_day, t.code], set_=replace), values)
 
 
 def read_bars(db: Database, first: date, last: date) -> list[BarRow]:

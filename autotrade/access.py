@@ -221,12 +221,12 @@ class WebSocketPrices:
         return tick.code, tick.price, tick.at.astimezone(KST)
 
     async def day_range(self, code: str) -> tuple[int, int] | None:
-        if self._quotes is None:
-            return None
         try:
-            quote = await self._quotes.quote(code)
+            quote = await self.quote(code)
         except BrokerError as exc:
             log.warning("day range of %s unknown: %s", code, exc)
+            return None
+        if quote is None:
             return None
         low, high = int(quote.low), int(quote.high)
         return (low, high) if 0 < low <= high else None

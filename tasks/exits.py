@@ -14,7 +14,7 @@ from prefect import task
 from autotrade.access import MarketDataKeyMissing
 from autotrade.broker.fallback import FeedMode, FeedSwitch
 from autotrade.domain.calendar import hours_of, is_trading_day
-from autotrade.domain.krx import KST
+from autotrade.domain.krx import KST, Session, session_at
 from autotrade.domain.models import Tier
 from autotrade.notify import OPERATOR, Notification, NotificationKind, Severity, error_occurred
 from autotrade.ops.worker_metrics import observe_tick, tier_fired
@@ -159,7 +159,7 @@ async def catch_up(
     if not is_trading_day(local.date()):
         return []
     hours = hours_of(local.date())
-    if not hours.open <= local.time() < hours.closing_auction_start:
+    if session_at(local, hours) is not Session.CONTINUOUS:
         return []
     sells: list[PendingSell] = []
     for code in codes:

@@ -71,6 +71,15 @@ async def wait_until(moment: datetime) -> None:
     await get_runtime().time.wait_until(moment)
 
 
+def placed_orders(outcomes: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The buy orders the accounts' outcomes placed, a row each (the ``orders-placed`` artifact's)."""
+    return [
+        {"user": o["user_id"], "account": o["account_no"], "code": c, "quantity": q, "price": p}
+        for o in outcomes
+        for c, q, p in o.get("placed", [])
+    ]
+
+
 def failed_accounts(outcomes: Sequence[dict[str, Any]]) -> list[str]:
     """One line per account that still failed after the retries: ``user/account: reason``."""
     lines = []

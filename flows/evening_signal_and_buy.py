@@ -18,6 +18,7 @@ from flows.common import (
     failed_accounts,
     failure_message,
     notify_operator,
+    placed_orders,
     resolve_day,
     skip_if_closed,
     summary_artifact,
@@ -71,11 +72,7 @@ async def evening_signal_and_buy(
         await table_artifact("buy-shares", shares, "no shares", f"buy shares {day}")
     else:
         outcomes = await place_here(batch_id, accounts, day, dry_run, limits)
-    placed = [
-        {"user": o["user_id"], "account": o["account_no"], "code": c, "quantity": q, "price": p}
-        for o in outcomes
-        for c, q, p in o.get("placed", [])
-    ]
+    placed = placed_orders(outcomes)
     what = f"buy orders {day}{' (dry run)' if dry_run else ''}"
     await table_artifact("orders-placed", placed, "no orders", what)
     failed = failed_accounts(outcomes)

@@ -10,7 +10,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import deliver_notices, failed_accounts, failure_message, table_artifact
+from flows.common import deliver_notices, failed_accounts, failure_message, placed_orders, table_artifact
 from flows.fanout import SHARE_OUTCOME, holding_share, place_here, share_rows
 from tasks.notifications import notify_buys
 
@@ -36,11 +36,7 @@ async def place_buys(
         rows = share_rows(outcomes)
         await acreate_table_artifact(key=SHARE_OUTCOME, table=rows or [{"result": "no accounts"}],
                                      description=f"buys {trading_day}: {len(rows)} accounts")  # fmt: skip
-    placed = [
-        {"user": o["user_id"], "account": o["account_no"], "code": c, "quantity": q, "price": p}
-        for o in outcomes
-        for c, q, p in o.get("placed", [])
-    ]
+    placed = placed_orders(outcomes)
     await table_artifact("orders-placed", placed, "no orders", f"buy orders {trading_day}")
     notify_buys(outcomes, trading_day)
     failed = failed_accounts(outcomes)

@@ -4,12 +4,17 @@ gateway."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import random
+import socket
+import subprocess
+import time as wall
 from collections.abc import Iterator
 from datetime import date, datetime, time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from autotrade.demo.stack import Stack, embedded_stack
@@ -50,3 +55,23 @@ def evening_scan(stack: Stack, day: date, rows: int = 6) -> None:
     stack.at(day, time(15, 36))
     stack.write_scan(day, random.Random(day.toordinal()), rows=rows)
     stack.at(day, time(15, 40))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free at the moment of asking."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_prefect_server(api: str, server: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    """Until the ``prefect server start`` process ``server`` answers at ``api``; the test fails with the end
+    of its ``log`` if it exits first or ``timeout`` seconds pass."""
+    deadline = wall.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                return
+        if server.poll() is not None or wall.monotonic() > deadline:
+            pytest.fail(f"prefect server did not start: {log.read_text()[-2000:]}")
+        wall.sleep(0.3)

@@ -14,7 +14,6 @@ import contextlib
 import os
 import pickle
 import signal
-import socket
 import subprocess
 import sys
 import time as wall
@@ -46,7 +45,7 @@ from autotrade.vault.registration import register_user_api
 from flows.evening_signal_and_buy import evening_signal_and_buy
 from flows.place_buys import place_buys
 from tests.conftest import fresh_schema
-from tests.flows.conftest import DAY1
+from tests.flows.conftest import DAY1, free_port, wait_for_prefect_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(240)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,12 +84,6 @@ def _scan(admin: Admin, at: datetime, rows: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def schema_url(pg_url: str) -> Iterator[str]:
     with fresh_schema(pg_url) as url:
@@ -105,7 +98,7 @@ def prefect_on_postgres(pg_url: str, tmp_path: Path) -> Iterator[dict[str, str]]
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     db = sa.engine.make_url(pg_url).set(drivername="postgresql+asyncpg", database=name)
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     base = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "DO_NOT_TRACK": "1",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "COLUMNS": "200"}  # fmt: skip
@@ -118,14 +111,7 @@ def prefect_on_postgres(pg_url: str, tmp_path: Path) -> Iterator[dict[str, str]]
         stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True,
     )  # fmt: skip
     try:
-        deadline = wall.monotonic() + 90
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            if server.poll() is not None or wall.monotonic() > deadline:
-                pytest.fail(f"prefect server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
-            wall.sleep(0.3)
+        wait_for_prefect_server(api, server, tmp_path / "server.log", 90)
         yield {**base, "PREFECT_API_URL": api}
     finally:
         _stop(server)

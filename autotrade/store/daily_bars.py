@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 
-from autotrade.domain.exits import StrategyStatus
+from autotrade.domain.exits import WATCHED_STATUSES
 from autotrade.domain.krx import KST
 from autotrade.store.db import Database
 from autotrade.store.models import DailyBar, ScanBatch, ThreeTierStrategy
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QUOTE = "quote"
-CLOSED = (StrategyStatus.STOPPED, StrategyStatus.COMPLETED, StrategyStatus.CLOSED_EXTERNALLY)
 
 
 class Quotes(Protocol):
@@ -82,7 +81,7 @@ def codes_of_day(db: Database, day: date) -> list[str]:
             s.scalars(
                 sa.select(ThreeTierStrategy.code).where(
                     sa.or_(
-                        ThreeTierStrategy.status.not_in(CLOSED),
+                        ThreeTierStrategy.status.in_(list(WATCHED_STATUSES)),
                         ThreeTierStrategy.closed_at.between(start, end),
                     ),
                     ThreeTierStrategy.entry_date <= day,

@@ -223,15 +223,12 @@ def flush_latency() -> None:
 
 def save_latency(db: Any, rows: dict[tuple[date, str], list[int]]) -> None:
     import sqlalchemy as sa
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     from autotrade.store.models import BrokerLatency
 
-    insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
     with db.transaction() as conn:
         for (day, api_id), (calls, total, longest) in sorted(rows.items()):
-            stmt = insert(BrokerLatency).values(
+            stmt = db.upsert(BrokerLatency).values(
                 trading_day=day, api_id=api_id, calls=calls, total_ms=total, max_ms=longest
             )
             t = BrokerLatency.__table__.c

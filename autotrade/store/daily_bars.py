@@ -125,9 +125,6 @@ async def record_bars(db: Database, quotes: Quotes, day: date, codes: Sequence[s
 
 def save_bars(db: Database, rows: Iterable[BarRow]) -> None:
     """Upsert bars by (trading day, code): a re-run replaces the day's bar with the latest quote."""
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
     values = [
         {"trading_day": r.trading_day, "code": r.code, "open": r.open, "high": r.high, "low": r.low,
          "close": r.close, "volume": r.volume, "source": r.source, "recorded_at": datetime.now(KST)}
@@ -135,8 +132,7 @@ def save_bars(db: Database, rows: Iterable[BarRow]) -> None:
     ]  # fmt: skip
     if not values:
         return
-    insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(DailyBar)
+    stmt = db.upsert(DailyBar)
     updated = ("open", "high", "low", "close", "volume", "source", "recorded_at")
     replace = {k: stmt.excluded[k] for k in updated}
     t = DailyBar.__table__.c

@@ -10,12 +10,16 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects.postgresql import Insert as PgInsert
+    from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -108,6 +112,14 @@ class Database:
         gateway's checks and log entries are."""
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             yield conn
+
+    def upsert(self, table: Any) -> PgInsert | SqliteInsert:
+        """An INSERT into ``table`` in this database's dialect, so ``.on_conflict_do_update(...)`` (and
+        ``.excluded``) work on PostgreSQL and SQLite alike."""
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return pg_insert(table) if self.engine.dialect.name == "postgresql" else sqlite_insert(table)
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a short blocking unit of database work off the event loop, so that one account's wait on

@@ -364,10 +364,15 @@ class MarketEngine:
                 gap = self.rng.gauss(0, self.gap_volatility)
                 self._set_price(s, int(s.prev_close * (1 + gap)), now)
             s.open = s.high = s.low = s.price
-        for order in sorted(self._open_orders(), key=lambda o: o.order_no):
-            if order.trade_type in MARKET_TYPES:
-                self._fill(order, order.quantity - order.filled_quantity, self.stocks[order.code].price, now)
+        self._fill_collected(now)
         self._match_limits(now)
+
+    def _fill_collected(self, now: datetime, since: datetime | None = None) -> None:
+        """The market orders an auction collected (the opening's; the closing's, placed from ``since``)
+        trade at its price, in the order they came."""
+        for order in sorted(self._open_orders(), key=lambda o: o.order_no):
+            if order.trade_type in MARKET_TYPES and (since is None or order.placed_at >= since):
+                self._fill(order, order.remaining, self.stocks[order.code].price, now)
 
     def _step_prices(self, now: datetime) -> None:
         for s in self.stocks.values():
@@ -395,10 +400,7 @@ class MarketEngine:
                 move = self.rng.gauss(s.drift * steps, self.volatility * steps**0.5)
                 self._set_price(s, int(s.price * (1 + move)), now)
             s.close = s.price
-        for order in sorted(self._open_orders(), key=lambda o: o.order_no):
-            if order.trade_type in MARKET_TYPES and order.placed_at >= auction:
-                remaining = order.quantity - order.filled_quantity - order.cancelled_quantity
-                self._fill(order, remaining, self.stocks[order.code].price, now)
+        self._fill_collected(now, since=auction)
         self._match_limits(now, at_close=True)
 
     def set_price(self, code: str, price: int) -> None:

@@ -5,8 +5,7 @@ tcp://host:8786``): it loads Prefect, Dask and distributed, which a local sweep 
 
 The flow ``backtest_sweep`` sends the market to every worker once (``Client.scatter(broadcast=True)``),
 then submits one task per valid configuration; each task is the same
-:func:`~autotrade.backtest.engine.run_backtest` and :func:`~autotrade.backtest.metrics.compute_metrics` a
-local sweep runs, so the rows are the same. Results
+:func:`~autotrade.backtest.sweep.configuration_metrics` a local sweep runs, so the rows are the same. Results
 come back in configuration order whatever the order the workers finish in.
 
 The workers need this package installed (the same version) and a Prefect API to report their task runs to:
@@ -26,16 +25,14 @@ from prefect_dask.task_runners import DaskTaskRunner
 
 from autotrade.backtest.config import BacktestConfig
 from autotrade.backtest.data import MarketData
-from autotrade.backtest.engine import run_backtest
-from autotrade.backtest.metrics import compute_metrics
 
 
 @task(name="backtest_configuration", persist_result=False, cache_policy=NO_CACHE)
 def backtest_configuration(data: MarketData, config: BacktestConfig) -> dict[str, Any]:
     """The scalar metrics of one configuration over the whole market (one row of the sweep's table)."""
-    from autotrade.backtest.sweep import scalar_metrics
+    from autotrade.backtest.sweep import configuration_metrics
 
-    return scalar_metrics(compute_metrics(run_backtest(data, config)))
+    return configuration_metrics(data, config)
 
 
 # The markets of the sweeps running in this process, by key: a flow's parameters are recorded in the Prefect

@@ -140,6 +140,11 @@ def _install(data: MarketData | None, configs: list[BacktestConfig | None]) -> N
     _CONFIGS = configs
 
 
+def configuration_metrics(data: MarketData, config: BacktestConfig, start: int = 0) -> dict[str, Any]:
+    """One row's metrics: ``config`` run over ``data`` from day ``start``, as a single run reports them."""
+    return scalar_metrics(compute_metrics(run_backtest(data, config, start=start)))
+
+
 def _evaluate(task: tuple[int, int, int | None]) -> dict[str, Any]:
     """Metrics of configuration ``i`` over days ``start..end`` of the installed market."""
     i, start, end = task
@@ -147,7 +152,7 @@ def _evaluate(task: tuple[int, int, int | None]) -> dict[str, Any]:
     if _DATA is None or config is None:
         raise RuntimeError("no market or no valid configuration installed in this worker")
     data = _DATA if end is None else _DATA.until(end)
-    return scalar_metrics(compute_metrics(run_backtest(data, config, start=start)))
+    return configuration_metrics(data, config, start)
 
 
 class Runner:

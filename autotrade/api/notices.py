@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from autotrade.api.app import ApiDeps, CurrentUser
 from autotrade.domain.krx import KST
+from autotrade.domain.models import average_of
 from autotrade.store.models import OrderIntentRow, ThreeTierStrategy, TradingSignal, UserNotice
 
 router = APIRouter(tags=["notifications"])
@@ -91,7 +92,7 @@ def my_notices(
                     filled = int(rest[0]) if rest and rest[0].isdigit() else 0
                     notice.quantity = filled
                     if filled and filled_now:  # the average fill price, rounded half up
-                        notice.price = (2 * amount + filled_now) // (2 * filled_now)
+                        notice.price = average_of(amount, filled_now)
             elif head == "armed" and ref in strategies:
                 st = strategies[ref]
                 notice.code, notice.name = st.code, st.name

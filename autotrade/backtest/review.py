@@ -53,7 +53,7 @@ from autotrade.backtest.fills import Bar
 from autotrade.config import Settings, TradingRules
 from autotrade.domain.exits import ExitStrategy
 from autotrade.domain.krx import CostRates
-from autotrade.domain.models import ExitReason, ScanRow, SignalStatus, SkipReason, TradeAction
+from autotrade.domain.models import ExitReason, ScanRow, SignalStatus, SkipReason, TradeAction, average_of
 from autotrade.domain.models import Side as OrderSide
 from autotrade.domain.orders import IntentStatus
 from autotrade.store.db import Database
@@ -130,7 +130,7 @@ class Fill:
 
     @property
     def price(self) -> int:
-        return (2 * self.amount + self.quantity) // (2 * self.quantity) if self.quantity else 0
+        return average_of(self.amount, self.quantity) if self.quantity else 0
 
     @property
     def net(self) -> int:

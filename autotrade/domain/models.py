@@ -145,13 +145,17 @@ class Fill:
         return self.quantity * self.price
 
 
+def average_of(amount: int, quantity: int) -> int:
+    """The average price of ``quantity`` shares that cost ``amount`` KRW, rounded half up to the won."""
+    return (2 * amount + quantity) // (2 * quantity)
+
+
 def average_price(fills: list[Fill]) -> int:
     """Volume-weighted average fill price, rounded half up to the won."""
     qty = sum(f.quantity for f in fills)
     if qty == 0:
         raise ValueError("no filled quantity")
-    total = sum(f.amount for f in fills)
-    return (2 * total + qty) // (2 * qty)
+    return average_of(sum(f.amount for f in fills), qty)
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from autotrade.domain.models import Holding, Side
+from autotrade.domain.models import Holding, Side, average_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,7 @@ class BrokerOrder:
     def avg_fill_price(self) -> int:
         if self.filled_quantity == 0:
             return 0
-        return (2 * self.filled_amount + self.filled_quantity) // (2 * self.filled_quantity)
+        return average_of(self.filled_amount, self.filled_quantity)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from autotrade.domain.calendar import hours_of
 from autotrade.domain.exits import ExitEvent, RestingEnded, RestingFilled, SellEnded, SellFilled
 from autotrade.domain.krx import KST, CostRates
-from autotrade.domain.models import ExitReason, Side, SignalStatus, Tier, TradeAction
+from autotrade.domain.models import ExitReason, Side, SignalStatus, Tier, TradeAction, average_of
 from autotrade.domain.orders import FINAL_STATUSES
 from autotrade.store.db import Database
 from autotrade.store.models import (
@@ -92,7 +92,7 @@ class PositionService:
                 if delta is None:
                     continue
                 if delta.quantity > 0:
-                    price = _avg(delta.amount, delta.quantity)
+                    price = average_of(delta.amount, delta.quantity)
                     self._record_fill(s, row, order, delta, now)
                     if row.side is Side.BUY:
                         result.buy_fills.append((row.code, delta.quantity, price))
@@ -130,7 +130,7 @@ class PositionService:
             FillRow(
                 intent_id=row.id, user_id=row.user_id, account_no=row.account_no, order_no=order.order_no,
                 fill_no=str(row.filled_quantity), code=row.code, side=row.side, quantity=delta.quantity,
-                price=_avg(amount, delta.quantity), fee=fee, tax=tax, executed_at=at,
+                price=average_of(amount, delta.quantity), fee=fee, tax=tax, executed_at=at,
             )
         )  # fmt: skip
         if row.side is Side.BUY:
@@ -138,7 +138,7 @@ class PositionService:
                 TradeRecordRow(
                     trade_id=f"{row.account_no}:{order.order_no}:{row.filled_quantity}", user_id=row.user_id,
                     account_no=row.account_no, code=row.code, name=self._name(s, row), action=TradeAction.BUY,
-                    quantity=delta.quantity, price=_avg(amount, delta.quantity), amount=amount, fee=fee,
+                    quantity=delta.quantity, price=average_of(amount, delta.quantity), amount=amount, fee=fee,
                     tax=0, executed_at=at, trading_day=row.trading_day, signal_score=self._score(s, row),
                     intent_id=row.id,
                 )
@@ -158,9 +158,10 @@ class PositionService:
                 trade_id=f"{row.account_no}:{row.order_no}:{row.filled_quantity}", user_id=row.user_id,
                 account_no=row.account_no, code=row.code, name=strategy.name if strategy else row.code,
                 action=TradeAction.PRESERVE if row.tier is Tier.PRESERVE else TradeAction.SELL,
-                quantity=delta.quantity, price=_avg(amount, delta.quantity), amount=amount, fee=fee, tax=tax,
-                executed_at=at, trading_day=day, exit_reason=EXIT_REASON.get(row.tier) if row.tier else None,
-                profit_loss=pnl, strategy_id=row.strategy_id, intent_id=row.id,
+                quantity=delta.quantity, price=average_of(amount, delta.quantity), amount=amount, fee=fee,
+                tax=tax, executed_at=at, trading_day=day,
+                exit_reason=EXIT_REASON.get(row.tier) if row.tier else None, profit_loss=pnl,
+                strategy_id=row.strategy_id, intent_id=row.id,
             )
         )  # fmt: skip
         return pnl
@@ -169,7 +170,7 @@ class PositionService:
         if row.filled_quantity == 0:
             self._signal_status(s, row, SignalStatus.UNFILLED)
             return None
-        entry = _avg(row.filled_amount, row.filled_quantity)
+        entry = average_of(row.filled_amount, row.filled_quantity)
         complete = row.filled_quantity == row.quantity
         self._signal_status(s, row, SignalStatus.FILLED if complete else SignalStatus.PARTIALLY_FILLED)
         self.engine.arm(
@@ -216,8 +217,3 @@ def past_its_session(order: BrokerOrder, trade_type: str, day: date, now: dateti
     if order.state is not BrokerOrderState.OPEN or now < session_end(trade_type, day):
         return order
     return replace(order, state=BrokerOrderState.ENDED)
-
-
-def _avg(amount: int, quantity: int) -> int:
-    """Average price rounded half up to the won."""
-    return (2 * amount + quantity) // (2 * quantity)

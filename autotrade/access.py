@@ -188,6 +188,7 @@ class GatewayAccess:
         gateways, self._gateways = list(self._gateways.values()), {}
         for gw in gateways:
             await gw.client.aclose()
+        await self.db.aclose()  # its group commits' connections, made in this event loop
 
 
 class WebSocketPrices:

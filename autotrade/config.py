@@ -104,9 +104,9 @@ _UNDER_HOME = {"data_dir": ".", "local_master_key_path": "master.key", "scan_loc
 def _sqlite_under(home: Path, url: str) -> str:
     """A SQLite URL whose file path is relative, made absolute under ``home`` (other URLs unchanged)."""
     prefix = "sqlite:///"
-    if not url.startswith(prefix) or url[len(prefix):] in ("", ":memory:") or url.startswith(prefix + "/"):
+    if not url.startswith(prefix) or url[len(prefix) :] in ("", ":memory:") or url.startswith(prefix + "/"):
         return url
-    return prefix + str(home / url[len(prefix):])
+    return prefix + str(home / url[len(prefix) :])
 
 
 class Settings(BaseSettings, TradingRules):
@@ -122,6 +122,9 @@ class Settings(BaseSettings, TradingRules):
     database_url: str = "sqlite:///var/autotrade.db"
     # connections per process (a server database; SQLite writes one transaction at a time)
     database_pool_size: int = Field(10, ge=1, le=200)
+    # PostgreSQL: the order path's statements in group commits over asyncpg (autotrade/store/batch.py); off
+    # for a connection pooler that cannot keep prepared statements (PgBouncer in transaction mode)
+    database_batching: bool = True
     data_dir: Path = Path("var")
     # backups (autotrade/ops/backup.py): a folder or s3://bucket/prefix, never where the master key lives
     backup_location: str = "var/backups"

@@ -347,7 +347,7 @@ def build_runtime(
     pooled = {} if settings.database_url.startswith("sqlite") else {"pool_size": settings.database_pool_size}
     from autotrade.vault.notices import security_notices
 
-    db = Database(settings.database_url, **pooled)
+    db = Database(settings.database_url, batching=settings.database_batching, **pooled)
     from autotrade.ops.worker_metrics import enable as record_metrics
 
     # this process's broker, tick and exit metrics to the folder the API's /metrics reads; the broker's

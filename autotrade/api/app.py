@@ -476,9 +476,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     ) -> list[dict[str, Any]]:
         """Operator: the latest security events (anomaly detections, kill-switch actions)."""
         with deps.db.unit_of_work() as s:
-            rows = s.scalars(
-                sa.select(SecurityEvent).order_by(SecurityEvent.id.desc()).limit(limit)
-            )
+            rows = s.scalars(sa.select(SecurityEvent).order_by(SecurityEvent.id.desc()).limit(limit))
             return [
                 {
                     "at": r.at.isoformat(),

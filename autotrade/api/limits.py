@@ -107,7 +107,7 @@ class LoginLimits:
     def login_failed(self, email: str, client: str) -> None:
         def account_block(count: int) -> float | None:
             extra = count - self.account_free - 1
-            return None if extra < 0 else min(self.account_max_delay, 2.0 ** extra)
+            return None if extra < 0 else min(self.account_max_delay, 2.0**extra)
 
         def client_block(count: int) -> float | None:
             return self.client_window if count >= self.client_failures else None
@@ -188,6 +188,7 @@ def _account(email: str) -> str:
 def _client(client: str) -> str:
     return "client|" + client[:64]
 
+
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
@@ -238,9 +239,7 @@ class BodyLimit:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body = (
-            b'{"detail":"request body too large: at most ' + str(self.max_bytes).encode() + b' bytes"}'
-        )
+        body = b'{"detail":"request body too large: at most ' + str(self.max_bytes).encode() + b' bytes"}'
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),

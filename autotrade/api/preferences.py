@@ -56,7 +56,6 @@ class NotificationPreferences(BaseModel):
         return None if v is None or not v.strip() else normalize_mobile(v)
 
 
-
 class NotificationPreferencesView(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={"examples": [{"channels": ["kakao"], "phone": "010-1234-5678"}]}

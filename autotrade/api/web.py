@@ -245,6 +245,7 @@ SNAPSHOT_EXAMPLE = {
                {"day": "2026-11-19", "equity": 29850000, "drawdown": -0.5}],
 }  # fmt: skip
 
+
 def day_at_a_glance(db: Database, day: date | None) -> dict[str, Any]:
     """The operator's day (``day``, default the latest day with orders): orders sent and filled by side, exits
     fired by tier, open positions watched, and the keys that are not ACTIVE with when they changed."""

@@ -362,9 +362,7 @@ def walk_forward_command(
     rows = wf.rows(data.days)
     out.mkdir(parents=True, exist_ok=True)
     write_table(rows, out / "walkforward.csv")
-    (out / "walkforward.html").write_text(
-        report_html(wf, rows, source, in_days, out_days), encoding="utf-8"
-    )
+    (out / "walkforward.html").write_text(report_html(wf, rows, source, in_days, out_days), encoding="utf-8")
     typer.echo(f"walk-forward over {len(wf.results)} window(s) on {source}, choosing by {objective}")
     typer.echo(
         f"out-of-sample compounded return: tuned {_percent(wf.compounded('tuned'))}, "

@@ -139,9 +139,7 @@ def walk_forward(
             out_tasks += [(c, w.out_start, w.out_end), (default_index, w.out_start, w.out_end)]
         out_metrics = runner.map(out_tasks)
     for k, (w, (c, score)) in enumerate(zip(spans, chosen, strict=True)):
-        results.append(
-            WindowResult(w, c, dict(points[c]), score, out_metrics[2 * k], out_metrics[2 * k + 1])
-        )
+        results.append(WindowResult(w, c, dict(points[c]), score, out_metrics[2 * k], out_metrics[2 * k + 1]))
     return WalkForward(objective, list(points), results)
 
 

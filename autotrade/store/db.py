@@ -6,7 +6,7 @@ import asyncio
 import contextvars
 import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +16,10 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.base import Executable
+
+from autotrade.store.batch import Batched, BatchPool, Unbatched
+from autotrade.store.batch import Statement as BatchStatement
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects.postgresql import Insert as PgInsert
@@ -80,11 +84,39 @@ def _ping_when_idle(engine: Engine) -> None:
 
 
 class Database:
-    def __init__(self, url: str, **engine_kw: object) -> None:
+    def __init__(self, url: str, *, batching: bool = True, **engine_kw: object) -> None:
+        """``batching``: on PostgreSQL, the order path's statements go in group commits (:meth:`batched`)."""
         self.url = url
         self.engine = create_db_engine(url, **engine_kw)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._executor: ThreadPoolExecutor | None = None
+        self._batch_pool: BatchPool | None = None
+        self._batched: dict[tuple[int, tuple[str, ...] | None], BatchStatement] = {}
+        if batching and self.engine.dialect.name == "postgresql":
+            self._batch_pool = BatchPool(url)
+
+    @property
+    def batching(self) -> bool:
+        return self._batch_pool is not None
+
+    def batched(self, statement: Executable, keys: Sequence[str] | None = None) -> BatchStatement:
+        """``statement`` for the hot paths: its concurrent calls in group commits on PostgreSQL
+        (:mod:`autotrade.store.batch`), one call at a time otherwise. Build it once, call it often. ``keys``:
+        an INSERT's given columns. One per statement and database: the calls of every caller gather."""
+        key = (id(statement), None if keys is None else tuple(keys))
+        found = self._batched.get(key)
+        if found is None:
+            if self._batch_pool is None:
+                found = Unbatched(self, statement)
+            else:
+                found = Batched(self._batch_pool, statement, keys)
+            self._batched[key] = found
+        return found
+
+    async def aclose(self) -> None:
+        """Close this event loop's batch connections (the end of a run)."""
+        if self._batch_pool is not None:
+            await self._batch_pool.aclose()
 
     @contextmanager
     def unit_of_work(self) -> Iterator[Session]:

@@ -70,9 +70,7 @@ def resting_purpose(strategy_id: int, n: int) -> str:
     return f"REST:{strategy_id}:{n}"
 
 
-def strategy_from_row(
-    row: ThreeTierStrategy, sells: Sequence[OrderIntentRow], today: date
-) -> ExitStrategy:
+def strategy_from_row(row: ThreeTierStrategy, sells: Sequence[OrderIntentRow], today: date) -> ExitStrategy:
     """Rebuild the domain state machine from its rows and its sell intents. A resting stop of an earlier day
     is gone (a day order); today's rests for what it has not filled, or is being placed."""
     tiers = {o.order_type: o.status for o in row.orders}

@@ -66,8 +66,14 @@ _CLAIM = (
     .where(OrderIntentRow.id == sa.bindparam("p_id"), OrderIntentRow.status == IntentStatus.NEW)
     .values(status=SUBMITTING, attempts=OrderIntentRow.attempts + 1, submitted_at=sa.bindparam("p_now"))
     .returning(
-        OrderIntentRow.side, OrderIntentRow.code, OrderIntentRow.quantity, OrderIntentRow.price,
-        OrderIntentRow.trade_type, OrderIntentRow.key, OrderIntentRow.attempts, OrderIntentRow.stop_price,
+        OrderIntentRow.side,
+        OrderIntentRow.code,
+        OrderIntentRow.quantity,
+        OrderIntentRow.price,
+        OrderIntentRow.trade_type,
+        OrderIntentRow.key,
+        OrderIntentRow.attempts,
+        OrderIntentRow.stop_price,
     )
 )
 _SETTLE = (
@@ -78,6 +84,7 @@ _SETTLE = (
         order_no=sa.func.coalesce(sa.bindparam("p_order_no", type_=sa.String), OrderIntentRow.order_no),
         last_error=sa.func.coalesce(sa.bindparam("p_error", type_=sa.String), OrderIntentRow.last_error),
     )
+    .returning(OrderIntentRow.id)
 )
 
 
@@ -116,14 +123,14 @@ class OrderService:
         if self.before_send is not None:
             await self.before_send(intent_id, broker)
         self.crash("before_submitting")
-        claimed = await self.db.run(self._claim, intent_id)
+        claimed = await self._claim(intent_id)
         if claimed is None:  # not NEW: done already, or its outcome must be found at the broker first
             status = self._status(intent_id)
             if status in NEEDS_RECONCILIATION:
                 status = await self.reconcile(intent_id, broker)
             if status is not IntentStatus.NEW:
                 return status
-            claimed = await self.db.run(self._claim, intent_id)
+            claimed = await self._claim(intent_id)
             if claimed is None:
                 return self._status(intent_id)
         side, code, qty, price, trade_type, key, attempts, stop_price = claimed
@@ -136,20 +143,21 @@ class OrderService:
             else:
                 order_no = await broker.place(side, code, qty, price, order_type)
         except OrderRejected as exc:
-            return await self.db.run(self._settle, intent_id, IntentEvent.REJECT, error=str(exc))
+            return await self._settle(intent_id, IntentEvent.REJECT, error=str(exc))
         except NotProcessed as exc:
-            await self.db.run(self._settle, intent_id, IntentEvent.NOT_FOUND, error=str(exc))
+            await self._settle(intent_id, IntentEvent.NOT_FOUND, error=str(exc))
             raise
         except OutcomeUnknown as exc:
-            await self.db.run(self._settle, intent_id, IntentEvent.FAIL_UNKNOWN, error=str(exc))
+            await self._settle(intent_id, IntentEvent.FAIL_UNKNOWN, error=str(exc))
             raise
         except BaseException as exc:  # cancelled task, unexpected error: the order may be out there
-            self._settle(intent_id, IntentEvent.FAIL_UNKNOWN, error=f"{type(exc).__name__}")  # before leaving
+            # before leaving: no await (a cancelled task may not get to run one)
+            self._settle_now(intent_id, IntentEvent.FAIL_UNKNOWN, error=f"{type(exc).__name__}")
             raise
         finally:
             ORDER_REF.reset(ref)
         self.crash("after_broker_call")
-        status = await self.db.run(self._settle, intent_id, IntentEvent.ACK, order_no=order_no)
+        status = await self._settle(intent_id, IntentEvent.ACK, order_no=order_no)
         self.crash("after_ack")
         return status
 
@@ -186,26 +194,50 @@ class OrderService:
         with self.db.unit_of_work() as s:
             return s.get_one(OrderIntentRow, intent_id).status
 
-    def _claim(self, intent_id: int) -> tuple[Side, str, int, int | None, str, str, int, int | None] | None:
+    async def _claim(
+        self, intent_id: int
+    ) -> tuple[Side, str, int, int | None, str, str, int, int | None] | None:
         """``NEW -> SUBMITTING`` as one conditional write (committed before the broker call); returns what
         to send, or None when the intent was not NEW."""
-        with self.db.statement() as conn:
-            row = conn.execute(_CLAIM, {"p_id": intent_id, "p_now": self.clock()}).first()
-        return None if row is None else (row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
+        rows = await self.db.batched(_CLAIM).rows({"p_id": intent_id, "p_now": self.clock()})
+        if not rows:
+            return None
+        r = rows[0]
+        return (Side(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7])
 
-    def _settle(
+    async def _settle(
         self, intent_id: int, event: IntentEvent, *, order_no: str | None = None, error: str | None = None
     ) -> IntentStatus:
         """Record the broker's answer to the call this process made (the intent is SUBMITTING): one
         conditional write; should the intent have moved meanwhile, the state machine decides."""
-        target = next_status(SUBMITTING, event)
-        params = {"p_id": intent_id, "p_status": target, "p_order_no": order_no,
-                  "p_error": None if error is None else error[:500]}  # fmt: skip
+        target, params = _settle_params(intent_id, event, order_no, error)
+        if await self.db.batched(_SETTLE).rows(params):
+            return target
+        return await self.db.run(self._late, intent_id, event, order_no, error)
+
+    def _settle_now(
+        self, intent_id: int, event: IntentEvent, *, order_no: str | None = None, error: str | None = None
+    ) -> IntentStatus:
+        """:meth:`_settle` in this thread, now (a task being cancelled cannot wait for a batch)."""
+        target, params = _settle_params(intent_id, event, order_no, error)
         with self.db.statement() as conn:
-            if conn.execute(_SETTLE, params).rowcount == 1:
+            if conn.execute(_SETTLE, params).first() is not None:
                 return target
+        return self._late(intent_id, event, order_no, error)
+
+    def _late(
+        self, intent_id: int, event: IntentEvent, order_no: str | None, error: str | None
+    ) -> IntentStatus:
         with self.db.unit_of_work() as s:
             return late_answer(s.get_one(OrderIntentRow, intent_id), event, order_no, error)
+
+
+def _settle_params(
+    intent_id: int, event: IntentEvent, order_no: str | None, error: str | None
+) -> tuple[IntentStatus, dict[str, object]]:
+    target = next_status(SUBMITTING, event)
+    return target, {"p_id": intent_id, "p_status": target, "p_order_no": order_no,
+                    "p_error": None if error is None else error[:500]}  # fmt: skip
 
 
 def late_answer(

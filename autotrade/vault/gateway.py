@@ -29,9 +29,10 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
@@ -96,13 +97,15 @@ _KEY_OF_TOKEN = (
 )
 OUTCOME_UNKNOWN = "outcome unknown"
 _BUYS_COUNTED = (  # allowed buys that reached the broker, or may have
-    AccessLog.action == "order:buy", AccessLog.allowed.is_(True),
+    AccessLog.action == "order:buy",
+    AccessLog.allowed.is_(True),
     sa.or_(AccessLog.reason.is_(None), AccessLog.reason.startswith(OUTCOME_UNKNOWN)),
 )
 _SPENT_SINCE = (
     sa.select(sa.func.coalesce(sa.func.sum(AccessLog.amount), 0))
     .where(
-        AccessLog.account_no == sa.bindparam("p_account"), *_BUYS_COUNTED,
+        AccessLog.account_no == sa.bindparam("p_account"),
+        *_BUYS_COUNTED,
         AccessLog.at >= sa.bindparam("p_since", type_=AccessLog.at.type),
     )
     .scalar_subquery()
@@ -134,13 +137,16 @@ def _capped_count(*where: sa.ColumnElement[bool], cap: str) -> sa.ScalarSelect[i
 
 _RECENT = _capped_count(
     AccessLog.account_no == sa.bindparam("p_account"),
-    AccessLog.at > sa.bindparam("p_burst_since", type_=AccessLog.at.type), _IN_WINDOW,
+    AccessLog.at > sa.bindparam("p_burst_since", type_=AccessLog.at.type),
+    _IN_WINDOW,
     cap="p_burst_cap",
 )
 _FAILURES = _capped_count(  # refusals, except those of a STEP_UP rule
     # "= false", as the partial index ix_access_log_refused_account_no_at says it
-    AccessLog.account_no == sa.bindparam("p_account"), AccessLog.allowed == sa.false(),
-    AccessLog.at > sa.bindparam("p_fail_since", type_=AccessLog.at.type), _IN_WINDOW,
+    AccessLog.account_no == sa.bindparam("p_account"),
+    AccessLog.allowed == sa.false(),
+    AccessLog.at > sa.bindparam("p_fail_since", type_=AccessLog.at.type),
+    _IN_WINDOW,
     sa.or_(AccessLog.reason.is_(None), ~AccessLog.reason.startswith(HELD)),
     cap="p_fail_cap",
 )
@@ -149,7 +155,8 @@ _HELD = (  # what the product's open positions hold of the code (a sell's or can
     .where(
         ThreeTierStrategy.user_id == sa.bindparam("p_user"),
         ThreeTierStrategy.account_no == sa.bindparam("p_account"),
-        ThreeTierStrategy.code == sa.bindparam("p_code"), ThreeTierStrategy.closed_at.is_(None),
+        ThreeTierStrategy.code == sa.bindparam("p_code"),
+        ThreeTierStrategy.closed_at.is_(None),
     )
     .scalar_subquery()
 )
@@ -207,8 +214,10 @@ _PLACED = (
 _SUPERSEDED = (
     sa.update(AccessLog)
     .where(
-        AccessLog.order_ref == sa.bindparam("p_ref"), AccessLog.action == "order:buy",
-        AccessLog.allowed.is_(True), AccessLog.reason.startswith(OUTCOME_UNKNOWN),
+        AccessLog.order_ref == sa.bindparam("p_ref"),
+        AccessLog.action == "order:buy",
+        AccessLog.allowed.is_(True),
+        AccessLog.reason.startswith(OUTCOME_UNKNOWN),
     )
     .values(reason="not placed: proved not received, sent again")
 )
@@ -449,7 +458,12 @@ class BrokerGateway:
         entry. ``code`` and ``quantity`` (sells, cancels) tell a protective sell from any other."""
         now = self.clock()
         started = time.perf_counter()
-        found = await self.db.run(self._check_and_log, claims, action, origin, amount, now, code, quantity)
+        ref = ORDER_REF.get() if action == "order:buy" else None
+        request = (claims, action, origin, amount, now, code, quantity)
+        if self.db.batching and not (ref is not None and ref.resend):
+            found = await self._check_and_log_batched(*request)
+        else:
+            found = await self.db.run(self._check_and_log, *request)
         await self._act_on(claims.user_id, claims.account_no, found.findings)
         observe_gateway(action, found.refusal is None, time.perf_counter() - started)
         if found.refusal is not None:
@@ -466,11 +480,54 @@ class BrokerGateway:
         code: str | None = None,
         quantity: int | None = None,
     ) -> Admission:
-        """The checks of a request and its access-log entry. One read and one insert, each committing by
-        itself (a transaction around them would add two round trips and no guarantee); a re-send's entry
-        and the superseding of the earlier calls it proves lost are one transaction."""
+        """The checks of a request and its access-log entry, in this thread. One read and one insert, each
+        committing by itself (a transaction around them would add two round trips and no guarantee); a
+        re-send's entry and the superseding of the earlier calls it proves lost are one transaction."""
         ref = ORDER_REF.get() if action == "order:buy" else None
         resend = ref is not None and ref.resend
+        statement, params = self._admission_read(claims, action, now, code)
+        with self.db.transaction() if resend else self.db.statement() as conn:
+            if ref is not None and ref.resend:
+                conn.execute(_SUPERSEDED, {"p_ref": ref.key})
+            found = conn.execute(statement, params).first()
+            decided = self._decide(found, claims, action, origin, now, code, quantity)
+            log_id = self._add_log(
+                conn, claims, action, origin, amount, decided.refusal is None, decided.logged_reason,
+                decided.last_used, now, order_ref=ref.key if ref else None,
+            )  # fmt: skip
+        return decided.admission(log_id)
+
+    async def _check_and_log_batched(
+        self,
+        claims: TokenClaims,
+        action: str,
+        origin: str,
+        amount: int | None,
+        now: datetime,
+        code: str | None = None,
+        quantity: int | None = None,
+    ) -> Admission:
+        """:meth:`_check_and_log` (not a re-send) with the read and the insert in group commits: the same
+        checks, the same entry, the same statements, each still committing before the next step."""
+        ref = ORDER_REF.get() if action == "order:buy" else None
+        statement, params = self._admission_read(claims, action, now, code)
+        rows = await self.db.batched(statement).rows(params)
+        decided = self._decide(rows[0] if rows else None, claims, action, origin, now, code, quantity)
+        allowed = decided.refusal is None
+        entry = _log_entry(claims, action, origin, amount, allowed, decided.logged_reason, now,
+                           ref.key if ref else None)  # fmt: skip
+        (row,) = await self.db.batched(_LOG, _LOG_KEYS).rows(entry)
+        if _touch_due(allowed, claims, decided.last_used, now):
+            await self.db.batched(_TOUCH).run(
+                {"p_user": claims.user_id, "p_account": claims.account_no, "p_now": now}
+            )
+        return decided.admission(int(row[0]))
+
+    def _admission_read(
+        self, claims: TokenClaims, action: str, now: datetime, code: str | None
+    ) -> tuple[sa.Select[Any], dict[str, Any]]:
+        """The one read every check needs: the key, its limit, the token's revocation, today's buys, the
+        security rules' windows, what the product holds of a sell's code."""
         s = self.detector.settings
         if action == "order:buy":
             statement = _ADMIT_BUY
@@ -478,61 +535,63 @@ class BrokerGateway:
             statement = _ADMIT_ORDER
         else:
             statement = _ADMIT
-        with self.db.transaction() if resend else self.db.statement() as conn:
-            if ref is not None and ref.resend:
-                conn.execute(_SUPERSEDED, {"p_ref": ref.key})
-            # One read for every check: the key, its limit, the token's revocation, today's buys, the
-            # security rules' windows, what the product holds of a sell's code.
-            found = conn.execute(
-                statement,
-                {"p_user": claims.user_id, "p_account": claims.account_no, "p_jti": claims.jti,
-                 "p_since": _day_start(now), "p_code": code,
-                 "p_burst_since": now - timedelta(seconds=s.burst_window_seconds),
-                 "p_fail_since": now - timedelta(seconds=s.failed_window_seconds),
-                 "p_burst_cap": s.burst_requests + 1, "p_fail_cap": s.failed_checks},
-            ).first()  # fmt: skip
-            if found is None:
-                status, limit, last_used, revoked, spent_today, by_token, version = (
-                    None, None, None, False, 0, 0, None
-                )  # fmt: skip
-                recent = failures = held = 0
-            else:
-                status, limit, last_used, version = found[0], found[1], found[2], found[6]
-                revoked, spent_today, by_token = bool(found[3]), int(found[4] or 0), int(found[5] or 0)
-                recent, failures, held = int(found[7] or 0), int(found[8] or 0), int(found[9] or 0)
-            refusal: str | None = None
-            if status not in USABLE:
-                refusal = f"key is {status.value if status else 'not registered'}"
-            elif revoked:
-                refusal = "temporary token revoked"
-            elif claims.key_version != version:
-                refusal = "temporary token issued for an earlier key"
-            elif now >= claims.expires_at:
-                refusal = "temporary token expired"
-            elif action != "session" and action not in claims.actions:
-                refusal = f"token does not allow {action}"
-            kind = classify(action, held, quantity)
-            findings: list[Finding] = []
-            if status is ApiStatus.DISABLED and refusal is None:
-                refusal = _outside_sell_only_scope(kind, action, code, quantity, held)
-                if refusal is None and action == "order:sell":
-                    findings.append(AnomalyDetector.sell_only(f"sell of {quantity} {code} (held {held})"))
-            elif status is ApiStatus.ACTIVE:
-                # This request is one of the window's requests, and (refused) one of its refusals.
-                findings = self.detector.on_request(kind, now, origin, recent + 1, checked=refusal is None)
-                blocking = [f for f in findings if f.grade >= Grade.STEP_UP]
-                if refusal is None and blocking:
-                    worst = max(blocking, key=lambda f: f.grade)
-                    held_back = HELD if worst.grade is Grade.STEP_UP else ""
-                    refusal = f"{held_back}blocked by security rule {worst.rule}"
-                if refusal is not None and not refusal.startswith(HELD):
-                    findings += self.detector.on_refusal(failures + 1, refusal)
-            in_flight = IN_FLIGHT if refusal is None and action == "order:buy" else refusal
-            log_id = self._add_log(
-                conn, claims, action, origin, amount, refusal is None, in_flight, last_used, now,
-                order_ref=ref.key if ref else None,
-            )
-        return Admission(status, limit, spent_today, by_token, refusal, findings, log_id)
+        params = {"p_user": claims.user_id, "p_account": claims.account_no, "p_jti": claims.jti,
+                  "p_since": _day_start(now), "p_code": code,
+                  "p_burst_since": now - timedelta(seconds=s.burst_window_seconds),
+                  "p_fail_since": now - timedelta(seconds=s.failed_window_seconds),
+                  "p_burst_cap": s.burst_requests + 1, "p_fail_cap": s.failed_checks}  # fmt: skip
+        return statement, params
+
+    def _decide(
+        self,
+        found: Sequence[Any] | None,
+        claims: TokenClaims,
+        action: str,
+        origin: str,
+        now: datetime,
+        code: str | None,
+        quantity: int | None,
+    ) -> _Decision:
+        """What the checks and the security rules make of the admission read's row."""
+        if found is None:
+            status, limit, last_used, revoked, spent_today, by_token, version = (
+                None, None, None, False, 0, 0, None
+            )  # fmt: skip
+            recent = failures = held = 0
+        else:
+            status = None if found[0] is None else ApiStatus(found[0])
+            limit, last_used, version = found[1], found[2], found[6]
+            revoked, spent_today, by_token = bool(found[3]), int(found[4] or 0), int(found[5] or 0)
+            recent, failures, held = int(found[7] or 0), int(found[8] or 0), int(found[9] or 0)
+        refusal: str | None = None
+        if status not in USABLE:
+            refusal = f"key is {status.value if status else 'not registered'}"
+        elif revoked:
+            refusal = "temporary token revoked"
+        elif claims.key_version != version:
+            refusal = "temporary token issued for an earlier key"
+        elif now >= claims.expires_at:
+            refusal = "temporary token expired"
+        elif action != "session" and action not in claims.actions:
+            refusal = f"token does not allow {action}"
+        kind = classify(action, held, quantity)
+        findings: list[Finding] = []
+        if status is ApiStatus.DISABLED and refusal is None:
+            refusal = _outside_sell_only_scope(kind, action, code, quantity, held)
+            if refusal is None and action == "order:sell":
+                findings.append(AnomalyDetector.sell_only(f"sell of {quantity} {code} (held {held})"))
+        elif status is ApiStatus.ACTIVE:
+            # This request is one of the window's requests, and (refused) one of its refusals.
+            findings = self.detector.on_request(kind, now, origin, recent + 1, checked=refusal is None)
+            blocking = [f for f in findings if f.grade >= Grade.STEP_UP]
+            if refusal is None and blocking:
+                worst = max(blocking, key=lambda f: f.grade)
+                held_back = HELD if worst.grade is Grade.STEP_UP else ""
+                refusal = f"{held_back}blocked by security rule {worst.rule}"
+            if refusal is not None and not refusal.startswith(HELD):
+                findings += self.detector.on_refusal(failures + 1, refusal)
+        logged = IN_FLIGHT if refusal is None and action == "order:buy" else refusal
+        return _Decision(status, limit, spent_today, by_token, refusal, findings, logged, last_used)
 
     async def reference_price(self, session: GatedSession, code: str) -> int:
         """The price a market or at-close buy is checked against: a quote shared by every user for a few
@@ -695,17 +754,54 @@ class BrokerGateway:
         order_ref: str | None = None,
     ) -> int:
         now = now or self.clock()
-        log_id: int = conn.execute(
-            _LOG,
-            {"at": now, "user_id": claims.user_id if claims else None,
-             "account_no": claims.account_no if claims else None, "token_id": claims.jti if claims else None,
-             "action": action or "session", "origin": (origin or "")[:128], "allowed": allowed,
-             "reason": (reason or "")[:255] or None, "amount": amount, "order_ref": order_ref},
-        ).scalar_one()  # fmt: skip
-        # The key's "last used" is kept to the minute: one write a minute, not one per request.
-        if allowed and claims is not None and (last_used is None or now - last_used >= LAST_USED_STEP):
+        entry = _log_entry(claims, action, origin, amount, allowed, reason, now, order_ref)
+        log_id: int = conn.execute(_LOG, entry).scalar_one()
+        if claims is not None and _touch_due(allowed, claims, last_used, now):
             conn.execute(_TOUCH, {"p_user": claims.user_id, "p_account": claims.account_no, "p_now": now})
         return log_id
+
+
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    """The checks' verdict on a request, before its access-log entry is written."""
+
+    status: ApiStatus | None
+    daily_limit: int | None
+    spent_today: int
+    spent_by_token: int
+    refusal: str | None
+    findings: list[Finding]
+    logged_reason: str | None  # the entry's reason: the refusal, or a buy's in-flight mark
+    last_used: datetime | None
+
+    def admission(self, log_id: int) -> Admission:
+        return Admission(self.status, self.daily_limit, self.spent_today, self.spent_by_token, self.refusal,
+                         self.findings, log_id)  # fmt: skip
+
+
+def _log_entry(
+    claims: TokenClaims | None,
+    action: str | None,
+    origin: str | None,
+    amount: int | None,
+    allowed: bool,
+    reason: str | None,
+    now: datetime,
+    order_ref: str | None,
+) -> dict[str, Any]:
+    return {"at": now, "user_id": claims.user_id if claims else None,
+            "account_no": claims.account_no if claims else None, "token_id": claims.jti if claims else None,
+            "action": action or "session", "origin": (origin or "")[:128], "allowed": allowed,
+            "reason": (reason or "")[:255] or None, "amount": amount, "order_ref": order_ref}  # fmt: skip
+
+
+_LOG_KEYS = ("at", "user_id", "account_no", "token_id", "action", "origin", "allowed", "reason", "amount",
+             "order_ref")  # fmt: skip
+
+
+def _touch_due(allowed: bool, claims: TokenClaims | None, last_used: datetime | None, now: datetime) -> bool:
+    """The key's "last used" is kept to the minute: one write a minute, not one per request."""
+    return allowed and claims is not None and (last_used is None or now - last_used >= LAST_USED_STEP)
 
 
 class GatedSession:
@@ -742,7 +838,7 @@ class GatedSession:
         except BaseException as exc:  # cancelled mid-call: as unknown as a timeout
             self._g._outcome(budget.log_id, f"{OUTCOME_UNKNOWN}: {type(exc).__name__}")
             raise
-        await self._g.db.run(self._g._placed, budget.log_id)
+        await self._g.db.batched(_PLACED).run({"p_id": budget.log_id})
         return ack
 
     async def sell(

@@ -1,0 +1,293 @@
+"""Group commit for the order path's statements on PostgreSQL.
+
+The evening sends thousands of orders at once, each with a handful of one-row statements (the intent's
+claim and settle, the gateway's admission read, its access-log entry, the in-flight mark). Sent one by
+one through a worker thread and a pooled connection, each statement cost about 350 us of CPU in this
+process. Here the calls of one statement made while the previous batch is out go to PostgreSQL together:
+one pipelined round trip (asyncpg's ``fetchmany``: the statement prepared once, every call's arguments
+bound and executed in order) in one transaction, about 25 us of CPU a call. Nothing is deferred: a call
+returns only once its batch is committed, so every write the exactly-once protocol makes before a broker
+call is durable before the call, as it was.
+
+Each call's rows come back to that call alone (the statement is wrapped so that every row it returns
+carries the index of its call), so two calls that race for one row in a batch see exactly what they would
+have seen one after the other. A batch that fails is run again call by call, so one call's error (a
+constraint, a deadlock with another batch) is that call's alone, and a failed call changed nothing (its
+batch rolled back).
+
+Statements come from SQLAlchemy constructs (the same ones the other databases run), compiled once for
+asyncpg with their types' bind processing and Python-side defaults (``onupdate``) applied per call. Rows are
+returned as the driver gives them: enums as their string values. On SQLite (the demo, the tests' default)
+:class:`Unbatched` runs each call as before, in a worker thread on its own connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+
+if TYPE_CHECKING:
+    from autotrade.store.db import Database
+
+log = logging.getLogger(__name__)
+
+Params = Mapping[str, Any]
+Row = Sequence[Any]
+MAX_BATCH = 500  # calls in one round trip
+IN_FLIGHT = 2  # batches of one statement out at once (the others' calls gather meanwhile)
+POOL_SIZE = 8  # connections of a process's batches
+
+
+class Statement(Protocol):
+    async def rows(self, params: Params) -> list[Row]:
+        """Run the statement for ``params``; the rows it returned (RETURNING, or a SELECT's)."""
+        ...
+
+    async def run(self, params: Params) -> None:
+        """Run the statement for ``params`` (its rows, if any, are not wanted)."""
+        ...
+
+
+class Unbatched:
+    """One call, one statement on a connection of its own that commits by itself (SQLite, or any database
+    without the batch path)."""
+
+    def __init__(self, db: Database, statement: Executable) -> None:
+        self._db = db
+        self._statement = statement
+
+    def _execute(self, params: Params, want_rows: bool) -> list[Row]:
+        with self._db.statement() as conn:
+            result = conn.execute(self._statement, dict(params))
+            return list(result.all()) if want_rows else []
+
+    async def rows(self, params: Params) -> list[Row]:
+        return await self._db.run(self._execute, params, True)
+
+    async def run(self, params: Params) -> None:
+        await self._db.run(self._execute, params, False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    sql: str  # wrapped: every row carries the index of its call
+    names: tuple[str, ...]  # the statement's parameters, in position order
+    fixed: dict[str, Any]  # literal values bound by the statement itself
+    processors: Mapping[str, Callable[[Any], Any]]
+    defaults: dict[str, Callable[[], Any]]  # Python-side defaults (an UPDATE's onupdate) by parameter
+
+
+def _default(column: sa.Column[Any], update: bool) -> Callable[[], Any]:
+    spec: Any = column.onupdate if update else column.default
+    if spec is None or not (spec.is_callable or spec.is_scalar):
+        raise ValueError(f"{column} has a default the batch path cannot compute")
+    if spec.is_scalar:
+        value = spec.arg
+        return lambda: value
+    fn = spec.arg
+    return lambda: fn(None)  # SQLAlchemy wraps a plain callable to take the execution context
+
+
+def compile_for_batches(statement: Executable, keys: Sequence[str] | None = None) -> _Compiled:
+    """``statement`` as asyncpg runs it, with the call index appended to every row it returns. ``keys``
+    are an INSERT's given columns (the others take their defaults or NULL)."""
+    from sqlalchemy.dialects.postgresql import asyncpg as pg_asyncpg
+
+    dialect = pg_asyncpg.dialect()  # type: ignore[no-untyped-call]
+    columns = list(keys) if keys is not None else None
+    compiled = statement.compile(dialect=dialect, column_keys=columns)  # type: ignore[attr-defined]
+    if not isinstance(compiled, SQLCompiler):
+        raise TypeError(f"not a SQL statement: {statement!r}")
+    names = tuple(compiled.positiontup or ())
+    defaults = {c.key: _default(c, update=False) for c in compiled.insert_prefetch}
+    defaults.update({c.key: _default(c, update=True) for c in compiled.update_prefetch})
+    body = compiled.string
+    returns = bool(getattr(compiled, "returning", None)) or isinstance(statement, sa.Select)
+    if returns:
+        body = f"WITH q AS ({body}) SELECT ${len(names) + 1}::int4 AS batch_call, q.* FROM q"  # noqa: S608
+    # the types' bind processing (enums to their values, datetimes to UTC); no tuple types here
+    processors = {k: p for k, p in compiled._bind_processors.items() if callable(p)}
+    return _Compiled(body, names, dict(compiled.params), processors, defaults)
+
+
+def _arguments(c: _Compiled, params: Params) -> list[Any]:
+    args = []
+    for name in c.names:
+        if name in params:
+            value = params[name]
+        elif name in c.defaults:
+            value = c.defaults[name]()
+        else:
+            value = c.fixed[name]
+        processor = c.processors.get(name)
+        args.append(processor(value) if processor is not None and value is not None else value)
+    return args
+
+
+def _as_sqlalchemy_error(exc: BaseException, sql: str) -> BaseException:
+    """The driver's error as the SQLAlchemy error the callers (and the tasks' retry rules) know; no
+    parameters in it (they may name users and tokens)."""
+    import asyncpg
+
+    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+        return sa.exc.IntegrityError(sql, None, exc)
+    if isinstance(exc, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, TimeoutError)):
+        return sa.exc.OperationalError(sql, None, exc)
+    if isinstance(exc, (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)):
+        return sa.exc.OperationalError(sql, None, exc)
+    if isinstance(exc, asyncpg.PostgresError):
+        return sa.exc.DatabaseError(sql, None, exc)
+    return exc
+
+
+class BatchPool:
+    """The asyncpg connections of one process's batches, made in the event loop that first needs them (a
+    pool left in another loop is not used from this one)."""
+
+    def __init__(self, url: str, size: int = POOL_SIZE) -> None:
+        u = sa.engine.make_url(url)
+        self._dsn = u.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._size = size
+        self._pool: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._opening: asyncio.Future[Any] | None = None
+
+    def __repr__(self) -> str:
+        return "BatchPool()"
+
+    async def pool(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._pool is not None and self._loop is loop:
+            return self._pool
+        if self._opening is not None and self._opening.get_loop() is loop:
+            return await asyncio.shield(self._opening)
+        import asyncpg
+
+        opening: asyncio.Future[Any] = loop.create_future()
+        self._opening, self._loop, self._pool = opening, loop, None
+        try:
+            pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._size)
+        except BaseException as exc:
+            self._opening = None
+            opening.set_exception(_as_sqlalchemy_error(exc, "connect"))
+            opening.exception()
+            raise _as_sqlalchemy_error(exc, "connect") from None
+        self._pool = pool
+        opening.set_result(pool)
+        return pool
+
+    async def aclose(self) -> None:
+        """Close the pool, when called from its own event loop (a closed loop took its sockets along)."""
+        pool, self._pool, self._opening = self._pool, None, None
+        if pool is not None and self._loop is asyncio.get_running_loop():
+            await pool.close()
+
+
+class Batched:
+    """One statement whose concurrent calls go to PostgreSQL in batches (see the module's text)."""
+
+    def __init__(self, pool: BatchPool, statement: Executable, keys: Sequence[str] | None = None) -> None:
+        self._pool = pool
+        self._c = compile_for_batches(statement, keys)
+        self._returns = self._c.sql.startswith("WITH q AS")
+        self._pending: list[tuple[list[Any], asyncio.Future[list[Row]]]] = []
+        self._in_flight = 0
+        self._kick_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.batches = 0  # round trips made (measurements, tests)
+
+    def __repr__(self) -> str:
+        return f"Batched({self._c.sql[:40]!r}...)"
+
+    async def rows(self, params: Params) -> list[Row]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[list[Row]] = loop.create_future()
+        self._pending.append((_arguments(self._c, params), done))
+        if not self._kick_scheduled:
+            self._kick_scheduled = True
+            loop.call_soon(self._kick)  # the calls made in this turn of the loop join the batch
+        return await done
+
+    async def run(self, params: Params) -> None:
+        await self.rows(params)
+
+    def _kick(self) -> None:
+        self._kick_scheduled = False
+        while self._pending and self._in_flight < IN_FLIGHT:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            batch = [(a, f) for a, f in batch if not f.cancelled()]
+            if not batch:
+                continue
+            self._in_flight += 1
+            task = asyncio.get_running_loop().create_task(self._flush(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _flush(self, batch: list[tuple[list[Any], asyncio.Future[list[Row]]]]) -> None:
+        try:
+            try:
+                results = await self._execute([a for a, _ in batch])
+            except Exception as exc:
+                if len(batch) == 1 or not _rolled_back(exc):
+                    # A lost connection may have lost the commit's answer, not the commit: the calls fail
+                    # (as a single statement's would), never run a second time.
+                    for _, done in batch:
+                        _settle(done, exc=_as_sqlalchemy_error(exc, self._c.sql))
+                    return
+                why = type(exc).__name__
+                log.info("a batch of %d failed (%s): its calls run one by one", len(batch), why)
+                for args, done in batch:  # the batch rolled back: each call runs alone, once
+                    try:
+                        (one,) = await self._execute([args])
+                    except Exception as alone:
+                        _settle(done, exc=_as_sqlalchemy_error(alone, self._c.sql))
+                    else:
+                        _settle(done, rows=one)
+                return
+            for (_, done), rows in zip(batch, results, strict=True):
+                _settle(done, rows=rows)
+        except BaseException as exc:  # cancelled (the loop ends): no caller is left waiting
+            for _, done in batch:
+                _settle(done, exc=exc if isinstance(exc, Exception) else asyncio.CancelledError())
+            raise
+        finally:
+            self._in_flight -= 1
+            self._kick()
+
+    async def _execute(self, calls: list[list[Any]]) -> list[list[Row]]:
+        pool = await self._pool.pool()
+        self.batches += 1
+        async with pool.acquire() as conn:
+            if not self._returns:
+                await conn.executemany(self._c.sql, calls)
+                return [[] for _ in calls]
+            found = await conn.fetchmany(self._c.sql, [[*a, i] for i, a in enumerate(calls)])
+        per_call: list[list[Row]] = [[] for _ in calls]
+        for record in found:
+            per_call[record[0]].append(tuple(record)[1:])
+        return per_call
+
+
+def _rolled_back(exc: BaseException) -> bool:
+    """Whether PostgreSQL refused the batch (its transaction rolled back, nothing of it stays)."""
+    import asyncpg
+
+    return isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, asyncpg.PostgresConnectionError)
+
+
+def _settle(
+    done: asyncio.Future[list[Row]], *, rows: list[Row] | None = None, exc: BaseException | None = None
+) -> None:
+    if done.done():
+        return
+    if exc is not None:
+        done.set_exception(exc)
+    else:
+        done.set_result(rows or [])

@@ -134,7 +134,7 @@ class GatewayAccess:
         self, ref: AccountRef, actions: frozenset[str], spend_cap: int | None = None
     ) -> AccountBroker:
         gw = self.gateway()
-        token = await self.db.run(gw.get_temporary_token, ref.user_id, ref.account_no, actions, spend_cap)
+        token = await gw.temporary_token(ref.user_id, ref.account_no, actions, spend_cap)
         session = await gw.session(token, origin=self.settings.origin)
         return KiwoomAccount(session, clock=self.clock)
 

@@ -24,8 +24,9 @@ returned as the driver gives them: enums as their string values. On SQLite (the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -138,13 +139,23 @@ def _as_sqlalchemy_error(exc: BaseException, sql: str) -> BaseException:
 
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
         return sa.exc.IntegrityError(sql, None, exc)
-    if isinstance(exc, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError, TimeoutError)):
+    lost = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError,
+            TimeoutError)  # fmt: skip
+    if isinstance(exc, lost):
         return sa.exc.OperationalError(sql, None, exc)
     if isinstance(exc, (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)):
         return sa.exc.OperationalError(sql, None, exc)
     if isinstance(exc, asyncpg.PostgresError):
         return sa.exc.DatabaseError(sql, None, exc)
     return exc
+
+
+APPLICATION_NAME = "autotrade-batches"  # how the connections show in pg_stat_activity
+
+
+async def _keep(conn: Any) -> None:
+    """A connection given back to the pool as it is: the batches leave no session state (no locks, cursors,
+    listeners or settings) behind, so asyncpg's reset would cost a round trip per batch for nothing."""
 
 
 class BatchPool:
@@ -173,7 +184,10 @@ class BatchPool:
         opening: asyncio.Future[Any] = loop.create_future()
         self._opening, self._loop, self._pool = opening, loop, None
         try:
-            pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._size)
+            pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=self._size, reset=_keep,
+                server_settings={"application_name": APPLICATION_NAME},
+            )  # fmt: skip
         except BaseException as exc:
             self._opening = None
             opening.set_exception(_as_sqlalchemy_error(exc, "connect"))
@@ -183,6 +197,18 @@ class BatchPool:
         opening.set_result(pool)
         return pool
 
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """One connection in one transaction, committed when the block ends without an error."""
+        pool = await self.pool()
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                yield Transaction(conn)
+        except sa.exc.SQLAlchemyError:
+            raise
+        except Exception as exc:
+            raise _as_sqlalchemy_error(exc, "transaction") from None
+
     async def aclose(self) -> None:
         """Close the pool, when called from its own event loop (a closed loop took its sockets along)."""
         pool, self._pool, self._opening = self._pool, None, None
@@ -190,12 +216,50 @@ class BatchPool:
             await pool.close()
 
 
+_COMPILED: dict[tuple[int, tuple[str, ...] | None], tuple[Executable, _Compiled]] = {}
+
+
+def compiled(statement: Executable, keys: Sequence[str] | None = None) -> _Compiled:
+    """:func:`compile_for_batches`, once per statement (built once, at import) and set of columns."""
+    key = (id(statement), None if keys is None else tuple(keys))
+    found = _COMPILED.get(key)
+    if found is None or found[0] is not statement:
+        found = _COMPILED[key] = (statement, compile_for_batches(statement, keys))
+    return found[1]
+
+
+class Transaction:
+    """Statements on one connection in one transaction (asyncpg), each run for a list of calls in one
+    pipelined round trip: for writes that must stand or fall together (an account's plan)."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def many(
+        self, statement: Executable, calls: Sequence[Params], keys: Sequence[str] | None = None
+    ) -> list[list[Row]]:
+        """Run ``statement`` for each of ``calls``; each call's rows."""
+        c = compiled(statement, keys)
+        args = [_arguments(c, p) for p in calls]
+        try:
+            if not c.sql.startswith("WITH q AS"):
+                await self._conn.executemany(c.sql, args)
+                return [[] for _ in args]
+            found = await self._conn.fetchmany(c.sql, [[*a, i] for i, a in enumerate(args)])
+        except Exception as exc:
+            raise _as_sqlalchemy_error(exc, c.sql) from None
+        per_call: list[list[Row]] = [[] for _ in args]
+        for record in found:
+            per_call[record[0]].append(tuple(record)[1:])
+        return per_call
+
+
 class Batched:
     """One statement whose concurrent calls go to PostgreSQL in batches (see the module's text)."""
 
     def __init__(self, pool: BatchPool, statement: Executable, keys: Sequence[str] | None = None) -> None:
         self._pool = pool
-        self._c = compile_for_batches(statement, keys)
+        self._c = compiled(statement, keys)
         self._returns = self._c.sql.startswith("WITH q AS")
         self._pending: list[tuple[list[Any], asyncio.Future[list[Row]]]] = []
         self._in_flight = 0
@@ -265,10 +329,15 @@ class Batched:
         pool = await self._pool.pool()
         self.batches += 1
         async with pool.acquire() as conn:
-            if not self._returns:
-                await conn.executemany(self._c.sql, calls)
-                return [[] for _ in calls]
-            found = await conn.fetchmany(self._c.sql, [[*a, i] for i, a in enumerate(calls)])
+            try:
+                if not self._returns:
+                    await conn.executemany(self._c.sql, calls)
+                    return [[] for _ in calls]
+                found = await conn.fetchmany(self._c.sql, [[*a, i] for i, a in enumerate(calls)])
+            except Exception as exc:
+                if not _rolled_back(exc):
+                    conn.terminate()  # in an unknown state: the pool opens a new one in its place
+                raise
         per_call: list[list[Row]] = [[] for _ in calls]
         for record in found:
             per_call[record[0]].append(tuple(record)[1:])

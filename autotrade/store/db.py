@@ -8,7 +8,7 @@ import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -20,6 +20,7 @@ from sqlalchemy.sql.base import Executable
 
 from autotrade.store.batch import Batched, BatchPool, Unbatched
 from autotrade.store.batch import Statement as BatchStatement
+from autotrade.store.batch import Transaction as BatchTransaction
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects.postgresql import Insert as PgInsert
@@ -112,6 +113,11 @@ class Database:
                 found = Batched(self._batch_pool, statement, keys)
             self._batched[key] = found
         return found
+
+    def transaction_async(self) -> AbstractAsyncContextManager[BatchTransaction] | None:
+        """One asyncpg connection in one transaction, from the event loop (PostgreSQL with batching); None
+        otherwise: the caller then uses :meth:`transaction` in a worker thread."""
+        return None if self._batch_pool is None else self._batch_pool.transaction()
 
     async def aclose(self) -> None:
         """Close this event loop's batch connections (the end of a run)."""

@@ -51,6 +51,36 @@ class BuyOutcome:
 # An account's plan: its signals and intents inserted in one statement each, ids back in the rows' order.
 _INSERT_SIGNALS = sa.insert(TradingSignal).returning(TradingSignal.id, sort_by_parameter_order=True)
 _INSERT_INTENTS = sa.insert(OrderIntentRow).returning(OrderIntentRow.id, sort_by_parameter_order=True)
+# The same, one row per call (the PostgreSQL path pipelines the calls: asyncpg's fetchmany).
+_INSERT_SIGNAL = sa.insert(TradingSignal).returning(TradingSignal.id)
+_INSERT_INTENT = sa.insert(OrderIntentRow).returning(OrderIntentRow.id)
+_INSERT_SKIP = sa.insert(TradingSignal)
+
+
+# What planning an account reads, built once: its key's daily limit and whether it was planned today, its
+# buys of the day (not refused), the positions it closed.
+_MINE: tuple[sa.BindParameter[str], sa.BindParameter[str], sa.BindParameter[date]] = (
+    sa.bindparam("p_user"), sa.bindparam("p_account"), sa.bindparam("p_day", type_=sa.Date)
+)  # fmt: skip
+_LIMIT_AND_PLANNED = sa.select(
+    UserApiKey.daily_limit,
+    sa.select(sa.func.count(TradingSignal.id))
+    .where(TradingSignal.trading_day == _MINE[2], TradingSignal.user_id == _MINE[0],
+           TradingSignal.account_no == _MINE[1])
+    .scalar_subquery(),
+).where(UserApiKey.user_id == _MINE[0], UserApiKey.account_no == _MINE[1])  # fmt: skip
+_BUYS_TODAY = sa.select(OrderIntentRow.code, OrderIntentRow.quantity, OrderIntentRow.price).where(
+    OrderIntentRow.trading_day == _MINE[2], OrderIntentRow.account_no == _MINE[1],
+    OrderIntentRow.side == Side.BUY, OrderIntentRow.status != IntentStatus.REJECTED,
+)  # fmt: skip
+_CLOSED = sa.select(ThreeTierStrategy.code, ThreeTierStrategy.closed_at).where(
+    ThreeTierStrategy.account_no == _MINE[1], ThreeTierStrategy.closed_at.is_not(None),
+    ThreeTierStrategy.entry_date <= _MINE[2],
+)  # fmt: skip
+
+
+def _mine(ref: AccountRef, day: date) -> dict[str, object]:
+    return {"p_user": ref.user_id, "p_account": ref.account_no, "p_day": day}
 
 
 @dataclass(slots=True)
@@ -121,21 +151,21 @@ class BuyService:
         then be None."""
         # The database work runs off the event loop: thousands of accounts share it in the evening run.
         out = BuyOutcome(ref.user_id, ref.account_no)
-        limits, planned = await self.db.run(self._limits_and_whether_planned, ref, day, caps)
+        limits, planned = await self._limits_and_whether_planned(ref, day, caps)
         if not planned:
             if view is None:
                 if broker is None:
                     raise ValueError("an account not planned yet needs its view or its broker")
                 view = await broker.account()
             held = {h.code for h in view.holdings if h.quantity > 0}
-            state = await self.db.run(self._account_state, ref, day, view.cash, held)
+            state = await self._account_state(ref, day, view.cash, held)
             plan = plan_buys(scan, limits, state, self.costs)
             if dry_run:
                 out.placed = [(b.code, b.quantity, b.price) for b in plan.buys]
                 out.skipped = [(k.code, k.reason.value) for k in plan.skipped]
                 return PreparedBuys(out, [])
             reasons = {r.code: list(r.reasons) for r in scan}
-            recorded = await self.db.run(self._record_plan, ref, day, plan, scan_batch_id, reasons)
+            recorded = await self._record_plan(ref, day, plan, scan_batch_id, reasons)
             if recorded is not None:
                 out.skipped, intents = recorded
                 return PreparedBuys(out, intents)
@@ -160,63 +190,68 @@ class BuyService:
                 out.placed.append((code, qty, price))
         return out
 
-    def _limits_and_whether_planned(
+    async def _limits_and_whether_planned(
         self, ref: AccountRef, day: date, caps: Mapping[str, int] | None
     ) -> tuple[RiskLimits, bool]:
-        with self.db.unit_of_work() as s:
-            key = s.scalar(
-                sa.select(UserApiKey).where(
-                    UserApiKey.user_id == ref.user_id, UserApiKey.account_no == ref.account_no
-                )
-            )
-            if key is None:
-                raise LookupError("no registered key for this account")
-            return tightened(self.limits_for(key), caps), self._existing_buys(s, ref, day)
+        rows = await self.db.batched(_LIMIT_AND_PLANNED).rows(_mine(ref, day))
+        if not rows:
+            raise LookupError("no registered key for this account")
+        daily_limit, signals = rows[0]
+        return tightened(self.settings.risk_limits(daily_limit), caps), (signals or 0) > 0
 
     def _skips_and_intents(
         self, ref: AccountRef, day: date
     ) -> tuple[list[tuple[str, str]], list[tuple[int, str, int, int, IntentStatus]]]:
         return self._skips(ref, day), self._buy_intents(ref, day)
 
-    def _existing_buys(self, s: sa.orm.Session, ref: AccountRef, day: date) -> bool:
-        return (
-            s.scalar(
-                sa.select(sa.func.count(TradingSignal.id)).where(
-                    TradingSignal.trading_day == day,
-                    TradingSignal.user_id == ref.user_id,
-                    TradingSignal.account_no == ref.account_no,
-                )
-            )
-            or 0
-        ) > 0
-
-    def _account_state(self, ref: AccountRef, day: date, cash: int, held: set[str]) -> AccountState:
-        with self.db.unit_of_work() as s:
-            buys = s.execute(
-                sa.select(OrderIntentRow.code, OrderIntentRow.quantity, OrderIntentRow.price).where(
-                    OrderIntentRow.trading_day == day,
-                    OrderIntentRow.account_no == ref.account_no,
-                    OrderIntentRow.side == Side.BUY,
-                    OrderIntentRow.status != IntentStatus.REJECTED,
-                )
-            ).all()
-            closed = s.execute(
-                sa.select(ThreeTierStrategy.code, ThreeTierStrategy.closed_at).where(
-                    ThreeTierStrategy.account_no == ref.account_no,
-                    ThreeTierStrategy.closed_at.is_not(None),
-                    ThreeTierStrategy.entry_date <= day,
-                )
-            ).all()
-        closed_today = {c.code for c in closed if c.closed_at and c.closed_at.astimezone(KST).date() == day}
+    async def _account_state(self, ref: AccountRef, day: date, cash: int, held: set[str]) -> AccountState:
+        buys = await self.db.batched(_BUYS_TODAY).rows(_mine(ref, day))
+        closed = await self.db.batched(_CLOSED).rows(_mine(ref, day))
+        closed_today = {code for code, at in closed if at and at.astimezone(KST).date() == day}
         return AccountState(
             cash=cash,
             held_codes=frozenset(held),
-            bought_today=frozenset(b.code for b in buys),
+            bought_today=frozenset(code for code, _, _ in buys),
             closed_today=frozenset(closed_today),
-            spent_today=sum((b.price or 0) * b.quantity for b in buys),
+            spent_today=sum((price or 0) * quantity for _, quantity, price in buys),
         )
 
-    def _record_plan(
+    def _plan_rows(
+        self,
+        ref: AccountRef,
+        day: date,
+        plan: BuyPlan,
+        scan_batch_id: int | None,
+        reasons: Mapping[str, list[str]] | None,
+    ) -> tuple[list[dict[str, object]], list[dict[str, object]], list[dict[str, object]]]:
+        """The plan's rows: its buys' signals, their intents (each to get its signal's id), its skips."""
+        mine = {"user_id": ref.user_id, "account_no": ref.account_no, "trading_day": day}
+        signal = {**mine, "scan_batch_id": scan_batch_id}
+        trade_type = order_type_for(self.settings.buy_session).value
+        ordered = [
+            {**signal, "code": b.code, "name": b.name, "score": b.score, "current_price": b.price,
+             "target_quantity": b.quantity, "confidence": min(b.score / 10, 1.0),
+             "status": SignalStatus.ORDERED,
+             # the scan's reasons, then the risk limit that sized the buy
+             "reasons": json.dumps([*(reasons or {}).get(b.code, ()), f"bound by {b.bound_by.value}"],
+                                   ensure_ascii=False)}
+            for b in plan.buys
+        ]  # fmt: skip
+        intents = [
+            {**mine, "key": intent_key(day, ref.user_id, ref.account_no, b.code, BUY_PURPOSE), "code": b.code,
+             "side": Side.BUY, "purpose": BUY_PURPOSE, "quantity": b.quantity, "price": b.price,
+             "trade_type": trade_type}
+            for b in plan.buys
+        ]  # fmt: skip
+        skipped = [
+            {**signal, "code": k.code, "name": k.name, "score": k.score, "current_price": k.price,
+             "target_quantity": 0, "status": SignalStatus.SKIPPED, "skip_reason": k.reason,
+             "skip_detail": k.detail[:255]}
+            for k in plan.skipped
+        ]  # fmt: skip
+        return ordered, intents, skipped
+
+    async def _record_plan(
         self,
         ref: AccountRef,
         day: date,
@@ -227,42 +262,27 @@ class BuyService:
         """The account's signals and buy intents of the day, all or nothing, in one transaction of three
         statements whatever the plan's size; returns (skips, intents) as :meth:`_skips_and_intents` would
         read them. Should another run have planned the account at the same moment, the intents' unique
-        keys refuse this plan and the other one stands (None: read it)."""
-        mine = {"user_id": ref.user_id, "account_no": ref.account_no, "trading_day": day}
-        signal = {**mine, "scan_batch_id": scan_batch_id}
-        trade_type = order_type_for(self.settings.buy_session).value
-        intent_ids: list[int] = []
+        keys refuse this plan and the other one stands (None: read it). On PostgreSQL the transaction runs
+        from the event loop (asyncpg), elsewhere in a worker thread."""
+        ordered, intents, skipped = self._plan_rows(ref, day, plan, scan_batch_id, reasons)
         try:
-            with self.db.transaction() as conn:
-                if plan.buys:
-                    ordered = [
-                        {**signal, "code": b.code, "name": b.name, "score": b.score, "current_price": b.price,
-                         "target_quantity": b.quantity, "confidence": min(b.score / 10, 1.0),
-                         "status": SignalStatus.ORDERED,
-                         # the scan's reasons, then the risk limit that sized the buy
-                         "reasons": json.dumps(
-                             [*(reasons or {}).get(b.code, ()), f"bound by {b.bound_by.value}"],
-                             ensure_ascii=False)}
-                        for b in plan.buys
-                    ]  # fmt: skip
-                    signal_ids = conn.scalars(_INSERT_SIGNALS, ordered).all()
-                    intents = [
-                        {**mine, "key": intent_key(day, ref.user_id, ref.account_no, b.code, BUY_PURPOSE),
-                         "code": b.code, "side": Side.BUY, "purpose": BUY_PURPOSE, "quantity": b.quantity,
-                         "price": b.price, "trade_type": trade_type, "signal_id": sig}
-                        for b, sig in zip(plan.buys, signal_ids, strict=True)
-                    ]  # fmt: skip
-                    intent_ids = list(conn.scalars(_INSERT_INTENTS, intents).all())
-                if plan.skipped:
-                    skipped = [
-                        {**signal, "code": k.code, "name": k.name, "score": k.score, "current_price": k.price,
-                         "target_quantity": 0, "status": SignalStatus.SKIPPED, "skip_reason": k.reason,
-                         "skip_detail": k.detail[:255]}
-                        for k in plan.skipped
-                    ]  # fmt: skip
-                    conn.execute(sa.insert(TradingSignal), skipped)
+            transaction = self.db.transaction_async()
+            if transaction is None:
+                intent_ids = await self.db.run(self._insert_plan, ordered, intents, skipped)
+            else:
+                intent_ids = []
+                async with transaction as tx:
+                    if ordered:
+                        signal_ids = await tx.many(_INSERT_SIGNAL, ordered, keys=list(ordered[0]))
+                        linked = [
+                            {**i, "signal_id": sig[0][0]} for i, sig in zip(intents, signal_ids, strict=True)
+                        ]
+                        found = await tx.many(_INSERT_INTENT, linked, keys=list(linked[0]))
+                        intent_ids = [int(rows[0][0]) for rows in found]
+                    if skipped:
+                        await tx.many(_INSERT_SKIP, skipped, keys=list(skipped[0]))
         except IntegrityError:
-            if not self._existing_intents(ref, day):
+            if not await self.db.run(self._existing_intents, ref, day):
                 raise
             log.info("%s/%s was planned by another run at the same time; its plan stands",
                      ref.user_id, ref.account_no)  # fmt: skip
@@ -270,6 +290,23 @@ class BuyService:
         new = IntentStatus.NEW
         to_send = [(i, b.code, b.quantity, b.price, new) for i, b in zip(intent_ids, plan.buys, strict=True)]
         return [(k.code, k.reason.value) for k in plan.skipped], to_send
+
+    def _insert_plan(
+        self,
+        ordered: list[dict[str, object]],
+        intents: list[dict[str, object]],
+        skipped: list[dict[str, object]],
+    ) -> list[int]:
+        """:meth:`_record_plan`'s transaction in this thread (SQLAlchemy): three statements at most."""
+        intent_ids: list[int] = []
+        with self.db.transaction() as conn:
+            if ordered:
+                signal_ids = conn.scalars(_INSERT_SIGNALS, ordered).all()
+                linked = [{**i, "signal_id": sig} for i, sig in zip(intents, signal_ids, strict=True)]
+                intent_ids = list(conn.scalars(_INSERT_INTENTS, linked).all())
+            if skipped:
+                conn.execute(sa.insert(TradingSignal), skipped)
+        return intent_ids
 
     def _existing_intents(self, ref: AccountRef, day: date) -> bool:
         return bool(self._buy_intents(ref, day))

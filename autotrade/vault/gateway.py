@@ -223,6 +223,9 @@ _SUPERSEDED = (
 )
 _TOUCH = sa.update(UserApiKey).where(*_KEY_OF_TOKEN).values(last_used_at=sa.bindparam("p_now"))
 _KEY_VERSION = sa.select(UserApiKey.key_version).where(*_KEY_OF_TOKEN)
+_CACHED_TOKEN = sa.select(BrokerTokenCache.token_sealed, BrokerTokenCache.expires_at).where(
+    BrokerTokenCache.key_id == sa.bindparam("p_kid")
+)
 
 
 def _day_start(now: datetime) -> datetime:
@@ -288,7 +291,7 @@ class CachedBrokerTokens:
                 return self._token
             # The database and the KMS are reached off the event loop: thousands of keys open at once.
             db = self._g.db
-            cached = await db.run(self._g.load_cached_token, self.key_id, now)
+            cached = await self._g.cached_token(self.key_id, now)
             if cached is not None:
                 self._token, self._refresh_at = cached
                 return cached[0]
@@ -381,6 +384,16 @@ class BrokerGateway:
             user_id, account_no, actions, spend_cap, now=self.clock(), key_version=version
         )
 
+    async def temporary_token(
+        self, user_id: str, account_no: str, actions: frozenset[str], spend_cap: int | None = None
+    ) -> str:
+        """:meth:`get_temporary_token` from the event loop, its read in the group commits."""
+        rows = await self.db.batched(_KEY_VERSION).rows({"p_user": user_id, "p_account": account_no})
+        version = rows[0][0] if rows else None
+        return self.tokens.issue(
+            user_id, account_no, actions, spend_cap, now=self.clock(), key_version=version
+        )
+
     # --- broker token cache ---
 
     def provider(self, user_id: str, account_no: str) -> CachedBrokerTokens:
@@ -396,11 +409,18 @@ class BrokerGateway:
         return self._sessions[kid]
 
     def load_cached_token(self, kid: str, now: datetime) -> tuple[str, datetime] | None:
-        with self.db.unit_of_work() as s:
-            row = s.get(BrokerTokenCache, kid)
-            if row is None or row.expires_at <= now:
-                return None
-            sealed, expires = row.token_sealed, row.expires_at
+        with self.db.statement() as conn:
+            return self._unseal(kid, conn.execute(_CACHED_TOKEN, {"p_kid": kid}).first(), now)
+
+    async def cached_token(self, kid: str, now: datetime) -> tuple[str, datetime] | None:
+        """:meth:`load_cached_token` from the event loop, its read in the group commits."""
+        rows = await self.db.batched(_CACHED_TOKEN).rows({"p_kid": kid})
+        return self._unseal(kid, rows[0] if rows else None, now)
+
+    def _unseal(self, kid: str, row: Sequence[Any] | None, now: datetime) -> tuple[str, datetime] | None:
+        if row is None or row[1] <= now:
+            return None
+        sealed, expires = row[0], row[1]
         raw = base64.b64decode(sealed)
         try:
             token = self._cache.decrypt(raw[:12], raw[12:], kid.encode()).decode()

@@ -1,0 +1,149 @@
+"""Group commits (autotrade/store/batch.py) against a real PostgreSQL: concurrent calls of one statement share
+round trips, every call gets exactly its own rows, a call's error is its own, and nothing runs twice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from autotrade.config import Settings
+from autotrade.domain.orders import IntentStatus
+from autotrade.runtime import build_runtime
+from autotrade.store.batch import APPLICATION_NAME, Batched, Unbatched
+from autotrade.store.db import Database
+from autotrade.store.migrate import upgrade
+from autotrade.store.models import AccessLog, Account, OrderIntentRow, User
+from autotrade.trading.orders import _CLAIM
+from tests.conftest import fresh_schema
+
+pytestmark = pytest.mark.postgres
+
+_LOG = sa.insert(AccessLog).returning(AccessLog.id, AccessLog.reason)
+_LOG_KEYS = ("at", "action", "allowed", "reason", "order_ref")
+# access_log.reason is VARCHAR(255): a longer one fails its call alone
+_NAMED = sa.select(AccessLog.id).where(AccessLog.order_ref == sa.bindparam("p_ref"))
+
+
+@pytest.fixture
+def pg(pg_url: str) -> Iterator[str]:
+    with fresh_schema(pg_url) as url:
+        upgrade(url)
+        yield url
+
+
+def _intents(db: Database, n: int) -> list[int]:
+    with db.unit_of_work() as s:
+        s.add(User(user_id="u"))
+        s.flush()
+        s.add(Account(account_no="0000000001", user_id="u"))
+    rows = [
+        {"key": f"k{i}", "trading_day": datetime(2026, 11, 27).date(), "user_id": "u",
+         "account_no": "0000000001", "code": "005930", "side": "BUY", "purpose": "BUY", "quantity": 1,
+         "price": 1000, "trade_type": "MARKET"}
+        for i in range(n)
+    ]  # fmt: skip
+    with db.transaction() as conn:
+        return list(conn.scalars(sa.insert(OrderIntentRow).returning(OrderIntentRow.id), rows))
+
+
+def _entry(i: int, reason: str | None = None) -> dict[str, object]:
+    return {"at": datetime.now(UTC), "action": "order:buy", "allowed": True, "reason": reason,
+            "order_ref": f"ref-{i}"}  # fmt: skip
+
+
+async def test_concurrent_calls_share_round_trips_and_each_gets_its_own_rows(pg: str) -> None:
+    db = Database(pg)
+    try:
+        ids = _intents(db, 60)
+        claim = db.batched(_CLAIM)
+        assert isinstance(claim, Batched)
+        now = datetime.now(UTC)
+        # Every intent claimed twice at once: exactly one of each pair gets the row, the other nothing.
+        calls = [claim.rows({"p_id": i, "p_now": now}) for i in ids for _ in range(2)]
+        results = await asyncio.gather(*calls)
+        for pair in zip(results[::2], results[1::2], strict=True):
+            assert sorted(len(r) for r in pair) == [0, 1]
+        got = [r[0] for r in results if r]
+        assert len(got) == 60 and {g[5] for g in got} == {f"k{i}" for i in range(60)}
+        assert all(g[6] == 1 for g in got)  # attempts: each claimed once
+        assert claim.batches < len(calls) / 10, claim.batches  # 120 calls in a few round trips
+        with db.unit_of_work() as s:
+            statuses = s.scalars(sa.select(OrderIntentRow.status)).all()
+        assert set(statuses) == {IntentStatus.SUBMITTING}
+    finally:
+        await db.aclose()
+        db.dispose()
+
+
+async def test_a_failing_call_fails_alone_and_nothing_runs_twice(pg: str) -> None:
+    db = Database(pg)
+    try:
+        log = db.batched(_LOG, _LOG_KEYS)
+        calls = [log.rows(_entry(i, "x" * 300 if i == 7 else None)) for i in range(40)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
+        assert failed == [7]
+        error = results[7]
+        assert isinstance(error, sa.exc.DatabaseError) and "xxxx" not in str(error)  # no parameters in it
+        with db.engine.connect() as conn:
+            refs = conn.scalars(sa.select(AccessLog.order_ref)).all()
+        assert sorted(refs) == sorted(f"ref-{i}" for i in range(40) if i != 7)  # each once
+        named = db.batched(_NAMED)
+        assert [len(await named.rows({"p_ref": f"ref-{i}"})) for i in (6, 7, 8)] == [1, 0, 1]
+    finally:
+        await db.aclose()
+        db.dispose()
+
+
+async def test_a_lost_connection_fails_the_calls_and_the_next_ones_work(pg: str) -> None:
+    db = Database(pg)
+    try:
+        log = db.batched(_LOG, _LOG_KEYS)
+        await log.rows(_entry(0))  # the pool is open
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            killed = conn.scalar(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    f"WHERE datname = current_database() AND application_name = '{APPLICATION_NAME}'"
+                )
+            )
+        assert killed
+        first = await asyncio.gather(*(log.rows(_entry(i)) for i in range(1, 4)), return_exceptions=True)
+        for r in first:  # written once, or failed as the tasks' retry rules know a database that went away
+            assert isinstance(r, (list, sa.exc.OperationalError)), r
+        assert len(await log.rows(_entry(9))) == 1  # the pool made new connections
+        with db.engine.connect() as conn:
+            refs = conn.scalars(sa.select(AccessLog.order_ref)).all()
+        assert sorted(refs) == sorted(
+            {"ref-0", "ref-9"}
+            | {f"ref-{i}" for i, r in zip(range(1, 4), first, strict=True) if isinstance(r, list)}
+        )
+    finally:
+        await db.aclose()
+        db.dispose()
+
+
+async def test_the_setting_turns_batching_off(pg: str, tmp_path: Path) -> None:
+    on = build_runtime(Settings(database_url=pg, data_dir=tmp_path)).db
+    off = build_runtime(Settings(database_url=pg, data_dir=tmp_path, database_batching=False)).db
+    try:
+        assert on.batching and isinstance(on.batched(_LOG, _LOG_KEYS), Batched)
+        assert not off.batching and isinstance(off.batched(_LOG, _LOG_KEYS), Unbatched)
+        assert off.transaction_async() is None
+        # Both paths write the same rows.
+        for db, base in ((on, 0), (off, 100)):
+            rows = await asyncio.gather(
+                *(db.batched(_LOG, _LOG_KEYS).rows(_entry(base + i)) for i in range(5))
+            )
+            assert [len(r) for r in rows] == [1] * 5
+        with on.engine.connect() as conn:
+            assert conn.scalar(sa.select(sa.func.count()).select_from(AccessLog)) == 10
+    finally:
+        await on.aclose()
+        on.dispose()
+        off.dispose()

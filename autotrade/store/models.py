@@ -150,7 +150,10 @@ class ThreeTierStrategy(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[str] = mapped_column(sa.ForeignKey("users.user_id", ondelete="CASCADE"), index=True)
-    account_no: Mapped[str] = mapped_column(sa.ForeignKey("accounts.account_no", ondelete="CASCADE"))
+    # an account's positions (planning reads the ones it closed), however many there are in all
+    account_no: Mapped[str] = mapped_column(
+        sa.ForeignKey("accounts.account_no", ondelete="CASCADE"), index=True
+    )
     buy_intent_key: Mapped[str] = mapped_column(sa.String(255), unique=True)
     code: Mapped[str] = mapped_column(sa.String(6), index=True)
     name: Mapped[str] = mapped_column(sa.String(128))
@@ -209,6 +212,8 @@ class OrderIntentRow(Base):
     """An order decided before it is sent: the exactly-once protocol's ledger."""
 
     __tablename__ = "order_intents"
+    # an account's intents of a day (planning, sending, reconciling), however many accounts trade that day
+    __table_args__ = (sa.Index("ix_order_intents_account_no_trading_day", "account_no", "trading_day"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(sa.String(255), unique=True)

@@ -384,6 +384,8 @@ def main() -> None:
             for w in workers:
                 w.terminate()
                 w.wait(timeout=30)
+        for statement in db.batch_statements():
+            log(f"{statement!r}: {statement.calls} calls in {statement.batches} round trips")
         with db.unit_of_work() as s:
             sent = s.scalar(sa.select(sa.func.count()).where(OrderIntentRow.order_no.is_not(None))) or 0
         orders = int(result["orders"])

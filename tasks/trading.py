@@ -342,6 +342,17 @@ def _not_processed(out: BuyOutcome) -> bool:
     return any(why == NotProcessed.__name__ for _, why in out.failed)
 
 
+def opaque(value: T) -> T:
+    """``value`` as a task's parameter that Prefect passes on without visiting its items (inside a run; the
+    plain functions of :func:`in_run` take it as it is)."""
+    from prefect.context import FlowRunContext, TaskRunContext
+    from prefect.utilities.annotations import quote
+
+    if FlowRunContext.get() is None and TaskRunContext.get() is None:
+        return value
+    return quote(value)  # type: ignore[return-value]  # unwrapped before the task's function gets it
+
+
 def in_run(t: Any) -> Any:
     """The task itself inside a flow or task run (its own task run, retries and logs), else its plain
     function (tests driving the services without Prefect)."""
@@ -374,12 +385,14 @@ async def buy_batch(
                 failed.setdefault((row["user_id"], row["account_no"]), row)
         return rows
 
+    # The account list is handed over as it is: Prefect need not look for futures among its pairs.
+    listed = opaque(accounts)
     try:
         async with preparing or contextlib.nullcontext():
-            opened = report(await in_run(retrieve_broker_tokens)(key, accounts))
+            opened = report(await in_run(retrieve_broker_tokens)(key, listed))
             # ``after``: each step follows the one before it (the run graph draws the chain's edges)
-            planned = report(await in_run(check_risk)(key, accounts, after=opened))
-        report(await in_run(place_orders)(key, accounts, after=planned))  # the next batch prepares meanwhile
+            planned = report(await in_run(check_risk)(key, listed, after=opened))
+        report(await in_run(place_orders)(key, listed, after=planned))  # the next batch prepares meanwhile
         done = _CHAINS[key].accounts
         out: list[dict[str, Any]] = []
         for a in accounts:
@@ -387,10 +400,16 @@ async def buy_batch(
             if a in failed or opened is None or opened.sent is None:
                 out.append(failed.get(a) or {"user_id": a[0], "account_no": a[1], "error": "NotPlanned"})
             else:
-                out.append(asdict(opened.sent))
+                out.append(_as_row(opened.sent))
         return out
     finally:
         _CHAINS.pop(key, None)
+
+
+def _as_row(out: BuyOutcome) -> dict[str, Any]:
+    """``asdict(out)``, without copying each placed order's tuple once more."""
+    return {"user_id": out.user_id, "account_no": out.account_no, "placed": out.placed,
+            "skipped": out.skipped, "failed": out.failed, "error": out.error}  # fmt: skip
 
 
 PREPARING_AHEAD = 2  # batches opening accounts and checking risk at once

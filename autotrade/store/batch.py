@@ -265,7 +265,8 @@ class Batched:
         self._in_flight = 0
         self._kick_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self.batches = 0  # round trips made (measurements, tests)
+        self.batches = 0  # round trips made, and calls sent in them (measurements, tests)
+        self.calls = 0
 
     def __repr__(self) -> str:
         return f"Batched({self._c.sql[:40]!r}...)"
@@ -328,6 +329,7 @@ class Batched:
     async def _execute(self, calls: list[list[Any]]) -> list[list[Row]]:
         pool = await self._pool.pool()
         self.batches += 1
+        self.calls += len(calls)
         async with pool.acquire() as conn:
             try:
                 if not self._returns:

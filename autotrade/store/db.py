@@ -114,6 +114,10 @@ class Database:
             self._batched[key] = found
         return found
 
+    def batch_statements(self) -> list[Batched]:
+        """The statements that went in group commits in this process (their round trips and calls)."""
+        return [b for b in self._batched.values() if isinstance(b, Batched)]
+
     def transaction_async(self) -> AbstractAsyncContextManager[BatchTransaction] | None:
         """One asyncpg connection in one transaction, from the event loop (PostgreSQL with batching); None
         otherwise: the caller then uses :meth:`transaction` in a worker thread."""

@@ -181,6 +181,9 @@ class BatchPool:
             return await asyncio.shield(self._opening)
         import asyncpg
 
+        if self._pool is not None:  # made in an event loop that has ended: its connections go
+            with contextlib.suppress(Exception):
+                self._pool.terminate()
         opening: asyncio.Future[Any] = loop.create_future()
         self._opening, self._loop, self._pool = opening, loop, None
         try:

@@ -147,3 +147,22 @@ async def test_the_setting_turns_batching_off(pg: str, tmp_path: Path) -> None:
         await on.aclose()
         on.dispose()
         off.dispose()
+
+
+def test_a_pool_left_in_an_ended_event_loop_lets_its_connections_go(pg: str) -> None:
+    """A process that runs several event loops one after another (asyncio.run per step) keeps one pool's
+    connections at a time, not one pool per loop."""
+    db = Database(pg)
+    count = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = :n AND datname = current_database()"
+    )
+    try:
+        with db.engine.connect() as conn:
+            before = conn.scalar(count, {"n": APPLICATION_NAME})  # other tests' pools, if any
+        for i in range(4):
+            asyncio.run(db.batched(_LOG, _LOG_KEYS).rows(_entry(i)))  # each run leaves its pool open
+        with db.engine.connect() as conn:
+            after = conn.scalar(count, {"n": APPLICATION_NAME})
+        assert after - before <= 1
+    finally:
+        db.dispose()

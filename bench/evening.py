@@ -357,6 +357,7 @@ def main() -> None:
 
             async def run_flow() -> tuple[dict[str, Any], float]:
                 started = time.perf_counter()
+                span.append(clock())
                 cpu_started[:] = [own_cpu(), children_cpu(not_ours)]
                 try:
                     result = await evening_signal_and_buy(
@@ -364,6 +365,7 @@ def main() -> None:
                     )
                 finally:
                     await access.aclose()
+                span.append(clock())
                 return result, time.perf_counter() - started
 
             log(f"evening flow: {args.users} users x {args.signals} signals")
@@ -371,6 +373,7 @@ def main() -> None:
             # worker processes start during the flow.
             not_ours = live_children() - {w.pid for w in workers}
             cpu_started: list[float] = []
+            span: list[datetime] = []  # the flow's start and end, on the market's clock
             if os.environ.get("AUTOTRADE_BENCH_PROFILE"):
                 import cProfile
 
@@ -388,6 +391,13 @@ def main() -> None:
             log(f"{statement!r}: {statement.calls} calls in {statement.batches} round trips")
         with db.unit_of_work() as s:
             sent = s.scalar(sa.select(sa.func.count()).where(OrderIntentRow.order_no.is_not(None))) or 0
+            # claims are stamped on the market's clock, as the flow's start and end are here
+            first, last = s.execute(
+                sa.select(sa.func.min(OrderIntentRow.submitted_at), sa.func.max(OrderIntentRow.submitted_at))
+            ).one()
+        if first is not None and last is not None and len(span) == 2:
+            log(f"first order claimed {(first - span[0]).total_seconds():.1f} s into the flow, the last one "
+                f"{(span[1] - last).total_seconds():.1f} s before its end")  # fmt: skip
         orders = int(result["orders"])
         if sent != orders:
             raise SystemExit(f"the flow reported {orders} orders but {sent} reached the broker")

@@ -11,14 +11,17 @@ call is durable before the call, as it was.
 
 Each call's rows come back to that call alone (the statement is wrapped so that every row it returns
 carries the index of its call), so two calls that race for one row in a batch see exactly what they would
-have seen one after the other. A batch that fails is run again call by call, so one call's error (a
-constraint, a deadlock with another batch) is that call's alone, and a failed call changed nothing (its
-batch rolled back).
+have seen one after the other. A batch PostgreSQL refused (it rolled back) is run again call by call, so
+one call's error (a constraint, a deadlock with another batch) is that call's alone and a failed call changed
+nothing. A batch whose connection was lost fails every call with ``OperationalError`` and is never run
+again here: its commit may have happened, and the callers' own rules decide (the order protocol reconciles
+an intent whose claim or settle is unknown).
 
 Statements come from SQLAlchemy constructs (the same ones the other databases run), compiled once for
 asyncpg with their types' bind processing and Python-side defaults (``onupdate``) applied per call. Rows are
-returned as the driver gives them: enums as their string values. On SQLite (the demo, the tests' default)
-:class:`Unbatched` runs each call as before, in a worker thread on its own connection.
+returned as the driver gives them (enums as their string values): callers convert what they read. On
+SQLite (the demo, the tests' default) :class:`Unbatched` runs each call as before, in a worker thread on its
+own connection.
 """
 
 from __future__ import annotations
@@ -78,7 +81,8 @@ class Unbatched:
 
 @dataclass(frozen=True, slots=True)
 class _Compiled:
-    sql: str  # wrapped: every row carries the index of its call
+    sql: str  # wrapped, when it returns rows: every row carries the index of its call
+    returns: bool  # rows (RETURNING, or a SELECT)
     names: tuple[str, ...]  # the statement's parameters, in position order
     fixed: dict[str, Any]  # literal values bound by the statement itself
     processors: Mapping[str, Callable[[Any], Any]]
@@ -115,7 +119,7 @@ def compile_for_batches(statement: Executable, keys: Sequence[str] | None = None
         body = f"WITH q AS ({body}) SELECT ${len(names) + 1}::int4 AS batch_call, q.* FROM q"  # noqa: S608
     # the types' bind processing (enums to their values, datetimes to UTC); no tuple types here
     processors = {k: p for k, p in compiled._bind_processors.items() if callable(p)}
-    return _Compiled(body, names, dict(compiled.params), processors, defaults)
+    return _Compiled(body, returns, names, dict(compiled.params), processors, defaults)
 
 
 def _arguments(c: _Compiled, params: Params) -> list[Any]:
@@ -245,7 +249,7 @@ class Transaction:
         c = compiled(statement, keys)
         args = [_arguments(c, p) for p in calls]
         try:
-            if not c.sql.startswith("WITH q AS"):
+            if not c.returns:
                 await self._conn.executemany(c.sql, args)
                 return [[] for _ in args]
             found = await self._conn.fetchmany(c.sql, [[*a, i] for i, a in enumerate(args)])
@@ -263,7 +267,6 @@ class Batched:
     def __init__(self, pool: BatchPool, statement: Executable, keys: Sequence[str] | None = None) -> None:
         self._pool = pool
         self._c = compiled(statement, keys)
-        self._returns = self._c.sql.startswith("WITH q AS")
         self._pending: list[tuple[list[Any], asyncio.Future[list[Row]]]] = []
         self._in_flight = 0
         self._kick_scheduled = False
@@ -335,7 +338,7 @@ class Batched:
         self.calls += len(calls)
         async with pool.acquire() as conn:
             try:
-                if not self._returns:
+                if not self._c.returns:
                     await conn.executemany(self._c.sql, calls)
                     return [[] for _ in calls]
                 found = await conn.fetchmany(self._c.sql, [[*a, i] for i, a in enumerate(calls)])

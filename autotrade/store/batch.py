@@ -29,8 +29,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
@@ -163,45 +164,47 @@ async def _keep(conn: Any) -> None:
 
 
 class BatchPool:
-    """The asyncpg connections of one process's batches, made in the event loop that first needs them (a
-    pool left in another loop is not used from this one)."""
+    """The asyncpg connections of one process's batches: a pool per running event loop (threads with loops
+    of their own each get theirs), made when first needed there. A pool whose loop has closed is let go."""
 
     def __init__(self, url: str, size: int = POOL_SIZE) -> None:
         u = sa.engine.make_url(url)
         self._dsn = u.set(drivername="postgresql").render_as_string(hide_password=False)
         self._size = size
-        self._pool: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._opening: asyncio.Future[Any] | None = None
+        self._pools: dict[asyncio.AbstractEventLoop, asyncio.Future[Any]] = {}
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return "BatchPool()"
 
     async def pool(self) -> Any:
         loop = asyncio.get_running_loop()
-        if self._pool is not None and self._loop is loop:
-            return self._pool
-        if self._opening is not None and self._opening.get_loop() is loop:
-            return await asyncio.shield(self._opening)
+        made = self._pools.get(loop)
+        if made is not None:
+            return made.result() if made.done() else await asyncio.shield(made)
         import asyncpg
 
-        if self._pool is not None:  # made in an event loop that has ended: its connections go
-            with contextlib.suppress(Exception):
-                self._pool.terminate()
-        opening: asyncio.Future[Any] = loop.create_future()
-        self._opening, self._loop, self._pool = opening, loop, None
+        made = loop.create_future()
+        with self._lock:
+            for old in [lp for lp in self._pools if lp.is_closed()]:  # their loops ended: let them go
+                ended = self._pools.pop(old)
+                if ended.done() and not ended.cancelled() and ended.exception() is None:
+                    with contextlib.suppress(Exception):
+                        ended.result().terminate()
+            self._pools[loop] = made
         try:
             pool = await asyncpg.create_pool(
                 self._dsn, min_size=1, max_size=self._size, reset=_keep,
                 server_settings={"application_name": APPLICATION_NAME},
             )  # fmt: skip
         except BaseException as exc:
-            self._opening = None
-            opening.set_exception(_as_sqlalchemy_error(exc, "connect"))
-            opening.exception()
-            raise _as_sqlalchemy_error(exc, "connect") from None
-        self._pool = pool
-        opening.set_result(pool)
+            with self._lock:
+                self._pools.pop(loop, None)
+            error = _as_sqlalchemy_error(exc, "connect")
+            made.set_exception(error)
+            made.exception()
+            raise error from None
+        made.set_result(pool)
         return pool
 
     @contextlib.asynccontextmanager
@@ -217,10 +220,11 @@ class BatchPool:
             raise _as_sqlalchemy_error(exc, "transaction") from None
 
     async def aclose(self) -> None:
-        """Close the pool, when called from its own event loop (a closed loop took its sockets along)."""
-        pool, self._pool, self._opening = self._pool, None, None
-        if pool is not None and self._loop is asyncio.get_running_loop():
-            await pool.close()
+        """Close this event loop's pool."""
+        with self._lock:
+            made = self._pools.pop(asyncio.get_running_loop(), None)
+        if made is not None and made.done() and not made.cancelled() and made.exception() is None:
+            await made.result().close()
 
 
 _COMPILED: dict[tuple[int, tuple[str, ...] | None], tuple[Executable, _Compiled]] = {}
@@ -261,47 +265,66 @@ class Transaction:
         return per_call
 
 
+@dataclass
+class _Gathering:
+    """One event loop's calls of a statement: those waiting for a batch, and the batches out."""
+
+    pending: list[tuple[list[Any], asyncio.Future[list[Row]]]] = field(default_factory=list)
+    in_flight: int = 0
+    kick_scheduled: bool = False
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
 class Batched:
-    """One statement whose concurrent calls go to PostgreSQL in batches (see the module's text)."""
+    """One statement whose concurrent calls go to PostgreSQL in batches (see the module's text). The calls
+    of each event loop gather on their own (a batch's futures belong to its loop)."""
 
     def __init__(self, pool: BatchPool, statement: Executable, keys: Sequence[str] | None = None) -> None:
         self._pool = pool
         self._c = compiled(statement, keys)
-        self._pending: list[tuple[list[Any], asyncio.Future[list[Row]]]] = []
-        self._in_flight = 0
-        self._kick_scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: dict[asyncio.AbstractEventLoop, _Gathering] = {}
+        self._lock = threading.Lock()
         self.batches = 0  # round trips made, and calls sent in them (measurements, tests)
         self.calls = 0
 
     def __repr__(self) -> str:
         return f"Batched({self._c.sql[:40]!r}...)"
 
+    def _gathering(self, loop: asyncio.AbstractEventLoop) -> _Gathering:
+        found = self._loops.get(loop)
+        if found is None:
+            with self._lock:
+                for old in [lp for lp in self._loops if lp.is_closed()]:
+                    del self._loops[old]
+                found = self._loops[loop] = _Gathering()
+        return found
+
     async def rows(self, params: Params) -> list[Row]:
         loop = asyncio.get_running_loop()
+        g = self._gathering(loop)
         done: asyncio.Future[list[Row]] = loop.create_future()
-        self._pending.append((_arguments(self._c, params), done))
-        if not self._kick_scheduled:
-            self._kick_scheduled = True
-            loop.call_soon(self._kick)  # the calls made in this turn of the loop join the batch
+        g.pending.append((_arguments(self._c, params), done))
+        if not g.kick_scheduled:
+            g.kick_scheduled = True
+            loop.call_soon(self._kick, g)  # the calls made in this turn of the loop join the batch
         return await done
 
     async def run(self, params: Params) -> None:
         await self.rows(params)
 
-    def _kick(self) -> None:
-        self._kick_scheduled = False
-        while self._pending and self._in_flight < IN_FLIGHT:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+    def _kick(self, g: _Gathering) -> None:
+        g.kick_scheduled = False
+        while g.pending and g.in_flight < IN_FLIGHT:
+            batch, g.pending = g.pending[:MAX_BATCH], g.pending[MAX_BATCH:]
             batch = [(a, f) for a, f in batch if not f.cancelled()]
             if not batch:
                 continue
-            self._in_flight += 1
-            task = asyncio.get_running_loop().create_task(self._flush(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            g.in_flight += 1
+            task = asyncio.get_running_loop().create_task(self._flush(g, batch))
+            g.tasks.add(task)
+            task.add_done_callback(g.tasks.discard)
 
-    async def _flush(self, batch: list[tuple[list[Any], asyncio.Future[list[Row]]]]) -> None:
+    async def _flush(self, g: _Gathering, batch: list[tuple[list[Any], asyncio.Future[list[Row]]]]) -> None:
         try:
             try:
                 results = await self._execute([a for a, _ in batch])
@@ -329,8 +352,8 @@ class Batched:
                 _settle(done, exc=exc if isinstance(exc, Exception) else asyncio.CancelledError())
             raise
         finally:
-            self._in_flight -= 1
-            self._kick()
+            g.in_flight -= 1
+            self._kick(g)
 
     async def _execute(self, calls: list[list[Any]]) -> list[list[Row]]:
         pool = await self._pool.pool()

@@ -128,7 +128,11 @@ async def test_a_lost_connection_fails_the_calls_and_the_next_ones_work(pg: str)
         db.dispose()
 
 
-async def test_the_setting_turns_batching_off(pg: str, tmp_path: Path) -> None:
+async def test_the_setting_turns_batching_off(
+    pg: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # build_runtime's process-wide metrics (a folder, a flush thread on this database) are not this test's
+    monkeypatch.setattr("autotrade.ops.worker_metrics.enable", lambda *a, **k: None)
     on = build_runtime(Settings(database_url=pg, data_dir=tmp_path)).db
     off = build_runtime(Settings(database_url=pg, data_dir=tmp_path, database_batching=False)).db
     try:

@@ -58,7 +58,8 @@ def pg_url() -> Iterator[str]:
                 ),
                 {"n": name},
             )
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+            # FORCE: a pool's connection that comes back between the terminate and the drop goes too
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 

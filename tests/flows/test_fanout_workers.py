@@ -219,7 +219,7 @@ async def test_a_share_whose_worker_died_is_finished_by_the_other_worker_each_bu
             database_url=schema_url, data_dir=tmp_path, broker_base_url=base,
             local_master_key_path=tmp_path / "master.key", scan_location=str(tmp_path / "scans"),
             temp_token_ttl_seconds=3600, order_settle_seconds=3, evening_fanout="deployment",
-            evening_fanout_share_size=SHARE, evening_fanout_lease_seconds=3, evening_fanout_poll_seconds=0.5,
+            evening_fanout_share_size=SHARE, evening_fanout_lease_seconds=8, evening_fanout_poll_seconds=0.5,
         )  # fmt: skip
         clock = ShiftedClock.starting_at(at)
         runtime_file = tmp_path / "runtime.pickle"

@@ -116,9 +116,6 @@ class BuyService:
         self.clock = clock
         self.costs = settings.costs()
 
-    def limits_for(self, key: UserApiKey) -> RiskLimits:
-        return self.settings.risk_limits(key.daily_limit)
-
     async def run_account(
         self,
         ref: AccountRef,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 Params = Mapping[str, Any]
 Row = Sequence[Any]
+_Batch = list[tuple[list[Any], "asyncio.Future[list[Row]]"]]
 MAX_BATCH = 500  # calls in one round trip
 IN_FLIGHT = 2  # batches of one statement out at once (the others' calls gather meanwhile)
 POOL_SIZE = 8  # connections of a process's batches
@@ -269,7 +271,7 @@ class Transaction:
 class _Gathering:
     """One event loop's calls of a statement: those waiting for a batch, and the batches out."""
 
-    pending: list[tuple[list[Any], asyncio.Future[list[Row]]]] = field(default_factory=list)
+    pending: _Batch = field(default_factory=list)
     in_flight: int = 0
     kick_scheduled: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -320,40 +322,47 @@ class Batched:
             if not batch:
                 continue
             g.in_flight += 1
-            task = asyncio.get_running_loop().create_task(self._flush(g, batch))
+            task = asyncio.get_running_loop().create_task(self._flush(batch))
             g.tasks.add(task)
-            task.add_done_callback(g.tasks.discard)
+            # The books are kept by the task's end, not by its body: a task cancelled before it first ran
+            # (everything a dying step started is cancelled) runs no line of it, and its slot would be lost
+            # for good, every later call of the statement on this loop left waiting.
+            task.add_done_callback(functools.partial(self._flushed, g, batch))
 
-    async def _flush(self, g: _Gathering, batch: list[tuple[list[Any], asyncio.Future[list[Row]]]]) -> None:
-        try:
-            try:
-                results = await self._execute([a for a, _ in batch])
-            except Exception as exc:
-                if len(batch) == 1 or not _rolled_back(exc):
-                    # A lost connection may have lost the commit's answer, not the commit: the calls fail
-                    # (as a single statement's would), never run a second time.
-                    for _, done in batch:
-                        _settle(done, exc=_as_sqlalchemy_error(exc, self._c.sql))
-                    return
-                why = type(exc).__name__
-                log.info("a batch of %d failed (%s): its calls run one by one", len(batch), why)
-                for args, done in batch:  # the batch rolled back: each call runs alone, once
-                    try:
-                        (one,) = await self._execute([args])
-                    except Exception as alone:
-                        _settle(done, exc=_as_sqlalchemy_error(alone, self._c.sql))
-                    else:
-                        _settle(done, rows=one)
-                return
-            for (_, done), rows in zip(batch, results, strict=True):
-                _settle(done, rows=rows)
-        except BaseException as exc:  # cancelled (the loop ends): no caller is left waiting
+    def _flushed(self, g: _Gathering, batch: _Batch, task: asyncio.Task[None]) -> None:
+        g.tasks.discard(task)
+        g.in_flight -= 1
+        if task.cancelled() or task.exception() is not None:
+            # Whoever still waits learns that the outcome is unknown (the batch may have committed), as with
+            # a lost connection; never a cancellation that is not theirs.
+            why = ConnectionAbortedError("the batch was stopped before its outcome was known")
+            unknown = sa.exc.OperationalError(self._c.sql, None, why)
             for _, done in batch:
-                _settle(done, exc=exc if isinstance(exc, Exception) else asyncio.CancelledError())
-            raise
-        finally:
-            g.in_flight -= 1
-            self._kick(g)
+                _settle(done, exc=unknown)
+        self._kick(g)
+
+    async def _flush(self, batch: _Batch) -> None:
+        try:
+            results = await self._execute([a for a, _ in batch])
+        except Exception as exc:
+            if len(batch) == 1 or not _rolled_back(exc):
+                # A lost connection may have lost the commit's answer, not the commit: the calls fail (as a
+                # single statement's would), never run a second time.
+                for _, done in batch:
+                    _settle(done, exc=_as_sqlalchemy_error(exc, self._c.sql))
+                return
+            why = type(exc).__name__
+            log.info("a batch of %d failed (%s): its calls run one by one", len(batch), why)
+            for args, done in batch:  # the batch rolled back: each call runs alone, once
+                try:
+                    (one,) = await self._execute([args])
+                except Exception as alone:
+                    _settle(done, exc=_as_sqlalchemy_error(alone, self._c.sql))
+                else:
+                    _settle(done, rows=one)
+            return
+        for (_, done), rows in zip(batch, results, strict=True):
+            _settle(done, rows=rows)
 
     async def _execute(self, calls: list[list[Any]]) -> list[list[Row]]:
         pool = await self._pool.pool()
@@ -365,7 +374,7 @@ class Batched:
                     await conn.executemany(self._c.sql, calls)
                     return [[] for _ in calls]
                 found = await conn.fetchmany(self._c.sql, [[*a, i] for i, a in enumerate(calls)])
-            except Exception as exc:
+            except BaseException as exc:  # cancelled too: the query may still be running there
                 if not _rolled_back(exc):
                     conn.terminate()  # in an unknown state: the pool opens a new one in its place
                 raise

@@ -170,3 +170,30 @@ def test_a_pool_left_in_an_ended_event_loop_lets_its_connections_go(pg: str) -> 
         assert after - before <= 1
     finally:
         db.dispose()
+
+
+async def test_batches_cancelled_before_they_ran_leave_the_statement_working(pg: str) -> None:
+    """A dying step cancels every task it started, the batches' own among them, some before their first
+    line ran. The statement's next calls still go out (no batch slot is lost), and a caller whose batch was
+    stopped under it learns that the outcome is unknown, not that it was cancelled itself."""
+    db = Database(pg)
+    try:
+        log = db.batched(_LOG, _LOG_KEYS)
+        await log.rows(_entry(0))  # the pool is open
+        for round_ in range(3):
+            before = asyncio.all_tasks()
+            callers = [asyncio.ensure_future(log.rows(_entry(100 * (round_ + 1) + i))) for i in range(6)]
+            await asyncio.sleep(0)  # the calls are gathered ...
+            await asyncio.sleep(0)  # ... and the batch tasks made, not one of them run yet
+            flushes = [t for t in asyncio.all_tasks() - before if t not in callers]
+            assert flushes, "no batch task was started"
+            for t in flushes:
+                t.cancel()
+            outcomes = await asyncio.wait_for(asyncio.gather(*callers, return_exceptions=True), 30)
+            assert outcomes and all(isinstance(o, sa.exc.OperationalError) for o in outcomes), outcomes
+        # IN_FLIGHT slots would all be gone by now: the next calls must still be answered.
+        rows = await asyncio.wait_for(asyncio.gather(*(log.rows(_entry(900 + i)) for i in range(5))), 30)
+        assert [len(r) for r in rows] == [1] * 5
+    finally:
+        await db.aclose()
+        db.dispose()

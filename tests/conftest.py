@@ -9,6 +9,7 @@ with the reason shown.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -103,6 +104,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         parts = item.path.relative_to(root).parts if item.path.is_relative_to(root) else ()
         if parts and parts[0] in PREFECT_GROUP_DIRS:
             item.add_marker(pytest.mark.xdist_group("prefect"))
+
+
+@pytest.fixture(autouse=True)
+def _prefect_client_services_start_on_this_tests_api() -> None:
+    """Prefect's event and log workers are one per process, keyed without the API's address, and keep the
+    server of the moment they started: one started under another test's server (each Prefect directory has a
+    harness of its own; some tests start servers of their own) would send this test's task-run states and
+    logs there. Whatever they hold is sent first; the test's first event or log starts new ones on its API."""
+    if "prefect.events.worker" not in sys.modules:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        service.drain_all(timeout=30, at_exit=False)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -4,21 +4,28 @@ gateway."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import io
 import random
 import socket
 import subprocess
 import time as wall
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import date, datetime, time
 from pathlib import Path
+from typing import TYPE_CHECKING
+from uuid import UUID
 
 import httpx
 import pytest
 
 from autotrade.demo.stack import Stack, embedded_stack
 from autotrade.domain.krx import KST
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import TaskRun
 
 DAY1, DAY2 = date(2026, 11, 18), date(2026, 11, 19)  # Wednesday, Thursday
 
@@ -29,6 +36,59 @@ def prefect_server() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+async def drain_prefect_client_services() -> None:
+    """Send what Prefect's event and log workers hold, and stop them: the next event or log starts new ones on
+    the API of that moment. They are one per process, keyed without the API's address: left running, a
+    worker started while a test pointed at a server of its own would go on sending every later test's
+    events there, after that server stopped (their task runs never reach the harness)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        pending = service.drain_all(timeout=30, at_exit=False)
+        if inspect.isawaitable(pending):
+            await pending
+
+
+async def settled_task_runs(flow_run_id: UUID, within: float = 30.0) -> list[TaskRun]:
+    """The task runs of a flow run as the Prefect API has them once this process's events are sent and the
+    server has recorded them (task-run states reach it as events, recorded a little later): read until
+    there are some, every one is in a final state and a second read agrees, for at most ``within`` s."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    await drain_prefect_client_services()
+    deadline = wall.monotonic() + within
+    last: list[tuple[str, str]] | None = None
+    async with get_client() as client:
+        while True:
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                task_run_filter=TaskRunFilter(), sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=200,
+            )  # fmt: skip
+            seen = sorted((str(r.id), r.state.type.value if r.state else "") for r in runs)
+            final = bool(runs) and all(r.state is not None and r.state.is_final() for r in runs)
+            if (final and seen == last) or wall.monotonic() > deadline:
+                return runs
+            last = seen
+            await asyncio.sleep(0.3)
+
+
+@contextlib.asynccontextmanager
+async def other_prefect_api(api_url: str) -> AsyncIterator[None]:
+    """This process's Prefect client, events and logs on the server at ``api_url`` for the block, on the
+    harness's again afterwards."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    await drain_prefect_client_services()
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        try:
+            yield
+        finally:
+            await drain_prefect_client_services()
 
 
 @pytest.fixture

@@ -29,7 +29,6 @@ import pytest
 import sqlalchemy as sa
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-from prefect.settings import PREFECT_API_URL, temporary_settings
 from pydantic import SecretStr
 
 from autotrade.access import GatewayAccess
@@ -45,7 +44,7 @@ from autotrade.vault.registration import register_user_api
 from flows.evening_signal_and_buy import evening_signal_and_buy
 from flows.place_buys import place_buys
 from tests.conftest import fresh_schema
-from tests.flows.conftest import DAY1, free_port, wait_for_prefect_server
+from tests.flows.conftest import DAY1, free_port, other_prefect_api, wait_for_prefect_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(240)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -210,77 +209,76 @@ async def test_a_share_whose_worker_died_is_finished_by_the_other_worker_each_bu
     started = wall.monotonic()
     at = datetime.combine(DAY1, time(15, 40), tzinfo=KST)
     env = prefect_on_postgres
-    with (
-        simulator_process(start=at, stocks=12, log_path=tmp_path / "simulator.log") as base,
-        temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}),
-    ):
-        upgrade(schema_url)
-        settings = Settings(
-            database_url=schema_url, data_dir=tmp_path, broker_base_url=base,
-            local_master_key_path=tmp_path / "master.key", scan_location=str(tmp_path / "scans"),
-            temp_token_ttl_seconds=3600, order_settle_seconds=3, evening_fanout="deployment",
-            evening_fanout_share_size=SHARE, evening_fanout_lease_seconds=8, evening_fanout_poll_seconds=0.5,
-        )  # fmt: skip
-        clock = ShiftedClock.starting_at(at)
-        runtime_file = tmp_path / "runtime.pickle"
-        runtime_file.write_bytes(pickle.dumps((settings, clock)))
-        workers_env = {
-            **env, "AUTOTRADE_TEST_RUNTIME": str(runtime_file), "PREFECT_WORKER_QUERY_SECONDS": "1",
-            "PREFECT_WORKER_PREFETCH_SECONDS": "1",
-        }  # fmt: skip
-        await _deploy(workers_env)
-        workers = {}
-        for name in ("w1", "w2"):
-            log = (tmp_path / f"{name}.log").open("wb")
-            workers[name] = subprocess.Popen(  # noqa: ASYNC220 - started once, not waited on
-                [PREFECT, "worker", "start", "--pool", POOL, "--name", name, "--limit", "1",
-                 "--install-policy", "never"],
-                env=workers_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    with simulator_process(start=at, stocks=12, log_path=tmp_path / "simulator.log") as base:
+        async with other_prefect_api(env["PREFECT_API_URL"]):
+            upgrade(schema_url)
+            settings = Settings(
+                database_url=schema_url, data_dir=tmp_path, broker_base_url=base,
+                local_master_key_path=tmp_path / "master.key", scan_location=str(tmp_path / "scans"),
+                temp_token_ttl_seconds=3600, order_settle_seconds=3, evening_fanout="deployment",
+                evening_fanout_share_size=SHARE, evening_fanout_lease_seconds=8,
+                evening_fanout_poll_seconds=0.5,
             )  # fmt: skip
-        db = Database(schema_url)
-        access = GatewayAccess(settings, db, clock=clock)
-        set_runtime(Runtime(settings, db, clock, access))
-        try:
-            admin = Admin(base)
-            accounts = await _register(access, admin, db, 2 * SHARE)
-            payload = _scan(admin, at, BUYS)
+            clock = ShiftedClock.starting_at(at)
+            runtime_file = tmp_path / "runtime.pickle"
+            runtime_file.write_bytes(pickle.dumps((settings, clock)))
+            workers_env = {
+                **env, "AUTOTRADE_TEST_RUNTIME": str(runtime_file), "PREFECT_WORKER_QUERY_SECONDS": "1",
+                "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+            }  # fmt: skip
+            await _deploy(workers_env)
+            workers = {}
+            for name in ("w1", "w2"):
+                log = (tmp_path / f"{name}.log").open("wb")
+                workers[name] = subprocess.Popen(  # noqa: ASYNC220 - started once, not waited on
+                    [PREFECT, "worker", "start", "--pool", POOL, "--name", name, "--limit", "1",
+                     "--install-policy", "never"],
+                    env=workers_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )  # fmt: skip
+            db = Database(schema_url)
+            access = GatewayAccess(settings, db, clock=clock)
+            set_runtime(Runtime(settings, db, clock, access))
+            try:
+                admin = Admin(base)
+                accounts = await _register(access, admin, db, 2 * SHARE)
+                payload = _scan(admin, at, BUYS)
 
-            evening: asyncio.Task[Any] = asyncio.create_task(evening_signal_and_buy(  # type: ignore[arg-type]
-                trading_day=DAY1, scan_payload=payload, collect_fills=False, return_state=True
-            ))  # fmt: skip
-            killed, crashed_run = await _kill_one_mid_share(workers, base, evening, tmp_path)
-            state = await asyncio.wait_for(evening, 150)
-            result = await state.result()
-            assert state.is_completed(), (state.message, _logs(tmp_path))
-            assert result["orders"] == 2 * SHARE * BUYS and result["accounts_with_errors"] == 0, result
+                evening: asyncio.Task[Any] = asyncio.create_task(evening_signal_and_buy(  # type: ignore[arg-type]
+                    trading_day=DAY1, scan_payload=payload, collect_fills=False, return_state=True
+                ))  # fmt: skip
+                killed, crashed_run = await _kill_one_mid_share(workers, base, evening, tmp_path)
+                state = await asyncio.wait_for(evening, 150)
+                result = await state.result()
+                assert state.is_completed(), (state.message, _logs(tmp_path))
+                assert result["orders"] == 2 * SHARE * BUYS and result["accounts_with_errors"] == 0, result
 
-            # Every buy at the broker once: one order per account and stock, each the intent's own.
-            at_broker = _orders_at_broker(base, accounts)
-            assert len(at_broker) == 2 * SHARE * BUYS
-            assert set(Counter((o["account"], o["code"]) for o in at_broker).values()) == {1}
-            with db.unit_of_work() as s:
-                sent = sorted(str(n) for n in s.scalars(sa.select(OrderIntentRow.order_no)).all())
-            assert sent == sorted(o["order_no"] for o in at_broker)
+                # Every buy at the broker once: one order per account and stock, each the intent's own.
+                at_broker = _orders_at_broker(base, accounts)
+                assert len(at_broker) == 2 * SHARE * BUYS
+                assert set(Counter((o["account"], o["code"]) for o in at_broker).values()) == {1}
+                with db.unit_of_work() as s:
+                    sent = sorted(str(n) for n in s.scalars(sa.select(OrderIntentRow.order_no)).all())
+                assert sent == sorted(o["order_no"] for o in at_broker)
 
-            # The share's first run Crashed (marked so by the evening), its second Completed on the other
-            # worker; the other share's one run Completed. Each is a subflow run of the evening's.
-            runs = await _share_runs()
-            by_share: dict[str, list[Any]] = {}
-            for r in sorted(runs, key=lambda r: r.created):
-                by_share.setdefault(r.parameters["share"], []).append(r)
-            crashed = next(r for r in runs if str(r.id) == crashed_run)
-            again = by_share[crashed.parameters["share"]]
-            assert [r.state.type.value for r in again] == ["CRASHED", "COMPLETED"], again
-            other = next(n for n in workers if n != killed)
-            assert str(again[1].id) in (tmp_path / f"{other}.log").read_text(errors="replace")
-            assert sorted(len(v) for v in by_share.values()) == [1, 2]
-            assert all(r.parent_task_run_id is not None for r in runs)
-        finally:
-            set_runtime(None)
-            for w in workers.values():
-                if w.poll() is None:
-                    _stop(w)
-            await asyncio.to_thread(db.dispose)
+                # The share's first run Crashed (marked so by the evening), its second Completed on the other
+                # worker; the other share's one run Completed. Each is a subflow run of the evening's.
+                runs = await _share_runs()
+                by_share: dict[str, list[Any]] = {}
+                for r in sorted(runs, key=lambda r: r.created):
+                    by_share.setdefault(r.parameters["share"], []).append(r)
+                crashed = next(r for r in runs if str(r.id) == crashed_run)
+                again = by_share[crashed.parameters["share"]]
+                assert [r.state.type.value for r in again] == ["CRASHED", "COMPLETED"], again
+                other = next(n for n in workers if n != killed)
+                assert str(again[1].id) in (tmp_path / f"{other}.log").read_text(errors="replace")
+                assert sorted(len(v) for v in by_share.values()) == [1, 2]
+                assert all(r.parent_task_run_id is not None for r in runs)
+            finally:
+                set_runtime(None)
+                for w in workers.values():
+                    if w.poll() is None:
+                        _stop(w)
+                await asyncio.to_thread(db.dispose)
     print(f"fan-out test: {wall.monotonic() - started:.1f} s")
 
 

@@ -12,10 +12,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter
 from prefect.client.schemas.objects import TaskRun
-from prefect.client.schemas.sorting import TaskRunSort
 from sqlalchemy.exc import OperationalError
 
 import tasks.trading as trading
@@ -25,7 +22,7 @@ from autotrade.trading.ports import NotProcessed
 from flows.evening_signal_and_buy import evening_signal_and_buy
 from flows.intraday_reconcile import intraday_reconcile
 from flows.morning_fill_and_arm import morning_fill_and_arm
-from tests.flows.conftest import DAY1, DAY2, evening_scan
+from tests.flows.conftest import DAY1, DAY2, evening_scan, settled_task_runs
 from tests.flows.test_flows import broker_orders, buy_intents, run
 
 EVENING = ["validate_scan", "list_accounts", "retrieve_broker_tokens", "check_risk", "place_orders",
@@ -78,11 +75,7 @@ def _is_async(f: Any) -> bool:
 
 
 async def task_runs(run_id: UUID) -> list[TaskRun]:
-    async with get_client() as client:
-        runs = await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])), task_run_filter=TaskRunFilter(),
-            sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=200,
-        )  # fmt: skip
+    runs = await settled_task_runs(run_id)
     return sorted(
         runs, key=lambda t: t.start_time or t.expected_start_time or datetime.max.replace(tzinfo=KST)
     )

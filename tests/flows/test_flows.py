@@ -12,14 +12,11 @@ from uuid import UUID
 import sqlalchemy as sa
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
-    FlowRunFilter,
-    FlowRunFilterId,
     LogFilter,
     LogFilterFlowRunId,
-    TaskRunFilter,
 )
 from prefect.client.schemas.objects import Artifact
-from prefect.client.schemas.sorting import LogSort, TaskRunSort
+from prefect.client.schemas.sorting import LogSort
 
 from autotrade.demo.stack import Stack
 from autotrade.domain.models import Side
@@ -28,7 +25,7 @@ from flows.daily_report import daily_report
 from flows.evening_signal_and_buy import evening_signal_and_buy
 from flows.intraday_reconcile import intraday_reconcile
 from flows.morning_fill_and_arm import morning_fill_and_arm
-from tests.flows.conftest import DAY1, DAY2, evening_scan
+from tests.flows.conftest import DAY1, DAY2, evening_scan, settled_task_runs
 
 HOLIDAY = date(2026, 12, 25)
 
@@ -153,11 +150,7 @@ async def test_a_transient_fault_retries_the_buy_batch_without_doubling(stack: S
     state, result, run_id = await run(evening_signal_and_buy, trading_day=DAY1, collect_fills=False)
     assert state.is_completed(), state.message
     assert stack.sim.admin.faults()["counts"].get("http_500") == 8
-    async with get_client() as client:
-        task_runs = await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])), task_run_filter=TaskRunFilter(),
-            sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=200,
-        )  # fmt: skip
+    task_runs = await settled_task_runs(run_id)
     # The deposit inquiry is the token step's: that step ran twice, the steps after it once.
     runs = {name: [t for t in task_runs if t.name.startswith(name)] for name in STEPS}
     assert [len(r) for r in runs.values()] == [1, 1, 1], runs

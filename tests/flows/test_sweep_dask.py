@@ -4,6 +4,7 @@ recorded in Prefect. Under this package's Prefect test harness (shared with the 
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,10 +13,11 @@ import pandas as pd
 import pytest
 import typer
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from typer.testing import CliRunner
 
 from autotrade.backtest.cli import backtest_app
+from tests.flows.conftest import settled_task_runs
 
 POINTS = ["--param", "stop_loss_rate=3,6", "--param", "take_profit_rate=8,12"]
 MARKET = ["--synthetic", "30", "1", "--seed", "5"]
@@ -67,7 +69,7 @@ def test_a_sweep_on_a_dask_cluster_equals_the_local_parallel_sweep(
     # Prefect recorded the sweep: one flow run, one completed task run per configuration.
     with get_client(sync_client=True) as client:
         (run,) = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["backtest_sweep"])))
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    tasks = asyncio.run(settled_task_runs(run.id))
     assert run.state is not None and run.state.is_completed()
     assert sorted(t.name.rsplit("-", 1)[0] for t in tasks) == ["backtest_configuration"] * 4
     assert all(t.state is not None and t.state.is_completed() for t in tasks)

@@ -15,9 +15,6 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter
-from prefect.client.schemas.sorting import TaskRunSort
 from pydantic import SecretStr
 
 from autotrade.access import GatewayAccess
@@ -33,7 +30,7 @@ from autotrade.store.models import OrderIntentRow
 from autotrade.vault.registration import register_user_api
 from flows.evening_signal_and_buy import evening_signal_and_buy
 from tests.conftest import fresh_schema
-from tests.flows.conftest import DAY1
+from tests.flows.conftest import DAY1, settled_task_runs
 from tests.flows.test_flows import logs_of
 
 pytestmark = pytest.mark.timeout(300)
@@ -47,9 +44,7 @@ def schema_url(pg_url: str) -> Iterator[str]:
         yield url
 
 
-async def _register(
-    access: GatewayAccess, admin: Admin, db: Database, secrets: list[str]
-) -> list[str]:
+async def _register(access: GatewayAccess, admin: Admin, db: Database, secrets: list[str]) -> list[str]:
     accounts = []
     for i in range(USERS):
         user, account = f"worker{i}", f"{6_100_000_000 + i:010d}"
@@ -128,11 +123,7 @@ async def test_worker_processes_place_each_buy_once(
 
             # Five accounts on two processes: shares of three and two, one task run each, and under each
             # its batches' steps (batches of two: two chains in the first share, one in the second).
-            async with get_client() as client:
-                runs = await client.read_task_runs(
-                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])),
-                    task_run_filter=TaskRunFilter(), sort=TaskRunSort.EXPECTED_START_TIME_DESC, limit=50,
-                )  # fmt: skip
+            runs = await settled_task_runs(state.state_details.flow_run_id)
             place = [r for r in runs if r.name.startswith("buy_share")]
             assert len(place) == 2 and all(r.state and r.state.is_completed() for r in place)
             for step in ("retrieve_broker_tokens", "check_risk", "place_orders"):

@@ -195,8 +195,10 @@ class BatchPool:
                         ended.result().terminate()
             self._pools[loop] = made
         try:
+            # No floor (min_size 0): connections open when calls need them, and a pool does not keep
+            # reconnecting in the background to a database that went away.
             pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=self._size, reset=_keep,
+                self._dsn, min_size=0, max_size=self._size, reset=_keep,
                 server_settings={"application_name": APPLICATION_NAME},
             )  # fmt: skip
         except BaseException as exc:

@@ -234,5 +234,3 @@ async def _watch(
     finally:
         await feed.aclose()
     return {"ticks": ticks, "sells_fired": fired, "reconciliations": reconciles + 1, "watched": len(watched)}
-
-

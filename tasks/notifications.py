@@ -42,15 +42,18 @@ def only_new(kind: str, day: date, items: dict[str, list[tuple[str, L]]]) -> dic
                 ).tuples()
             )
             new: dict[str, list[L]] = {}
+            rows: list[dict[str, Any]] = []
             now = rt.clock()
             for user in users:
                 fresh = [(key, line) for key, line in items[user] if (user, key) not in told]
                 if fresh:
                     new[user] = [line for _, line in fresh]
-                    s.add_all(
-                        UserNotice(user_id=user, trading_day=day, kind=kind, item=key[:255], told_at=now)
+                    rows += (
+                        {"user_id": user, "trading_day": day, "kind": kind, "item": key[:255], "told_at": now}
                         for key, _ in fresh
                     )
+            if rows:  # one bulk INSERT: an evening tells thousands of items (ORM objects: 3-6x the CPU)
+                s.execute(sa.insert(UserNotice), rows)
     except IntegrityError:
         return {}
     return new

@@ -212,11 +212,31 @@ class BatchPool:
         return pool
 
     @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        """A connection of this event loop's pool. A pool closed by :meth:`aclose` between being handed out
+        and giving a connection (one run's end, while another in the same loop goes on) is replaced: nothing
+        was sent on it yet."""
+        import asyncpg
+
+        for attempt in range(3):
+            pool = await self.pool()
+            try:
+                conn = await pool.acquire()
+            except asyncpg.InterfaceError:
+                if pool.is_closing() and attempt < 2:
+                    continue
+                raise
+            try:
+                yield conn
+            finally:
+                await pool.release(conn)
+            return
+
+    @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         """One connection in one transaction, committed when the block ends without an error."""
-        pool = await self.pool()
         try:
-            async with pool.acquire() as conn, conn.transaction():
+            async with self.connection() as conn, conn.transaction():
                 yield Transaction(conn)
         except sa.exc.SQLAlchemyError:
             raise
@@ -367,10 +387,9 @@ class Batched:
             _settle(done, rows=rows)
 
     async def _execute(self, calls: list[list[Any]]) -> list[list[Row]]:
-        pool = await self._pool.pool()
         self.batches += 1
         self.calls += len(calls)
-        async with pool.acquire() as conn:
+        async with self._pool.connection() as conn:
             try:
                 if not self._c.returns:
                     await conn.executemany(self._c.sql, calls)

@@ -106,12 +106,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group("prefect"))
 
 
-@pytest.fixture(autouse=True)
-def _prefect_client_services_start_on_this_tests_api() -> None:
-    """Prefect's event and log workers are one per process, keyed without the API's address, and keep the
-    server of the moment they started: one started under another test's server (each Prefect directory has a
-    harness of its own; some tests start servers of their own) would send this test's task-run states and
-    logs there. Whatever they hold is sent first; the test's first event or log starts new ones on its API."""
+def drain_prefect_client_services() -> None:
+    """Send what Prefect's event and log workers hold, and stop them: the next event or log starts new ones on
+    the API of that moment. (From code with a running event loop: in a thread, ``asyncio.to_thread``.)"""
     if "prefect.events.worker" not in sys.modules:
         return
     from prefect.events.worker import EventsWorker
@@ -119,6 +116,15 @@ def _prefect_client_services_start_on_this_tests_api() -> None:
 
     for service in (APILogWorker, EventsWorker):
         service.drain_all(timeout=30, at_exit=False)
+
+
+@pytest.fixture(autouse=True)
+def _prefect_client_services_start_on_this_tests_api() -> None:
+    """Prefect's event and log workers are one per process, keyed without the API's address, and keep the
+    server of the moment they started: one started under another test's server (each Prefect directory has a
+    harness of its own; some tests start servers of their own) would send this test's task-run states and
+    logs there, or to a server already stopped."""
+    drain_prefect_client_services()
 
 
 @pytest.fixture(scope="session", autouse=True)

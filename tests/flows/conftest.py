@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import io
 import random
 import socket
@@ -23,6 +22,7 @@ import pytest
 
 from autotrade.demo.stack import Stack, embedded_stack
 from autotrade.domain.krx import KST
+from tests.conftest import drain_prefect_client_services
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import TaskRun
@@ -38,20 +38,6 @@ def prefect_server() -> Iterator[None]:
         yield
 
 
-async def drain_prefect_client_services() -> None:
-    """Send what Prefect's event and log workers hold, and stop them: the next event or log starts new ones on
-    the API of that moment. They are one per process, keyed without the API's address: left running, a
-    worker started while a test pointed at a server of its own would go on sending every later test's
-    events there, after that server stopped (their task runs never reach the harness)."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    for service in (APILogWorker, EventsWorker):
-        pending = service.drain_all(timeout=30, at_exit=False)
-        if inspect.isawaitable(pending):
-            await pending
-
-
 async def settled_task_runs(flow_run_id: UUID, within: float = 30.0) -> list[TaskRun]:
     """The task runs of a flow run as the Prefect API has them once this process's events are sent and the
     server has recorded them (task-run states reach it as events, recorded a little later): read until
@@ -60,7 +46,7 @@ async def settled_task_runs(flow_run_id: UUID, within: float = 30.0) -> list[Tas
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter
     from prefect.client.schemas.sorting import TaskRunSort
 
-    await drain_prefect_client_services()
+    await asyncio.to_thread(drain_prefect_client_services)
     deadline = wall.monotonic() + within
     last: list[tuple[str, str]] | None = None
     async with get_client() as client:
@@ -83,12 +69,12 @@ async def other_prefect_api(api_url: str) -> AsyncIterator[None]:
     harness's again afterwards."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    await drain_prefect_client_services()
+    await asyncio.to_thread(drain_prefect_client_services)
     with temporary_settings({PREFECT_API_URL: api_url}):
         try:
             yield
         finally:
-            await drain_prefect_client_services()
+            await asyncio.to_thread(drain_prefect_client_services)
 
 
 @pytest.fixture

@@ -55,9 +55,18 @@ def scores(n: int, offset: float) -> list[float]:
     return [round(9.6 - offset - 0.35 * i, 2) for i in range(n)]
 
 
-def force(w: World, tier: Tier, exclude: set[int], *, preserved_too: bool = False) -> int | None:
+def force(
+    w: World,
+    tier: Tier,
+    exclude: set[int],
+    *,
+    preserved_too: bool = False,
+    codes_taken: set[str] | None = None,
+) -> int | None:
     """Move one open position's stock through ``tier``'s trigger (returns the strategy id). With
-    ``preserved_too``, a position whose preserve already sold may be chosen too (its stop still watches)."""
+    ``preserved_too``, a position whose preserve already sold may be chosen too (its stop still watches).
+    A stock in ``codes_taken`` is not chosen (another tier has moved it this round: moving it again would
+    undo that), and the chosen stock is added to it."""
     watching = [StrategyStatus.ACTIVE] + ([StrategyStatus.PRESERVE_TRIGGERED] if preserved_too else [])
     with w.db.unit_of_work() as s:
         rows = s.scalars(
@@ -65,7 +74,10 @@ def force(w: World, tier: Tier, exclude: set[int], *, preserved_too: bool = Fals
             .where(ThreeTierStrategy.status.in_(watching))
             .order_by(ThreeTierStrategy.id)
         ).all()
-        target = next((r for r in rows if r.id not in exclude and r.held_quantity > 1), None)
+        taken = codes_taken if codes_taken is not None else set()
+        target = next(
+            (r for r in rows if r.id not in exclude and r.code not in taken and r.held_quantity > 1), None
+        )
         if target is None:
             return None
         price = {
@@ -74,6 +86,7 @@ def force(w: World, tier: Tier, exclude: set[int], *, preserved_too: bool = Fals
             Tier.TAKE_PROFIT: target.take_profit_price + 1,
         }[tier]
         code, sid = target.code, target.id
+    taken.add(code)
     w.sim.admin.set_price(code, price)
     return sid
 
@@ -83,13 +96,16 @@ async def run_days(w: World) -> None:
     forced: set[int] = set()
     for day, scan in ((D2, CODES[4:12]), (D3, CODES[:6])):
         await w.trading_session(day, until=time(10, 0))
-        for tier in (Tier.STOP_LOSS, Tier.PRESERVE):
-            sid = force(w, tier, forced)
+        # Each tier once on its own stock, so every tier is seen whatever the random walk did (an hour of it
+        # may have closed every position by a stop, or none by a take-profit).
+        moved: set[str] = set()
+        for tier in (Tier.STOP_LOSS, Tier.PRESERVE, Tier.TAKE_PROFIT):
+            sid = force(w, tier, forced, codes_taken=moved)
             if sid is not None:
                 forced.add(sid)
         await w.watch_once(day)
         await w.trading_session(day, until=time(13, 0))
-        force(w, Tier.TAKE_PROFIT, set())
+        force(w, Tier.TAKE_PROFIT, set(), preserved_too=True)
         await w.watch_once(day)
         await w.trading_session(day)
         await w.close_day(day)

@@ -221,6 +221,10 @@ class WebSocketPrices:
             return None
         return tick.code, tick.price, tick.at.astimezone(KST)
 
+    @property
+    def gaps(self) -> int:
+        return self._feed.gaps
+
     async def day_range(self, code: str) -> tuple[int, int] | None:
         try:
             quote = await self.quote(code)

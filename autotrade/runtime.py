@@ -85,6 +85,12 @@ class PriceSource(Protocol):
         """The next (code, price, time), or None when nothing came within ``wait_seconds``."""
         ...
 
+    @property
+    def gaps(self) -> int:
+        """How many times trades may have gone by unseen so far (see
+        :attr:`autotrade.broker.feed.PriceFeed.gaps`); only grows."""
+        ...
+
     async def day_range(self, code: str) -> tuple[int, int] | None:
         """Today's (low, high) trade prices so far from the broker's quote; None when unknown."""
         ...

@@ -150,11 +150,13 @@ async def _open_prices(rt: Runtime) -> PriceSource:
 
 
 async def catch_up(
-    engine: ExitEngine, prices: PriceSource, codes: Sequence[str], now: datetime
+    engine: ExitEngine, prices: PriceSource, codes: Sequence[str], now: datetime, *, after_gap: bool = False
 ) -> list[PendingSell]:
-    """When a watch (re)starts during the continuous session: each watched stock's day range from the
-    broker's quote, through :meth:`ExitEngine.catch_up`, so a stop or take-profit crossed while no watcher
-    ran still sells. Outside the session (nothing to sell into) it does nothing."""
+    """When a watch (re)starts during the continuous session, and after every gap in its price source
+    (``after_gap``: a reconnect, ticks dropped, a switch to or from polling): each watched stock's day range
+    from the broker's quote, through :meth:`ExitEngine.catch_up`, so a stop or take-profit crossed while
+    no watcher ran, or while its feed was down, still sells. Outside the session (nothing to sell into) it
+    does nothing."""
     local = now.astimezone(KST)
     if not is_trading_day(local.date()):
         return []
@@ -166,7 +168,12 @@ async def catch_up(
         extremes = await prices.day_range(code)
         if extremes is not None:
             sells += engine.catch_up(code, *extremes, now)
-    if sells:
+    if sells and after_gap:
+        _logger().warning(
+            "the price feed had a gap (a reconnect, dropped ticks or polling): %d sells for levels the day's "
+            "range crossed while its ticks were missed", len(sells),
+        )  # fmt: skip
+    elif sells:
         late = local - datetime.combine(local.date(), hours.open, tzinfo=KST)
         _logger().warning(
             "the price watch started %d min into the session: %d sells for levels the day's range crossed "
@@ -200,14 +207,31 @@ async def _watch(
         t.add_done_callback(landed)
 
     # Levels crossed while no watcher ran (this is a restart, or the feed was down) are caught up first.
+    gaps = feed.gaps
     caught_up = await catch_up(rt.engine, feed, sorted(watched), rt.clock())
     for sell in caught_up:
         send(sell)
     control.watch_ready(stop_at)
-    ticks, fired, reconciles = 0, len(caught_up), 0
+    ticks, fired, reconciles, gap_catch_ups = 0, len(caught_up), 0, 0
+    catching: asyncio.Task[None] | None = None
+
+    async def catch_up_after_gap() -> None:
+        # Beside the loop, not in it: the quotes take a while at the key's rate, and ticks keep coming.
+        nonlocal fired
+        for sell in await catch_up(rt.engine, feed, sorted(watched), rt.clock(), after_gap=True):
+            fired += 1
+            send(sell)
+
     next_reconcile = rt.clock() + every
     try:
         while rt.clock() < stop_at and not lost.is_set():
+            if catching is not None and catching.done():
+                catching.result()  # a catch-up that failed fails the watch, as a tick's failure does
+            if feed.gaps != gaps and (catching is None or catching.done()):
+                # Trades may have gone by unseen (a reconnect, dropped ticks, polling): a level crossed and
+                # crossed back in the gap left no tick, so the day's range is read again.
+                gaps, gap_catch_ups = feed.gaps, gap_catch_ups + 1
+                catching = asyncio.create_task(catch_up_after_gap())
             tick = await feed.next_tick(wait_seconds=0.5)
             if tick is not None:
                 ticks += 1
@@ -224,13 +248,20 @@ async def _watch(
                 if new:
                     await feed.subscribe(sorted(new))
                     watched |= new
+        if catching is not None:
+            await catching
         if inflight:
             await asyncio.gather(*inflight, return_exceptions=True)
         if lost.is_set():  # the watcher that took over closes the day
             return {"ticks": ticks, "sells_fired": fired, "reconciliations": reconciles,
-                    "watched": len(watched), "lease_lost": True}  # fmt: skip
+                    "watched": len(watched), "gap_catch_ups": gap_catch_ups, "lease_lost": True}  # fmt: skip
         await in_run(reconcile_positions)(day, users)
         rt.engine.day_end(stop_at)
     finally:
+        if catching is not None and not catching.done():
+            catching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await catching
         await feed.aclose()
-    return {"ticks": ticks, "sells_fired": fired, "reconciliations": reconciles + 1, "watched": len(watched)}
+    return {"ticks": ticks, "sells_fired": fired, "reconciliations": reconciles + 1, "watched": len(watched),
+            "gap_catch_ups": gap_catch_ups}  # fmt: skip

@@ -118,6 +118,12 @@ class FallbackPriceFeed:
     def ticks(self) -> AsyncIterator[PriceTick]:
         return self._out.items()
 
+    @property
+    def gaps(self) -> int:
+        """The feed's gaps, every switch (the silence before polling began; the quotes' sampling while it
+        lasted) and every tick dropped here."""
+        return self._feed.gaps + len(self.switches) + self._out.dropped
+
     async def aclose(self) -> None:  # 6
         tasks, self._tasks = list(self._tasks), set()
         for task in tasks:

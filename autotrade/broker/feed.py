@@ -96,6 +96,13 @@ class PriceFeed(Protocol):
 
     def ticks(self) -> AsyncIterator[PriceTick]: ...
 
+    @property
+    def gaps(self) -> int:
+        """How many times trades may have gone by unseen so far (a reconnect, ticks dropped by a reader that
+        fell behind, a switch to or from polling). It only grows: a reader that sees it change catches up
+        on what it may have missed (the day's range from a quote)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -165,6 +172,10 @@ class DropOldestStream:
     def __init__(self, size: int) -> None:
         self._queue: asyncio.Queue[Any] = asyncio.Queue(size)
         self._dropped = 0
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
 
     def put(self, item: Any) -> None:
         if self._queue.full():
@@ -253,6 +264,11 @@ class WebSocketPriceFeed:
 
     def ticks(self) -> AsyncIterator[PriceTick]:
         return self._ticks.items()
+
+    @property
+    def gaps(self) -> int:
+        """Every login after the first (the socket was down in between) and every tick dropped."""
+        return max(0, self.connections - 1) + self._ticks.dropped
 
     def order_executions(self) -> AsyncIterator[OrderExecution]:
         return self._executions.items()
@@ -419,6 +435,11 @@ class PollingPriceFeed:
 
     def ticks(self) -> AsyncIterator[PriceTick]:
         return self._ticks.items()
+
+    @property
+    def gaps(self) -> int:
+        """Ticks dropped (what trades between two quotes is unknowable to a poller anyway)."""
+        return self._ticks.dropped
 
     async def aclose(self) -> None:
         task, self._task = self._task, None

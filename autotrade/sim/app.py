@@ -101,6 +101,11 @@ class Simulator:
         engine.price_listeners.append(self._on_price)
         engine.order_listeners.append(self._on_order)
 
+    @property
+    def feed_registrations(self) -> list[frozenset[str]]:
+        """The codes registered on each open WebSocket (for tests that wait for a feed to be up or down)."""
+        return [frozenset(sock.codes) for sock in list(self._sockets)]
+
     # --- REST ---
 
     async def token(self, request: Request) -> Response:
@@ -542,6 +547,12 @@ class Simulator:
                 )
                 self.faults.add(rule, body.get("seed"))
                 return JSONResponse({"rules": len(self.faults.rules)})
+            if path == "websockets/drop" and request.method == "POST":
+                socks = list(self._sockets)
+                for sock in socks:
+                    with contextlib.suppress(RuntimeError):
+                        await sock.ws.close(code=1012)  # service restart: the client reconnects
+                return JSONResponse({"dropped": len(socks)})
             if path == "faults" and request.method == "DELETE":
                 self.faults.reset()
                 return JSONResponse({"rules": 0})

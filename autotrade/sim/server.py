@@ -92,6 +92,10 @@ class Admin:
         data: dict[str, Any] = self._http.get("/_sim/faults").json()
         return data
 
+    def drop_websockets(self) -> int:
+        """Close every open WebSocket now, as a restart of the broker's feed server would."""
+        return int(self._post("/_sim/websockets/drop", {})["dropped"])
+
     def expire_tokens(self, appkey: str | None = None) -> None:
         self._post("/_sim/tokens/expire", {"appkey": appkey})
 

@@ -78,8 +78,10 @@ async def test_ping_is_echoed_unchanged(feed: WebSocketPriceFeed, fake: FakeKiwo
 async def test_reconnects_and_resubscribes(feed: WebSocketPriceFeed, fake: FakeKiwoom) -> None:
     await feed.subscribe(["005930", "035720"])
     await eventually(lambda: {"005930", "035720"} <= registered(fake))
+    assert feed.gaps == 0  # the first login is no gap
     await fake.drop_sockets()
     await eventually(lambda: feed.connections == 2 and {"005930", "035720"} <= registered(fake))
+    assert feed.gaps == 1  # trades while it was down went by unseen: a reader catches up on them
     ticks = feed.ticks()
     assert await fake.push_trade("035720", {"20": "100000", "10": "43050", "15": "+3"}) == 1
     tick = await next_item(ticks)
@@ -169,3 +171,21 @@ async def test_polling_feed_survives_errors(session: KiwoomSession, fake: FakeKi
         await feed.subscribe(["999999", "000660"])  # unknown code fails each round; the other still flows
         tick = await next_item(ticks)
         assert isinstance(tick, PriceTick) and tick.code == "000660"
+
+
+async def test_ticks_dropped_by_a_reader_that_fell_behind_are_a_gap(
+    base_url: str, fake: FakeKiwoom, tokens: TokenManager
+) -> None:
+    ws_url = base_url.replace("http://", "ws://") + "/api/dostk/websocket"
+    feed = WebSocketPriceFeed(ws_url, tokens, queue_size=2, clock=lambda: FEED_NOW)
+    try:
+        await feed.subscribe(["005930"])
+        await feed.wait_connected()
+        await eventually(lambda: "005930" in registered(fake))
+        for second in range(5):  # nobody reads: three of five go
+            await fake.push_trade("005930", {"20": f"10000{second}", "10": str(70_000 + second), "15": "+1"})
+        await eventually(lambda: feed.gaps == 3)
+        tick = await next_item(feed.ticks())
+        assert isinstance(tick, PriceTick) and tick.price == 70_003  # the latest two are kept
+    finally:
+        await feed.aclose()

@@ -106,8 +106,10 @@ async def test_silent_feed_polls_then_returns_to_the_feed(
         # The snapshot quote: before any trade, and before the silence could start the polling.
         assert (first.code, first.price) == (CODE, 70_000) and switches == [] and quotes.calls == 1
         await feed.wait_connected()
+        assert source.gaps == 0
         await until(lambda: source.mode is FeedMode.POLLING)
         assert [s.mode for s in switches] == [FeedMode.POLLING] and switches[0].seconds >= 0.5
+        assert source.gaps == 1  # the silence before polling began
         polled = quotes.calls
         await tick_where(ticks, lambda t: t.price == 70_000)
         await until(lambda: quotes.calls >= polled + 3)  # polling every 0.05 s
@@ -115,6 +117,7 @@ async def test_silent_feed_polls_then_returns_to_the_feed(
         sim.admin.set_price(CODE, 69_000)  # a trade: pushed on the socket
         await until(lambda: source.mode is FeedMode.FEED)
         assert [s.mode for s in switches] == [FeedMode.POLLING, FeedMode.FEED]
+        assert source.gaps == 2  # and what trades between two quotes, while it lasted
         stopped = quotes.calls
         await asyncio.sleep(0.3)
         assert quotes.calls == stopped, "polling went on after the feed came back"

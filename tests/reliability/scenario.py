@@ -309,9 +309,16 @@ async def _session(
         await prices.subscribe(sorted(w.watched()))
         # As the watch does when it (re)starts: the day's range catches up what a dead process missed.
         read = RecordingPrices(prices, w.ticks, w.now)  # the range it reads is what the checks hold it to
+        gaps = read.gaps
         for sell in await exit_tasks.catch_up(w.rt.engine, read, sorted(w.watched()), w.now()):
             await w.send_sell(sell, day)
         while True:
+            if read.gaps != gaps:  # as the watch does after a reconnect: the day's range, read again
+                gaps = read.gaps
+                for sell in await exit_tasks.catch_up(
+                    w.rt.engine, read, sorted(w.watched()), w.now(), after_gap=True
+                ):
+                    await w.send_sell(sell, day)
             await prices.subscribe(sorted(w.watched()))
             await w.watch_once(day)
             n += 1

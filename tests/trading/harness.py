@@ -163,6 +163,10 @@ class RecordingPrices:
             self.seen.setdefault(tick[0], []).append(Seen(tick[2], tick[1], self.clock()))
         return tick
 
+    @property
+    def gaps(self) -> int:
+        return self.source.gaps
+
     async def day_range(self, code: str) -> tuple[int, int] | None:
         extremes = await self.source.day_range(code)
         if extremes is not None:  # the watch read both: a catch-up sell is judged by them

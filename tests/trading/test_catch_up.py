@@ -9,6 +9,8 @@ Same market as tests/trading/test_resting_stops.py: entry 50,000; stop 47,500; p
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import datetime, time
 from pathlib import Path
 
@@ -84,6 +86,50 @@ async def test_a_strategy_armed_after_the_open_is_not_held_to_earlier_prices(
         result = await w.trading_session(D2, until=time(10, 2))
         assert (_sells(w), result["sells_fired"]) == ([], 0)
         assert strategy(w).status is StrategyStatus.ACTIVE
+    finally:
+        await w.aclose()
+        w.db.dispose()
+
+
+async def _until(done: Callable[[], bool], what: str, within: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not done():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not within {within} s: {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_a_level_crossed_while_the_feed_was_down_sells_when_it_reconnects(
+    sim: RunningSimulator, db_url: str, tmp_path: Path
+) -> None:
+    """The watch runs; its socket drops and cannot log in again for a while. Meanwhile the price goes through
+    the take-profit and back, so no tick of it ever reaches the watch. When the feed logs in again the watch
+    reads the day's range once more (a gap in its ticks) and the take-profit sells."""
+    w = await bought(sim, db_url, tmp_path, resting=False)
+    try:
+        w.watch_speed = 60.0  # 10:00-10:15 in 15 s of wall time: room to drop the feed in between
+        w.restart()
+        w.at(D2, time(10, 0))
+        session = asyncio.create_task(w.trading_session(D2, until=time(10, 15)))
+        await _until(lambda: any(CODE in codes for codes in sim.simulator.feed_registrations), "feed up")
+        # The feed server restarts, and for a while every socket closes as soon as it registers a code.
+        sim.admin.add_fault("ws_disconnect", path="/api/dostk/websocket")
+        assert sim.admin.drop_websockets() >= 1
+        await _until(lambda: not any(CODE in codes for codes in sim.simulator.feed_registrations), "down")
+        for price in (54_500, 51_000):
+            sim.admin.set_price(CODE, price)
+        assert _sells(w) == []
+        sim.admin.clear_faults()  # the next login holds
+        await _until(lambda: any(CODE in codes for codes in sim.simulator.feed_registrations), "feed back")
+        result = await session
+        (sell,) = _sells(w)
+        assert (sell["trade_type"], sell["quantity"], sell["filled"]) == ("3", Q, Q)
+        assert result["gap_catch_ups"] >= 1 and result["sells_fired"] == 1, result
+        with w.db.unit_of_work() as s:
+            intents = s.scalars(sa.select(OrderIntentRow).where(OrderIntentRow.side == Side.SELL)).all()
+            assert [i.tier for i in intents] == [Tier.TAKE_PROFIT]
+        assert strategy(w).status is StrategyStatus.COMPLETED
+        assert checks.tiers_follow_prices(w) == []
     finally:
         await w.aclose()
         w.db.dispose()

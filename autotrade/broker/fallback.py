@@ -15,6 +15,9 @@ The protocol, step by step (the code follows it in this order):
 5. The first feed tick while polling stops the polling; ``on_switch`` hears ``FEED``. The feed reconnects by
    itself all along (:class:`~autotrade.broker.feed.WebSocketPriceFeed`), so its return needs nothing here.
 6. Closing closes the watchdog, the polling and the feed.
+7. ``gaps`` counts the moments trades may have gone by unseen: the feed's own (every reconnect, every tick
+   dropped), every switch (the silence before polling; the sampling while polling lasted), every tick
+   dropped here. The price watch reads the day's range again whenever it grows.
 
 Silence is measured on the monotonic clock: a dead socket is a matter of wall time, even when the market's
 clock is a simulator's running thousands of times faster.

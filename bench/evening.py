@@ -21,7 +21,9 @@ object: users, orders, seconds, orders_per_second, raw_orders, raw_seconds, raw_
 flow's process and its worker processes, or with the fan-out the Prefect workers and every run process they
 started, from their start-up to their exit; not the simulator, PostgreSQL or the Prefect server) and
 ``raw_cpu_ms_per_order`` (the raw loop's process), from the OS's accounting (``getrusage`` and
-``/proc/<pid>/stat``), user plus system time. On a shared machine the CPU figures are the steadier ones.
+``/proc/<pid>/stat``), user plus system time; ``services_cpu_ms_per_order`` the same for what the flow's
+orders went through meanwhile: its simulator, the Prefect server, PostgreSQL (every server process: run it
+on an otherwise idle database server). On a shared machine the CPU figures are the steadier ones.
 
 Needs PostgreSQL on 127.0.0.1:5432 (database ``test`` to create a scratch database in;
 AUTOTRADE_BENCH_PG_ADMIN_URL overrides). Everything stays on 127.0.0.1 and stops by itself.
@@ -91,6 +93,30 @@ def live_children() -> set[int]:
                 found.add(int(task.name))
         except (OSError, IndexError):
             continue
+    return found
+
+
+def services_cpu(sim_port: str) -> dict[str, float]:
+    """CPU seconds so far of the services the flow's orders go through (not the flow's own): the flow's
+    simulator, the Prefect server, and PostgreSQL (every server process, and those already ended through
+    the postmaster's reaped-children times)."""
+    found = {"simulator": 0.0, "prefect_server": 0.0, "postgresql": 0.0}
+    for task in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = task.joinpath("stat").read_text()
+            cmdline = task.joinpath("cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        comm, rest = stat.split("(", 1)[1].rsplit(")", 1)
+        fields = rest.split()
+        own = sum(int(f) for f in fields[11:13]) / CLOCK_TICKS  # utime, stime
+        if comm == "postgres":
+            reaped = sum(int(f) for f in fields[13:15]) / CLOCK_TICKS if fields[1] == "1" else 0.0
+            found["postgresql"] += own + reaped
+        elif "sim serve" in cmdline and f"--port {sim_port}" in cmdline:
+            found["simulator"] += own
+        elif "prefect.server.api.server:create_app" in cmdline:
+            found["prefect_server"] += own
     return found
 
 
@@ -359,6 +385,7 @@ def main() -> None:
                 started = time.perf_counter()
                 span.append(clock())
                 cpu_started[:] = [own_cpu(), children_cpu(not_ours)]
+                services_started.update(services_cpu(sim_port))
                 try:
                     result = await evening_signal_and_buy(
                         trading_day=day, scan_payload=payload, collect_fills=False
@@ -366,6 +393,8 @@ def main() -> None:
                 finally:
                     await access.aclose()
                 span.append(clock())
+                for name, cpu in services_cpu(sim_port).items():
+                    services_used[name] = cpu - services_started[name]
                 return result, time.perf_counter() - started
 
             log(f"evening flow: {args.users} users x {args.signals} signals")
@@ -373,6 +402,9 @@ def main() -> None:
             # worker processes start during the flow.
             not_ours = live_children() - {w.pid for w in workers}
             cpu_started: list[float] = []
+            sim_port = base.rsplit(":", 1)[1]
+            services_started: dict[str, float] = {}
+            services_used: dict[str, float] = {}
             span: list[datetime] = []  # the flow's start and end, on the market's clock
             if os.environ.get("AUTOTRADE_BENCH_PROFILE"):
                 import cProfile
@@ -413,6 +445,9 @@ def main() -> None:
             "ratio": round(flow_rate / raw_rate, 3) if raw_rate else None,
             "flow_cpu_ms_per_order": round(flow_cpu * 1000 / orders, 3) if orders else None,
             "raw_cpu_ms_per_order": round(raw_cpu * 1000 / raw_orders, 3) if raw_orders else None,
+            "services_cpu_ms_per_order": {
+                k: round(v * 1000 / orders, 3) for k, v in services_used.items()
+            } if orders else None,
             "accounts_with_errors": result.get("accounts_with_errors"),
             "database": "postgresql", "broker": "simulator (separate process, HTTP)",
             "per_key_rate": settings.broker_rate_per_second, "per_key_burst": settings.broker_burst,

@@ -11,7 +11,7 @@ from prefect import flow
 
 from autotrade.domain.calendar import hours_of
 from autotrade.domain.krx import KST
-from autotrade.runtime import get_runtime
+from autotrade.runtime import get_runtime, many_accounts_at_once
 from autotrade.trading.scan import warm_up_in_background
 from flows.common import (
     deliver_notices,
@@ -67,17 +67,19 @@ async def evening_signal_and_buy(
     batch_id = await validate_scan_task(day, scan, scan_payload)
     accounts = list_accounts(users)
     fanned_out = rt.settings.evening_fanout == "deployment" and not dry_run
-    if fanned_out:  # child runs of the place-buys deployment, one per share, on any worker (flows/fanout.py)
-        outcomes, shares = await fan_out(batch_id, accounts, day, limits)
-        await table_artifact("buy-shares", shares, "no shares", f"buy shares {day}")
-    else:
-        outcomes = await place_here(batch_id, accounts, day, dry_run, limits)
-    placed = placed_orders(outcomes)
-    what = f"buy orders {day}{' (dry run)' if dry_run else ''}"
-    await table_artifact("orders-placed", placed, "no orders", what)
-    failed = failed_accounts(outcomes)
-    if not dry_run and not fanned_out:  # a child tells its own share's users
-        notify_buys(outcomes, day)
+    # The buys and what is told of them: every account's objects at once (see many_accounts_at_once).
+    with many_accounts_at_once():
+        if fanned_out:  # child runs of the place-buys deployment, one per share, any worker (flows/fanout.py)
+            outcomes, shares = await fan_out(batch_id, accounts, day, limits)
+            await table_artifact("buy-shares", shares, "no shares", f"buy shares {day}")
+        else:
+            outcomes = await place_here(batch_id, accounts, day, dry_run, limits)
+        placed = placed_orders(outcomes)
+        what = f"buy orders {day}{' (dry run)' if dry_run else ''}"
+        await table_artifact("orders-placed", placed, "no orders", what)
+        failed = failed_accounts(outcomes)
+        if not dry_run and not fanned_out:  # a child tells its own share's users
+            notify_buys(outcomes, day)
     summary: dict[str, Any] = {
         "trading_day": day.isoformat(),
         "accounts": len(accounts),

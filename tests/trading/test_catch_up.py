@@ -10,7 +10,6 @@ Same market as tests/trading/test_resting_stops.py: entry 50,000; stop 47,500; p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import datetime, time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from autotrade.domain.krx import KST
 from autotrade.domain.models import Side, Tier
 from autotrade.sim.server import RunningSimulator
 from autotrade.store.models import OrderIntentRow, ThreeTierStrategy
+from tests.broker.test_feed import eventually
 from tests.trading import checks
 from tests.trading.test_resting_stops import CODE, D2, Q, bought, broker_orders, sim, strategy
 
@@ -91,14 +91,6 @@ async def test_a_strategy_armed_after_the_open_is_not_held_to_earlier_prices(
         w.db.dispose()
 
 
-async def _until(done: Callable[[], bool], what: str, within: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not done():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not within {within} s: {what}")
-        await asyncio.sleep(0.02)
-
-
 async def test_a_level_crossed_while_the_feed_was_down_sells_when_it_reconnects(
     sim: RunningSimulator, db_url: str, tmp_path: Path
 ) -> None:
@@ -111,16 +103,20 @@ async def test_a_level_crossed_while_the_feed_was_down_sells_when_it_reconnects(
         w.restart()
         w.at(D2, time(10, 0))
         session = asyncio.create_task(w.trading_session(D2, until=time(10, 15)))
-        await _until(lambda: any(CODE in codes for codes in sim.simulator.feed_registrations), "feed up")
+
+        def feed_up() -> bool:  # a socket open with the stock registered
+            return any(CODE in codes for codes in sim.simulator.feed_registrations)
+
+        await eventually(feed_up, within=10.0)
         # The feed server restarts, and for a while every socket closes as soon as it registers a code.
         sim.admin.add_fault("ws_disconnect", path="/api/dostk/websocket")
         assert sim.admin.drop_websockets() >= 1
-        await _until(lambda: not any(CODE in codes for codes in sim.simulator.feed_registrations), "down")
+        await eventually(lambda: not feed_up(), within=10.0)
         for price in (54_500, 51_000):
             sim.admin.set_price(CODE, price)
         assert _sells(w) == []
         sim.admin.clear_faults()  # the next login holds
-        await _until(lambda: any(CODE in codes for codes in sim.simulator.feed_registrations), "feed back")
+        await eventually(feed_up, within=10.0)  # back
         result = await session
         (sell,) = _sells(w)
         assert (sell["trade_type"], sell["quantity"], sell["filled"]) == ("3", Q, Q)

@@ -92,7 +92,7 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._executor: ThreadPoolExecutor | None = None
         self._batch_pool: BatchPool | None = None
-        self._batched: dict[tuple[int, tuple[str, ...] | None], BatchStatement] = {}
+        self._batched: dict[tuple[int, tuple[str, ...] | None, tuple[str, ...] | None], BatchStatement] = {}
         if batching and self.engine.dialect.name == "postgresql":
             self._batch_pool = BatchPool(url)
 
@@ -100,17 +100,25 @@ class Database:
     def batching(self) -> bool:
         return self._batch_pool is not None
 
-    def batched(self, statement: Executable, keys: Sequence[str] | None = None) -> BatchStatement:
+    def batched(
+        self, statement: Executable, keys: Sequence[str] | None = None, target: Sequence[str] | None = None
+    ) -> BatchStatement:
         """``statement`` for the hot paths: its concurrent calls in group commits on PostgreSQL
         (:mod:`autotrade.store.batch`), one call at a time otherwise. Build it once, call it often. ``keys``:
-        an INSERT's given columns. One per statement and database: the calls of every caller gather."""
-        key = (id(statement), None if keys is None else tuple(keys))
+        an INSERT's given columns; ``target``: the parameters that name the one row an UPDATE changes (it
+        then runs once for a whole batch). One per statement and database: the calls of every caller
+        gather."""
+        key = (
+            id(statement),
+            None if keys is None else tuple(keys),
+            None if target is None else tuple(target),
+        )
         found = self._batched.get(key)
         if found is None:
             if self._batch_pool is None:
                 found = Unbatched(self, statement)
             else:
-                found = Batched(self._batch_pool, statement, keys)
+                found = Batched(self._batch_pool, statement, keys, target)
             self._batched[key] = found
         return found
 

@@ -199,7 +199,8 @@ class OrderService:
     ) -> tuple[Side, str, int, int | None, str, str, int, int | None] | None:
         """``NEW -> SUBMITTING`` as one conditional write (committed before the broker call); returns what
         to send, or None when the intent was not NEW."""
-        rows = await self.db.batched(_CLAIM).rows({"p_id": intent_id, "p_now": self.clock()})
+        claim = self.db.batched(_CLAIM, target=("p_id",))  # an intent's row: one call of it a batch
+        rows = await claim.rows({"p_id": intent_id, "p_now": self.clock()})
         if not rows:
             return None
         r = rows[0]
@@ -211,7 +212,7 @@ class OrderService:
         """Record the broker's answer to the call this process made (the intent is SUBMITTING): one
         conditional write; should the intent have moved meanwhile, the state machine decides."""
         target, params = _settle_params(intent_id, event, order_no, error)
-        if await self.db.batched(_SETTLE).rows(params):
+        if await self.db.batched(_SETTLE, target=("p_id",)).rows(params):
             return target
         return await self.db.run(self._late, intent_id, event, order_no, error)
 

@@ -131,7 +131,8 @@ _IN_WINDOW = sa.or_(_CHANGED.is_(None), AccessLog.at > _CHANGED)
 
 
 def _capped_count(*where: sa.ColumnElement[bool], cap: str) -> sa.ScalarSelect[int]:
-    rows = sa.select(sa.literal(1).label("one")).where(*where).limit(sa.bindparam(cap)).subquery()
+    cap_ = sa.bindparam(cap, type_=sa.Integer)  # typed: the batches' set form passes it as an array
+    rows = sa.select(sa.literal(1).label("one")).where(*where).limit(cap_).subquery()
     return sa.select(sa.func.count()).select_from(rows).scalar_subquery()
 
 
@@ -538,7 +539,7 @@ class BrokerGateway:
                            ref.key if ref else None)  # fmt: skip
         (row,) = await self.db.batched(_LOG, _LOG_KEYS).rows(entry)
         if _touch_due(allowed, claims, decided.last_used, now):
-            await self.db.batched(_TOUCH).run(
+            await self.db.batched(_TOUCH, target=("p_user", "p_account")).run(
                 {"p_user": claims.user_id, "p_account": claims.account_no, "p_now": now}
             )
         return decided.admission(int(row[0]))
@@ -858,7 +859,7 @@ class GatedSession:
         except BaseException as exc:  # cancelled mid-call: as unknown as a timeout
             self._g._outcome(budget.log_id, f"{OUTCOME_UNKNOWN}: {type(exc).__name__}")
             raise
-        await self._g.db.batched(_PLACED).run({"p_id": budget.log_id})
+        await self._g.db.batched(_PLACED, target=("p_id",)).run({"p_id": budget.log_id})
         return ack
 
     async def sell(

@@ -23,7 +23,7 @@ from tests.conftest import fresh_schema
 
 pytestmark = pytest.mark.postgres
 
-_LOG = sa.insert(AccessLog).returning(AccessLog.id, AccessLog.reason)
+_LOG = sa.insert(AccessLog).returning(AccessLog.id)  # its serial key alone: it has a set form
 _LOG_KEYS = ("at", "action", "allowed", "reason", "order_ref")
 # access_log.reason is VARCHAR(255): a longer one fails its call alone
 _NAMED = sa.select(AccessLog.id).where(AccessLog.order_ref == sa.bindparam("p_ref"))
@@ -56,11 +56,14 @@ def _entry(i: int, reason: str | None = None) -> dict[str, object]:
             "order_ref": f"ref-{i}"}  # fmt: skip
 
 
-async def test_concurrent_calls_share_round_trips_and_each_gets_its_own_rows(pg: str) -> None:
+@pytest.mark.parametrize("target", [None, ("p_id",)], ids=["call by call", "set form"])
+async def test_concurrent_calls_share_round_trips_and_each_gets_its_own_rows(
+    pg: str, target: tuple[str, ...] | None
+) -> None:
     db = Database(pg)
     try:
         ids = _intents(db, 60)
-        claim = db.batched(_CLAIM)
+        claim = db.batched(_CLAIM, target=target)
         assert isinstance(claim, Batched)
         now = datetime.now(UTC)
         # Every intent claimed twice at once: exactly one of each pair gets the row, the other nothing.
@@ -72,6 +75,7 @@ async def test_concurrent_calls_share_round_trips_and_each_gets_its_own_rows(pg:
         assert len(got) == 60 and {g[5] for g in got} == {f"k{i}" for i in range(60)}
         assert all(g[6] == 1 for g in got)  # attempts: each claimed once
         assert claim.batches < len(calls) / 10, claim.batches  # 120 calls in a few round trips
+        assert (claim.set_batches > 0) == (target is not None)
         with db.unit_of_work() as s:
             statuses = s.scalars(sa.select(OrderIntentRow.status)).all()
         assert set(statuses) == {IntentStatus.SUBMITTING}
@@ -194,6 +198,74 @@ async def test_batches_cancelled_before_they_ran_leave_the_statement_working(pg:
         # IN_FLIGHT slots would all be gone by now: the next calls must still be answered.
         rows = await asyncio.wait_for(asyncio.gather(*(log.rows(_entry(900 + i)) for i in range(5))), 30)
         assert [len(r) for r in rows] == [1] * 5
+    finally:
+        await db.aclose()
+        db.dispose()
+
+
+# An UPDATE whose every call changes the row again: one after the other, the calls see 1, 2, 3, ...
+_BUMP = (
+    sa.update(OrderIntentRow)
+    .where(OrderIntentRow.id == sa.bindparam("p_id"))
+    .values(attempts=OrderIntentRow.attempts + 1)
+    .returning(OrderIntentRow.attempts)
+)
+
+
+async def test_calls_of_one_row_never_share_a_set_form_batch(pg: str) -> None:
+    """Each call of an UPDATE sees the row as the call before it left it, as one statement per call would:
+    in one set-form statement two calls of one row would change it once, and one of them would get nothing."""
+    db = Database(pg)
+    try:
+        ids = _intents(db, 20)
+        bump = db.batched(_BUMP, target=("p_id",))
+        assert isinstance(bump, Batched)
+        results = await asyncio.gather(*(bump.rows({"p_id": i}) for i in ids for _ in range(4)))
+        seen: dict[int, list[int]] = {}
+        for (intent, _), rows in zip([(i, n) for i in ids for n in range(4)], results, strict=True):
+            assert len(rows) == 1, rows
+            seen.setdefault(intent, []).append(rows[0][0])
+        assert all(sorted(v) == [1, 2, 3, 4] for v in seen.values()), seen
+        assert bump.set_batches > 0 and bump.batches >= 4  # a row's four calls: four batches at least
+        with db.unit_of_work() as s:
+            assert set(s.scalars(sa.select(OrderIntentRow.attempts))) == {4}
+    finally:
+        await db.aclose()
+        db.dispose()
+
+
+async def test_a_set_form_insert_gives_each_call_the_key_of_its_own_row(pg: str) -> None:
+    db = Database(pg)
+    try:
+        log = db.batched(_LOG, _LOG_KEYS)
+        assert isinstance(log, Batched)
+        refs = [f"ref-{i}" for i in range(300)]
+        results = await asyncio.gather(*(log.rows(_entry(i)) for i in range(300)))
+        assert log.set_batches > 0
+        with db.engine.connect() as conn:
+            by_id = dict(conn.execute(sa.select(AccessLog.id, AccessLog.order_ref)).tuples().all())
+        assert [by_id[r[0][0]] for r in results] == refs
+    finally:
+        await db.aclose()
+        db.dispose()
+
+
+async def test_a_set_form_select_gives_each_call_its_own_rows(pg: str) -> None:
+    """Calls that find no row, one, or several, in one statement: each gets exactly what it would alone."""
+    db = Database(pg)
+    try:
+        log = db.batched(_LOG, _LOG_KEYS)
+        for i in range(30):
+            for _ in range(i % 3):  # ref-i has i % 3 rows
+                await log.rows(_entry(i))
+        named = db.batched(_NAMED)
+        assert isinstance(named, Batched)
+        results = await asyncio.gather(*(named.rows({"p_ref": f"ref-{i}"}) for i in range(30)))
+        assert named.set_batches > 0
+        assert [len(r) for r in results] == [i % 3 for i in range(30)]
+        with db.engine.connect() as conn:
+            by_id = dict(conn.execute(sa.select(AccessLog.id, AccessLog.order_ref)).tuples().all())
+        assert all(by_id[row[0]] == f"ref-{i}" for i, rows in enumerate(results) for row in rows)
     finally:
         await db.aclose()
         db.dispose()

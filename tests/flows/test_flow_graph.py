@@ -89,6 +89,10 @@ def graph(runs: list[TaskRun]) -> list[tuple[str, int, str]]:
     return [(step(t), t.run_count, t.state.type.value if t.state else "?") for t in runs]
 
 
+def _upstream(t: TaskRun) -> set[UUID]:
+    return {i.id for i in t.task_inputs.get("after", []) if getattr(i, "input_type", "") == "task_run"}  # type: ignore[union-attr]
+
+
 def check(runs: list[TaskRun], names: list[str], retried: set[str]) -> None:
     """The runs are ``names`` in that order (notification tasks aside), all Completed, and only the steps
     in ``retried`` ran twice."""
@@ -115,6 +119,10 @@ async def test_two_days_read_back_from_the_prefect_api(stack: Stack, monkeypatch
     # Each retry worked on the account that had failed only (the scan's: on the scan).
     assert scan.fired == 2 and risk.fired == 3 and fills.fired == 3
     check(await task_runs(evening_id), EVENING, {"validate_scan", "check_risk", "confirm_fills"})
+    # The chain's edges: each step's ``after`` is the task run of the step before it.
+    by_step = {step(t): t for t in await task_runs(evening_id)}
+    assert _upstream(by_step["check_risk"]) == {by_step["retrieve_broker_tokens"].id}
+    assert _upstream(by_step["place_orders"]) == {by_step["check_risk"].id}
     assert len(buy_intents(stack, DAY1)) == evening["orders"] == broker_orders(stack)
     monkeypatch.undo()
     for t in RETRYING:

@@ -17,7 +17,8 @@ $(UV):
 
 # Idempotent: uv sync does nothing when .venv already matches uv.lock.
 $(VENV)/.synced: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --quiet
+	$(UV) sync --frozen --quiet --compile-bytecode
+	$(VENV)/bin/python -m compileall -q -j 0 autotrade flows tasks blocks deployments >/dev/null
 	@touch $@
 
 # The web app (web/, Next.js static export served by `autotrade api serve` at /): rebuilt only when a file

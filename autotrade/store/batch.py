@@ -184,8 +184,9 @@ def set_form(
     """``statement``'s set form for asyncpg, or None where it has none: a SELECT; an UPDATE whose ``target``
     parameters name the row it changes (without them two calls of a batch could change one row, where one
     after the other the second would have seen the first's change); an INSERT of ``keys`` that returns only
-    its serial key. Parameters the calls give become columns of the unnested rows; the statement's literals
-    and its Python-side defaults stay single values."""
+    its serial key. Not a SELECT with an ORDER BY: its rows' order would not survive the join. The
+    statement's unbound parameters (an INSERT's ``keys``) become columns of the unnested rows, one value per
+    call; its literals and its Python-side defaults stay single values, the defaults computed once a batch."""
     from sqlalchemy.dialects import postgresql
     from sqlalchemy.dialects.postgresql import asyncpg as pg_asyncpg
     from sqlalchemy.sql import visitors
@@ -199,8 +200,8 @@ def set_form(
     else:
         given = [n for n in per_call_compiled.names if plain.binds[n].required]
     types = {n: plain.binds[n].type for n in given}
-    if any(isinstance(t, sa.types.NullType) for t in types.values()):
-        return None  # an array needs a type
+    if not given or any(isinstance(t, sa.types.NullType) for t in types.values()):
+        return None  # nothing differs between the calls, or an array without a type
     arrays = [sa.bindparam(f"{n}__calls", type_=postgresql.ARRAY(_element(types[n]))) for n in given]
     rows = (
         sa.func.unnest(*arrays)
@@ -219,7 +220,7 @@ def set_form(
             return None
         source = sa.select(*[rows.c[k] for k in keys]).order_by(rows.c.batch_call)
         new, kind = sa.insert(table).from_select(list(keys), source).returning(pk[0]), "insert"
-    elif isinstance(statement, sa.Select):
+    elif isinstance(statement, sa.Select) and not statement._order_by_clauses:
 
         def outer(el: Any) -> Any:
             # a reference by name: nested subqueries must not take the rows into their own FROM

@@ -269,3 +269,13 @@ async def test_a_set_form_select_gives_each_call_its_own_rows(pg: str) -> None:
     finally:
         await db.aclose()
         db.dispose()
+
+
+def test_statements_without_a_safe_set_form_keep_going_call_by_call() -> None:
+    from autotrade.store.batch import set_form
+
+    assert set_form(_BUMP, target=("p_id",)) is not None and set_form(_NAMED) is not None
+    assert set_form(_BUMP) is None  # an UPDATE that does not say which row each call changes
+    assert set_form(_NAMED.order_by(AccessLog.id)) is None  # an order the join would not keep
+    assert set_form(sa.insert(AccessLog).returning(AccessLog.reason), _LOG_KEYS) is None  # not its key
+    assert set_form(sa.select(AccessLog.id).where(AccessLog.action == "order:buy")) is None  # no parameter

@@ -28,7 +28,7 @@ def test_rows_arrive_as_given(db: Database) -> None:
     at = datetime(2026, 11, 27, 15, 40, 1, 123456, tzinfo=seoul)
     rows = [
         {"at": at + timedelta(seconds=i), "user_id": None if i % 3 == 0 else f"u{i}", "account_no": "1",
-         "action": "order:buy", "allowed": i % 2 == 0, "reason": (AWKWARD + [None])[i % 9],
+         "action": "order:buy", "allowed": i % 2 == 0, "reason": [*AWKWARD, None][i % 9],
          "amount": None if i % 4 == 0 else 10**12 + i, "order_ref": f"ref-{i}"}
         for i in range(40)
     ]  # fmt: skip

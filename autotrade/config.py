@@ -16,7 +16,7 @@ from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator, model_validator
@@ -157,9 +157,11 @@ class Settings(BaseSettings, TradingRules):
     # orchestration
     batch_size: int = Field(500, gt=0, description="accounts per Prefect task run")
     account_concurrency: int = Field(200, gt=0, description="accounts worked on at once in a batch")
-    # The evening buys of many users are CPU-bound in one process: with more than one, the accounts are
-    # shared out among that many worker processes (a server database only).
-    worker_processes: int = Field(1, ge=1, le=64)
+    # The evening buys of many users are CPU-bound in one process: the accounts are shared out among worker
+    # processes (a server database only). "auto": one per core the process may use, once the evening has
+    # AUTO_ACCOUNTS_PER_PROCESS accounts for each (flows/fanout.py: a process's start-up is not worth
+    # fewer); a number: that many at most, however small the evening.
+    worker_processes: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
     # Where the evening places its buys: "in-process" (the run's own process and its worker processes) or
     # "deployment": one child run of the place-buys deployment per share of evening_fanout_share_size
     # accounts, taken by any worker of the work pool (flows/fanout.py); a child whose share lease is not
@@ -326,9 +328,9 @@ class Settings(BaseSettings, TradingRules):
 
     @field_validator("worker_processes")
     @classmethod
-    def _processes_need_a_server(cls, v: int, info: ValidationInfo) -> int:
+    def _processes_need_a_server(cls, v: int | str, info: ValidationInfo) -> int | str:
         url = info.data.get("database_url")
-        if v > 1 and url is not None and url.startswith("sqlite"):
+        if isinstance(v, int) and v > 1 and url is not None and url.startswith("sqlite"):
             raise ValueError("more than one worker process needs a server database (PostgreSQL), not SQLite")
         return v
 

@@ -6,7 +6,8 @@ over real HTTP), PostgreSQL, the vault gateway; and, in the same run, the raw cl
 
 Every user registers a simulated Kiwoom account through the vault (setup, not timed). The timed part is
 one run of ``evening_signal_and_buy`` at 15:40 on a 10-row scan (after-hours-at-close buys; the 16:00 fill
-collection is not part of it), its accounts shared among ``--processes`` worker processes, or with
+collection is not part of it), its accounts shared among ``--processes`` worker processes (by default as
+the product shares them: ``AUTOTRADE_WORKER_PROCESSES=auto``; ``processes_used`` says how many), or with
 ``--fanout deployment`` sent as child runs of the place-buys deployment, one share per worker, to
 ``--workers`` ``prefect worker start`` processes of a process work pool (one run at a time each). Then the raw
 loop: the bare ``KiwoomSession`` placing the same number of orders per account for ``--raw-accounts``
@@ -311,15 +312,21 @@ def main() -> None:
     ap.add_argument("--signals", type=int, default=10)
     ap.add_argument("--raw-accounts", type=int, default=None, help="accounts in the raw loop (default all)")
     ap.add_argument("--stocks", type=int, default=60)
-    ap.add_argument("--processes", type=int, default=1, help="worker processes (1: the flow's own)")
+    ap.add_argument(
+        "--processes", default="auto",
+        help="worker processes: auto (the product's default: one per core for every 2,000 users), or 1-64 "
+        "(1: the flow's own alone)",
+    )  # fmt: skip
     ap.add_argument("--raw-first", action="store_true", help="run the raw loop before the flow")
     ap.add_argument("--fanout", choices=("in-process", "deployment"), default="in-process")
     ap.add_argument("--workers", type=int, default=2, help="Prefect workers with --fanout deployment")
     args = ap.parse_args()
     if args.users < 1 or not 1 <= args.signals <= 30:
         ap.error("--users must be positive and --signals between 1 and 30")
-    if not 1 <= args.processes <= 64:
-        ap.error("--processes must be between 1 and 64")
+    if args.processes != "auto":
+        if not args.processes.isdigit() or not 1 <= int(args.processes) <= 64:
+            ap.error("--processes must be auto or between 1 and 64")
+        args.processes = int(args.processes)
 
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -331,6 +338,7 @@ def main() -> None:
     from autotrade.store.migrate import upgrade
     from autotrade.store.models import OrderIntentRow
     from flows.evening_signal_and_buy import evening_signal_and_buy
+    from flows.fanout import planned_processes
 
     day = previous_trading_day(datetime.now(KST).date())
     at = datetime.combine(day, datetime.min.time(), tzinfo=KST).replace(hour=15, minute=40)
@@ -452,7 +460,8 @@ def main() -> None:
             "database": "postgresql", "broker": "simulator (separate process, HTTP)",
             "per_key_rate": settings.broker_rate_per_second, "per_key_burst": settings.broker_burst,
             "batch_size": settings.batch_size, "account_concurrency": settings.account_concurrency,
-            "processes": args.processes, "order": "raw first" if args.raw_first else "flow first",
+            "processes": args.processes, "processes_used": planned_processes(settings, args.users),
+            "order": "raw first" if args.raw_first else "flow first",
             "fanout": args.fanout, "workers": args.workers if args.fanout == "deployment" else None,
             "simulators": "one fresh simulator per side",
         }))  # fmt: skip

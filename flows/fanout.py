@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -46,6 +47,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
+from autotrade.config import Settings
 from autotrade.runtime import get_runtime
 from autotrade.store.leases import Lease, LeaseState, process_holder
 from autotrade.store.models import WatcherLease
@@ -59,6 +61,27 @@ SHARE_OUTCOME = "buy-share-outcome"  # the child's artifact: one row per account
 READ_AT_ONCE = 200  # flow runs per read (the Prefect API's default page)
 
 
+# With worker_processes "auto", accounts an extra worker process must have to be started: its start-up (2 s
+# of imports, its runtime and task engine: 5 s in all on a 2-core machine) against the CPU it takes off this
+# process (1,000 users: 28 s in one process, every batch under way within 3 s; 10,000 users: 106 s in one
+# process, 87-95 s in two).
+AUTO_ACCOUNTS_PER_PROCESS = 2_000
+
+
+def planned_processes(settings: Settings, accounts: int, cores: int | None = None) -> int:
+    """How many processes the evening's ``accounts`` are shared among (1: this one alone): never more than
+    their batches; with ``worker_processes`` "auto", one per core (``cores``, else those this process may
+    use) for every AUTO_ACCOUNTS_PER_PROCESS accounts, and this one alone on SQLite."""
+    batches = -(-accounts // settings.batch_size)
+    if settings.worker_processes != "auto":
+        return max(1, min(settings.worker_processes, batches))
+    if settings.database_url.startswith("sqlite"):
+        return 1
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, batches, accounts // AUTO_ACCOUNTS_PER_PROCESS))
+
+
 async def place_here(
     batch_id: int,
     accounts: Sequence[tuple[str, str]],
@@ -70,7 +93,7 @@ async def place_here(
     among ``worker_processes`` processes of this machine. One outcome per account, in their order."""
     rt = get_runtime()
     accounts = [(u, a) for u, a in accounts]
-    processes = min(rt.settings.worker_processes, -(-len(accounts) // rt.settings.batch_size))
+    processes = planned_processes(rt.settings, len(accounts))
     if processes > 1:
         # Each worker process takes an equal share of the accounts, as many batches' worth at once.
         share = -(-len(accounts) // processes)

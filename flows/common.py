@@ -145,8 +145,9 @@ async def in_worker_processes(task: Any, parameter_sets: Sequence[dict[str, Any]
             f"worker processes cannot share this runtime's clock ({rt.clock!r}); use a module-level function "
             "or autotrade.runtime.ShiftedClock, or AUTOTRADE_WORKER_PROCESSES=1"
         ) from None
+    setting = rt.settings.worker_processes  # "auto": the caller planned one parameter set per process
     runner = ProcessPoolTaskRunner(
-        max_workers=min(rt.settings.worker_processes, len(parameter_sets)),
+        max_workers=len(parameter_sets) if setting == "auto" else min(setting, len(parameter_sets)),
         initializer=start_worker_process,
         initargs=(rt.settings, rt.clock),
     )

@@ -83,16 +83,24 @@ def _broker_orders(base: str, accounts: list[str]) -> list[tuple[str, str]]:
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("processes", [2, "auto"])
 async def test_worker_processes_place_each_buy_once(
-    prefect_server: None, schema_url: str, tmp_path: Path
+    prefect_server: None,
+    schema_url: str,
+    tmp_path: Path,
+    processes: int | str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if processes == "auto":  # the default, as a two-core machine runs an evening of 2 accounts per process
+        monkeypatch.setattr("flows.fanout.AUTO_ACCOUNTS_PER_PROCESS", 2)
+        monkeypatch.setattr("flows.fanout.os.sched_getaffinity", lambda _pid: {0, 1})
     at = datetime.combine(DAY1, time(15, 40), tzinfo=KST)
     with simulator_process(start=at, stocks=12, log_path=tmp_path / "simulator.log") as base:
         upgrade(schema_url)
         settings = Settings(
             database_url=schema_url, data_dir=tmp_path, broker_base_url=base,
             local_master_key_path=tmp_path / "master.key", scan_location=str(tmp_path / "scans"),
-            temp_token_ttl_seconds=3600, worker_processes=2, batch_size=2,
+            temp_token_ttl_seconds=3600, worker_processes=processes, batch_size=2,
         )  # fmt: skip
         clock = ShiftedClock.starting_at(at)
         db = Database(schema_url)

@@ -112,6 +112,28 @@ def _default(column: sa.Column[Any], update: bool) -> Callable[[], Any]:
     return lambda: fn(None)  # SQLAlchemy wraps a plain callable to take the execution context
 
 
+def _defaults(compiled: SQLCompiler) -> dict[str, Callable[[], Any]]:
+    """The Python-side defaults a compiled statement computes per call: an INSERT's and an UPDATE's."""
+    defaults = {c.key: _default(c, update=False) for c in compiled.insert_prefetch}
+    defaults.update({c.key: _default(c, update=True) for c in compiled.update_prefetch})
+    return defaults
+
+
+def _rows_by_call(
+    records: Sequence[Any], calls: int, *, first: int = 0, last: bool = False
+) -> list[list[Row]]:
+    """Each call's rows, from rows that carry their call's number (counted from ``first``) as their first
+    column, or their ``last``; the number left out."""
+    per_call: list[list[Row]] = [[] for _ in range(calls)]
+    for record in records:
+        row = tuple(record)
+        if last:
+            per_call[row[-1] - first].append(row[:-1])
+        else:
+            per_call[row[0] - first].append(row[1:])
+    return per_call
+
+
 def compile_for_batches(statement: Executable, keys: Sequence[str] | None = None) -> _Compiled:
     """``statement`` as asyncpg runs it, with the call index appended to every row it returns. ``keys``
     are an INSERT's given columns (the others take their defaults or NULL)."""
@@ -123,8 +145,7 @@ def compile_for_batches(statement: Executable, keys: Sequence[str] | None = None
     if not isinstance(compiled, SQLCompiler):
         raise TypeError(f"not a SQL statement: {statement!r}")
     names = tuple(compiled.positiontup or ())
-    defaults = {c.key: _default(c, update=False) for c in compiled.insert_prefetch}
-    defaults.update({c.key: _default(c, update=True) for c in compiled.update_prefetch})
+    defaults = _defaults(compiled)
     body = compiled.string
     returns = bool(getattr(compiled, "returning", None)) or isinstance(statement, sa.Select)
     if returns:
@@ -157,22 +178,15 @@ class _SetForm:
         return out
 
     def per_call(self, records: Sequence[Any], calls: int) -> list[list[Row]]:
-        """Each call's rows, from the rows the set form returned."""
-        per_call: list[list[Row]] = [[] for _ in range(calls)]
-        if self.kind == "insert":
-            # One row a call, numbered in the order the rows went in (ORDER BY the call's number): a serial
-            # key grows in that order, as SQLAlchemy's own sorted INSERT ... RETURNING relies on.
-            if len(records) != calls:
-                raise RuntimeError(f"an INSERT of {calls} rows returned {len(records)}")
-            for i, record in enumerate(sorted(records, key=lambda r: r[0])):
-                per_call[i].append(tuple(record))
-        elif self.kind == "select":
-            for record in records:
-                per_call[record[0] - 1].append(tuple(record)[1:])
-        else:
-            for record in records:
-                per_call[record[-1] - 1].append(tuple(record)[:-1])
-        return per_call
+        """Each call's rows, from the rows the set form returned (calls numbered from 1, as ORDINALITY
+        counts)."""
+        if self.kind != "insert":
+            return _rows_by_call(records, calls, first=1, last=self.kind == "update")
+        # One row a call, numbered in the order the rows went in (ORDER BY the call's number): a serial key
+        # grows in that order, as SQLAlchemy's own sorted INSERT ... RETURNING relies on.
+        if len(records) != calls:
+            raise RuntimeError(f"an INSERT of {calls} rows returned {len(records)}")
+        return [[tuple(record)] for record in sorted(records, key=lambda r: r[0])]
 
 
 _BATCH_ROWS = "batch_v"  # the name of the unnested calls in a set form
@@ -193,7 +207,7 @@ def set_form(
     from sqlalchemy.sql.elements import BindParameter
 
     dialect = pg_asyncpg.dialect()  # type: ignore[no-untyped-call]
-    per_call_compiled = compile_for_batches(statement, keys)
+    per_call_compiled = compiled(statement, keys)
     plain = statement.compile(dialect=dialect, column_keys=list(keys) if keys is not None else None)  # type: ignore[attr-defined]
     if keys is not None:
         given = list(keys)
@@ -244,27 +258,26 @@ def set_form(
         new, kind = changed.returning(rows.c.batch_call), "update"
     else:
         return None
-    compiled = new.compile(dialect=dialect)
-    if not isinstance(compiled, SQLCompiler) or compiled.string.count("unnest(") != 1:
+    whole = new.compile(dialect=dialect)
+    if not isinstance(whole, SQLCompiler) or whole.string.count("unnest(") != 1:
         return None  # the calls' rows must be one FROM item (a nested subquery would take them again)
     index = {n: i for i, n in enumerate(per_call_compiled.names)}
-    defaults = {c.key: _default(c, update=False) for c in compiled.insert_prefetch}
-    defaults.update({c.key: _default(c, update=True) for c in compiled.update_prefetch})
-    processors = compiled._bind_processors
+    defaults = _defaults(whole)
+    processors = whole._bind_processors
     sources: list[tuple[str, Any]] = []
-    for name in compiled.positiontup or ():
+    for name in whole.positiontup or ():
         if name.endswith("__calls"):
             sources.append(("array", index[name.removesuffix("__calls")]))
         elif name in defaults:
             sources.append(("default", _processed(defaults[name], processors.get(name))))
         else:
-            value = compiled.params[name]
+            value = whole.params[name]
             processor = processors.get(name)
             sources.append(
                 ("value", processor(value) if callable(processor) and value is not None else value)
             )
     chosen = tuple(index[n] for n in target or ())
-    return _SetForm(compiled.string, kind, tuple(sources), chosen)
+    return _SetForm(whole.string, kind, tuple(sources), chosen)
 
 
 def _set_form_or_none(
@@ -450,10 +463,7 @@ class Transaction:
             found = await self._conn.fetchmany(c.sql, [[*a, i] for i, a in enumerate(args)])
         except Exception as exc:
             raise _as_sqlalchemy_error(exc, c.sql) from None
-        per_call: list[list[Row]] = [[] for _ in args]
-        for record in found:
-            per_call[record[0]].append(tuple(record)[1:])
-        return per_call
+        return _rows_by_call(found, len(args))
 
 
 @dataclass
@@ -599,10 +609,7 @@ class Batched:
                 if not _rolled_back(exc):
                     conn.terminate()  # in an unknown state: the pool opens a new one in its place
                 raise
-        per_call: list[list[Row]] = [[] for _ in calls]
-        for record in found:
-            per_call[record[0]].append(tuple(record)[1:])
-        return per_call
+        return _rows_by_call(found, len(calls))
 
 
 def _rolled_back(exc: BaseException) -> bool:

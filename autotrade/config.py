@@ -11,6 +11,7 @@ under the home too. Starting from another directory finds the same files.
 
 from __future__ import annotations
 
+import os
 from datetime import time
 from decimal import Decimal
 from enum import StrEnum
@@ -24,6 +25,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from autotrade.domain.krx import CostRates
 from autotrade.domain.risk import RiskLimits
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class BrokerEnv(StrEnum):

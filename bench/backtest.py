@@ -186,9 +186,9 @@ def main() -> None:
     log(f"  {len(bars):,} bars, {len(scans):,} scan rows in {generate_seconds:.1f} s")
 
     if args.sweep:
-        from autotrade.backtest.sweep import default_workers
+        from autotrade.config import usable_cores
 
-        out.update(sweep_figure(bars, scans, cfg, args.sweep, args.workers or default_workers()))
+        out.update(sweep_figure(bars, scans, cfg, args.sweep, args.workers or usable_cores()))
     if args.skip_engine:
         print(json.dumps(out))
         return

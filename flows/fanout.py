@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -47,7 +46,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.exc import OperationalError
 
-from autotrade.config import Settings
+from autotrade.config import Settings, usable_cores
 from autotrade.runtime import get_runtime
 from autotrade.store.leases import Lease, LeaseState, process_holder
 from autotrade.store.models import WatcherLease
@@ -77,9 +76,8 @@ def planned_processes(settings: Settings, accounts: int, cores: int | None = Non
         return max(1, min(settings.worker_processes, batches))
     if settings.database_url.startswith("sqlite"):
         return 1
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, batches, accounts // AUTO_ACCOUNTS_PER_PROCESS))
+    usable = usable_cores() if cores is None else cores
+    return max(1, min(usable, batches, accounts // AUTO_ACCOUNTS_PER_PROCESS))
 
 
 async def place_here(

@@ -291,9 +291,10 @@ def sweep(
     settings = _settings(config)
     data, source = _market(bars, scans, minutes, synthetic, seed, settings)
 
-    from autotrade.backtest.sweep import default_workers, heatmap_png, report_html, run_sweep, write_table
+    from autotrade.backtest.sweep import heatmap_png, report_html, run_sweep, write_table
+    from autotrade.config import usable_cores
 
-    n_workers = workers if workers > 0 else default_workers()
+    n_workers = workers if workers > 0 else usable_cores()
     if dask_address:
         typer.echo(f"running {len(points)} configuration(s) on the Dask scheduler at {dask_address}")
     try:
@@ -344,8 +345,9 @@ def walk_forward_command(
     settings = _settings(config)
     data, source = _market(bars, scans, minutes, synthetic, seed, settings)
 
-    from autotrade.backtest.sweep import default_workers, write_table
+    from autotrade.backtest.sweep import write_table
     from autotrade.backtest.walkforward import report_html, walk_forward
+    from autotrade.config import usable_cores
 
     try:
         wf = walk_forward(
@@ -355,7 +357,7 @@ def walk_forward_command(
             in_days=in_days,
             out_days=out_days,
             objective=objective,
-            workers=workers if workers > 0 else default_workers(),
+            workers=workers if workers > 0 else usable_cores(),
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--in-days/--out-days") from None

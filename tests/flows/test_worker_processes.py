@@ -93,7 +93,7 @@ async def test_worker_processes_place_each_buy_once(
 ) -> None:
     if processes == "auto":  # the default, as a two-core machine runs an evening of 2 accounts per process
         monkeypatch.setattr("flows.fanout.AUTO_ACCOUNTS_PER_PROCESS", 2)
-        monkeypatch.setattr("flows.fanout.os.sched_getaffinity", lambda _pid: {0, 1})
+        monkeypatch.setattr("flows.fanout.usable_cores", lambda: 2)
     at = datetime.combine(DAY1, time(15, 40), tzinfo=KST)
     with simulator_process(start=at, stocks=12, log_path=tmp_path / "simulator.log") as base:
         upgrade(schema_url)

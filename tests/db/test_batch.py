@@ -4,7 +4,7 @@ round trips, every call gets exactly its own rows, a call's error is its own, an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,6 +36,17 @@ def pg(pg_url: str) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+async def db(pg: str) -> AsyncIterator[Database]:
+    """A database with group commits on the fresh schema; its batch connections and engine closed after."""
+    d = Database(pg)
+    try:
+        yield d
+    finally:
+        await d.aclose()
+        d.dispose()
+
+
 def _intents(db: Database, n: int) -> list[int]:
     with db.unit_of_work() as s:
         s.add(User(user_id="u"))
@@ -58,78 +69,63 @@ def _entry(i: int, reason: str | None = None) -> dict[str, object]:
 
 @pytest.mark.parametrize("target", [None, ("p_id",)], ids=["call by call", "set form"])
 async def test_concurrent_calls_share_round_trips_and_each_gets_its_own_rows(
-    pg: str, target: tuple[str, ...] | None
+    db: Database, target: tuple[str, ...] | None
 ) -> None:
-    db = Database(pg)
-    try:
-        ids = _intents(db, 60)
-        claim = db.batched(_CLAIM, target=target)
-        assert isinstance(claim, Batched)
-        now = datetime.now(UTC)
-        # Every intent claimed twice at once: exactly one of each pair gets the row, the other nothing.
-        calls = [claim.rows({"p_id": i, "p_now": now}) for i in ids for _ in range(2)]
-        results = await asyncio.gather(*calls)
-        for pair in zip(results[::2], results[1::2], strict=True):
-            assert sorted(len(r) for r in pair) == [0, 1]
-        got = [r[0] for r in results if r]
-        assert len(got) == 60 and {g[5] for g in got} == {f"k{i}" for i in range(60)}
-        assert all(g[6] == 1 for g in got)  # attempts: each claimed once
-        assert claim.batches < len(calls) / 10, claim.batches  # 120 calls in a few round trips
-        assert (claim.set_batches > 0) == (target is not None)
-        with db.unit_of_work() as s:
-            statuses = s.scalars(sa.select(OrderIntentRow.status)).all()
-        assert set(statuses) == {IntentStatus.SUBMITTING}
-    finally:
-        await db.aclose()
-        db.dispose()
+    ids = _intents(db, 60)
+    claim = db.batched(_CLAIM, target=target)
+    assert isinstance(claim, Batched)
+    now = datetime.now(UTC)
+    # Every intent claimed twice at once: exactly one of each pair gets the row, the other nothing.
+    calls = [claim.rows({"p_id": i, "p_now": now}) for i in ids for _ in range(2)]
+    results = await asyncio.gather(*calls)
+    for pair in zip(results[::2], results[1::2], strict=True):
+        assert sorted(len(r) for r in pair) == [0, 1]
+    got = [r[0] for r in results if r]
+    assert len(got) == 60 and {g[5] for g in got} == {f"k{i}" for i in range(60)}
+    assert all(g[6] == 1 for g in got)  # attempts: each claimed once
+    assert claim.batches < len(calls) / 10, claim.batches  # 120 calls in a few round trips
+    assert (claim.set_batches > 0) == (target is not None)
+    with db.unit_of_work() as s:
+        statuses = s.scalars(sa.select(OrderIntentRow.status)).all()
+    assert set(statuses) == {IntentStatus.SUBMITTING}
 
 
-async def test_a_failing_call_fails_alone_and_nothing_runs_twice(pg: str) -> None:
-    db = Database(pg)
-    try:
-        log = db.batched(_LOG, _LOG_KEYS)
-        calls = [log.rows(_entry(i, "x" * 300 if i == 7 else None)) for i in range(40)]
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
-        assert failed == [7]
-        error = results[7]
-        assert isinstance(error, sa.exc.DatabaseError) and "xxxx" not in str(error)  # no parameters in it
-        with db.engine.connect() as conn:
-            refs = conn.scalars(sa.select(AccessLog.order_ref)).all()
-        assert sorted(refs) == sorted(f"ref-{i}" for i in range(40) if i != 7)  # each once
-        named = db.batched(_NAMED)
-        assert [len(await named.rows({"p_ref": f"ref-{i}"})) for i in (6, 7, 8)] == [1, 0, 1]
-    finally:
-        await db.aclose()
-        db.dispose()
+async def test_a_failing_call_fails_alone_and_nothing_runs_twice(db: Database) -> None:
+    log = db.batched(_LOG, _LOG_KEYS)
+    calls = [log.rows(_entry(i, "x" * 300 if i == 7 else None)) for i in range(40)]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
+    assert failed == [7]
+    error = results[7]
+    assert isinstance(error, sa.exc.DatabaseError) and "xxxx" not in str(error)  # no parameters in it
+    with db.engine.connect() as conn:
+        refs = conn.scalars(sa.select(AccessLog.order_ref)).all()
+    assert sorted(refs) == sorted(f"ref-{i}" for i in range(40) if i != 7)  # each once
+    named = db.batched(_NAMED)
+    assert [len(await named.rows({"p_ref": f"ref-{i}"})) for i in (6, 7, 8)] == [1, 0, 1]
 
 
-async def test_a_lost_connection_fails_the_calls_and_the_next_ones_work(pg: str) -> None:
-    db = Database(pg)
-    try:
-        log = db.batched(_LOG, _LOG_KEYS)
-        await log.rows(_entry(0))  # the pool is open
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            killed = conn.scalar(
-                sa.text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    f"WHERE datname = current_database() AND application_name = '{APPLICATION_NAME}'"
-                )
+async def test_a_lost_connection_fails_the_calls_and_the_next_ones_work(db: Database) -> None:
+    log = db.batched(_LOG, _LOG_KEYS)
+    await log.rows(_entry(0))  # the pool is open
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        killed = conn.scalar(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                f"WHERE datname = current_database() AND application_name = '{APPLICATION_NAME}'"
             )
-        assert killed
-        first = await asyncio.gather(*(log.rows(_entry(i)) for i in range(1, 4)), return_exceptions=True)
-        for r in first:  # written once, or failed as the tasks' retry rules know a database that went away
-            assert isinstance(r, (list, sa.exc.OperationalError)), r
-        assert len(await log.rows(_entry(9))) == 1  # the pool made new connections
-        with db.engine.connect() as conn:
-            refs = conn.scalars(sa.select(AccessLog.order_ref)).all()
-        assert sorted(refs) == sorted(
-            {"ref-0", "ref-9"}
-            | {f"ref-{i}" for i, r in zip(range(1, 4), first, strict=True) if isinstance(r, list)}
         )
-    finally:
-        await db.aclose()
-        db.dispose()
+    assert killed
+    first = await asyncio.gather(*(log.rows(_entry(i)) for i in range(1, 4)), return_exceptions=True)
+    for r in first:  # written once, or failed as the tasks' retry rules know a database that went away
+        assert isinstance(r, (list, sa.exc.OperationalError)), r
+    assert len(await log.rows(_entry(9))) == 1  # the pool made new connections
+    with db.engine.connect() as conn:
+        refs = conn.scalars(sa.select(AccessLog.order_ref)).all()
+    assert sorted(refs) == sorted(
+        {"ref-0", "ref-9"}
+        | {f"ref-{i}" for i, r in zip(range(1, 4), first, strict=True) if isinstance(r, list)}
+    )
 
 
 async def test_the_setting_turns_batching_off(
@@ -176,31 +172,26 @@ def test_a_pool_left_in_an_ended_event_loop_lets_its_connections_go(pg: str) -> 
         db.dispose()
 
 
-async def test_batches_cancelled_before_they_ran_leave_the_statement_working(pg: str) -> None:
+async def test_batches_cancelled_before_they_ran_leave_the_statement_working(db: Database) -> None:
     """A dying step cancels every task it started, the batches' own among them, some before their first
     line ran. The statement's next calls still go out (no batch slot is lost), and a caller whose batch was
     stopped under it learns that the outcome is unknown, not that it was cancelled itself."""
-    db = Database(pg)
-    try:
-        log = db.batched(_LOG, _LOG_KEYS)
-        await log.rows(_entry(0))  # the pool is open
-        for round_ in range(3):
-            before = asyncio.all_tasks()
-            callers = [asyncio.ensure_future(log.rows(_entry(100 * (round_ + 1) + i))) for i in range(6)]
-            await asyncio.sleep(0)  # the calls are gathered ...
-            await asyncio.sleep(0)  # ... and the batch tasks made, not one of them run yet
-            flushes = [t for t in asyncio.all_tasks() - before if t not in callers]
-            assert flushes, "no batch task was started"
-            for t in flushes:
-                t.cancel()
-            outcomes = await asyncio.wait_for(asyncio.gather(*callers, return_exceptions=True), 30)
-            assert outcomes and all(isinstance(o, sa.exc.OperationalError) for o in outcomes), outcomes
-        # IN_FLIGHT slots would all be gone by now: the next calls must still be answered.
-        rows = await asyncio.wait_for(asyncio.gather(*(log.rows(_entry(900 + i)) for i in range(5))), 30)
-        assert [len(r) for r in rows] == [1] * 5
-    finally:
-        await db.aclose()
-        db.dispose()
+    log = db.batched(_LOG, _LOG_KEYS)
+    await log.rows(_entry(0))  # the pool is open
+    for round_ in range(3):
+        before = asyncio.all_tasks()
+        callers = [asyncio.ensure_future(log.rows(_entry(100 * (round_ + 1) + i))) for i in range(6)]
+        await asyncio.sleep(0)  # the calls are gathered ...
+        await asyncio.sleep(0)  # ... and the batch tasks made, not one of them run yet
+        flushes = [t for t in asyncio.all_tasks() - before if t not in callers]
+        assert flushes, "no batch task was started"
+        for t in flushes:
+            t.cancel()
+        outcomes = await asyncio.wait_for(asyncio.gather(*callers, return_exceptions=True), 30)
+        assert outcomes and all(isinstance(o, sa.exc.OperationalError) for o in outcomes), outcomes
+    # IN_FLIGHT slots would all be gone by now: the next calls must still be answered.
+    rows = await asyncio.wait_for(asyncio.gather(*(log.rows(_entry(900 + i)) for i in range(5))), 30)
+    assert [len(r) for r in rows] == [1] * 5
 
 
 # An UPDATE whose every call changes the row again: one after the other, the calls see 1, 2, 3, ...
@@ -212,63 +203,48 @@ _BUMP = (
 )
 
 
-async def test_calls_of_one_row_never_share_a_set_form_batch(pg: str) -> None:
+async def test_calls_of_one_row_never_share_a_set_form_batch(db: Database) -> None:
     """Each call of an UPDATE sees the row as the call before it left it, as one statement per call would:
     in one set-form statement two calls of one row would change it once, and one of them would get nothing."""
-    db = Database(pg)
-    try:
-        ids = _intents(db, 20)
-        bump = db.batched(_BUMP, target=("p_id",))
-        assert isinstance(bump, Batched)
-        results = await asyncio.gather(*(bump.rows({"p_id": i}) for i in ids for _ in range(4)))
-        seen: dict[int, list[int]] = {}
-        for (intent, _), rows in zip([(i, n) for i in ids for n in range(4)], results, strict=True):
-            assert len(rows) == 1, rows
-            seen.setdefault(intent, []).append(rows[0][0])
-        assert all(sorted(v) == [1, 2, 3, 4] for v in seen.values()), seen
-        assert bump.set_batches > 0 and bump.batches >= 4  # a row's four calls: four batches at least
-        with db.unit_of_work() as s:
-            assert set(s.scalars(sa.select(OrderIntentRow.attempts))) == {4}
-    finally:
-        await db.aclose()
-        db.dispose()
+    ids = _intents(db, 20)
+    bump = db.batched(_BUMP, target=("p_id",))
+    assert isinstance(bump, Batched)
+    results = await asyncio.gather(*(bump.rows({"p_id": i}) for i in ids for _ in range(4)))
+    seen: dict[int, list[int]] = {}
+    for (intent, _), rows in zip([(i, n) for i in ids for n in range(4)], results, strict=True):
+        assert len(rows) == 1, rows
+        seen.setdefault(intent, []).append(rows[0][0])
+    assert all(sorted(v) == [1, 2, 3, 4] for v in seen.values()), seen
+    assert bump.set_batches > 0 and bump.batches >= 4  # a row's four calls: four batches at least
+    with db.unit_of_work() as s:
+        assert set(s.scalars(sa.select(OrderIntentRow.attempts))) == {4}
 
 
-async def test_a_set_form_insert_gives_each_call_the_key_of_its_own_row(pg: str) -> None:
-    db = Database(pg)
-    try:
-        log = db.batched(_LOG, _LOG_KEYS)
-        assert isinstance(log, Batched)
-        refs = [f"ref-{i}" for i in range(300)]
-        results = await asyncio.gather(*(log.rows(_entry(i)) for i in range(300)))
-        assert log.set_batches > 0
-        with db.engine.connect() as conn:
-            by_id = dict(conn.execute(sa.select(AccessLog.id, AccessLog.order_ref)).tuples().all())
-        assert [by_id[r[0][0]] for r in results] == refs
-    finally:
-        await db.aclose()
-        db.dispose()
+async def test_a_set_form_insert_gives_each_call_the_key_of_its_own_row(db: Database) -> None:
+    log = db.batched(_LOG, _LOG_KEYS)
+    assert isinstance(log, Batched)
+    refs = [f"ref-{i}" for i in range(300)]
+    results = await asyncio.gather(*(log.rows(_entry(i)) for i in range(300)))
+    assert log.set_batches > 0
+    with db.engine.connect() as conn:
+        by_id = dict(conn.execute(sa.select(AccessLog.id, AccessLog.order_ref)).tuples().all())
+    assert [by_id[r[0][0]] for r in results] == refs
 
 
-async def test_a_set_form_select_gives_each_call_its_own_rows(pg: str) -> None:
+async def test_a_set_form_select_gives_each_call_its_own_rows(db: Database) -> None:
     """Calls that find no row, one, or several, in one statement: each gets exactly what it would alone."""
-    db = Database(pg)
-    try:
-        log = db.batched(_LOG, _LOG_KEYS)
-        for i in range(30):
-            for _ in range(i % 3):  # ref-i has i % 3 rows
-                await log.rows(_entry(i))
-        named = db.batched(_NAMED)
-        assert isinstance(named, Batched)
-        results = await asyncio.gather(*(named.rows({"p_ref": f"ref-{i}"}) for i in range(30)))
-        assert named.set_batches > 0
-        assert [len(r) for r in results] == [i % 3 for i in range(30)]
-        with db.engine.connect() as conn:
-            by_id = dict(conn.execute(sa.select(AccessLog.id, AccessLog.order_ref)).tuples().all())
-        assert all(by_id[row[0]] == f"ref-{i}" for i, rows in enumerate(results) for row in rows)
-    finally:
-        await db.aclose()
-        db.dispose()
+    log = db.batched(_LOG, _LOG_KEYS)
+    for i in range(30):
+        for _ in range(i % 3):  # ref-i has i % 3 rows
+            await log.rows(_entry(i))
+    named = db.batched(_NAMED)
+    assert isinstance(named, Batched)
+    results = await asyncio.gather(*(named.rows({"p_ref": f"ref-{i}"}) for i in range(30)))
+    assert named.set_batches > 0
+    assert [len(r) for r in results] == [i % 3 for i in range(30)]
+    with db.engine.connect() as conn:
+        by_id = dict(conn.execute(sa.select(AccessLog.id, AccessLog.order_ref)).tuples().all())
+    assert all(by_id[row[0]] == f"ref-{i}" for i, rows in enumerate(results) for row in rows)
 
 
 def test_statements_without_a_safe_set_form_keep_going_call_by_call() -> None:

@@ -165,6 +165,7 @@ class _SetForm:
     # value (a literal of the statement, already processed), or a default computed once for the batch
     sources: tuple[tuple[str, Any], ...]
     target: tuple[int, ...]  # the call arguments naming an UPDATE's row: distinct within a batch
+    returns: bool = True  # whether it returns rows: an INSERT without RETURNING returns none
 
     def arguments(self, calls: Sequence[Sequence[Any]]) -> list[Any]:
         out: list[Any] = []
@@ -182,6 +183,8 @@ class _SetForm:
         counts)."""
         if self.kind != "insert":
             return _rows_by_call(records, calls, first=1, last=self.kind == "update")
+        if not self.returns:  # an INSERT without RETURNING (its call-by-call form returns the key unasked)
+            return [[] for _ in range(calls)]
         # One row a call, numbered in the order the rows went in (ORDER BY the call's number): a serial key
         # grows in that order, as SQLAlchemy's own sorted INSERT ... RETURNING relies on.
         if len(records) != calls:
@@ -197,10 +200,11 @@ def set_form(
 ) -> _SetForm | None:
     """``statement``'s set form for asyncpg, or None where it has none: a SELECT; an UPDATE whose ``target``
     parameters name the row it changes (without them two calls of a batch could change one row, where one
-    after the other the second would have seen the first's change); an INSERT of ``keys`` that returns only
-    its serial key. Not a SELECT with an ORDER BY: its rows' order would not survive the join. The
-    statement's unbound parameters (an INSERT's ``keys``) become columns of the unnested rows, one value per
-    call; its literals and its Python-side defaults stay single values, the defaults computed once a batch."""
+    after the other the second would have seen the first's change); an INSERT of ``keys`` that returns its
+    serial key or nothing. Not a SELECT with an ORDER BY: its rows' order would not survive the join, nor a
+    statement with a Python-side default other than a constant or a timestamp. The statement's unbound
+    parameters (an INSERT's ``keys``) become columns of the unnested rows, one value per call; its literals
+    and its Python-side defaults stay single values, the defaults computed once a batch."""
     from sqlalchemy.dialects import postgresql
     from sqlalchemy.dialects.postgresql import asyncpg as pg_asyncpg
     from sqlalchemy.sql import visitors
@@ -222,18 +226,22 @@ def set_form(
         .table_valued(*[sa.column(n, types[n]) for n in given], with_ordinality="batch_call")
         .render_derived(name=_BATCH_ROWS)
     )
+    if not _once_a_batch(plain):
+        return None  # a default each call must compute for itself
     new: Any
     if isinstance(statement, sa.Insert):
         returning = list(getattr(statement, "_returning", ()))
         table = statement.table
         pk = list(getattr(table, "primary_key", []))
-        if keys is None or per_call_compiled.defaults or len(returning) != 1 or len(pk) != 1:
+        if keys is None or len(returning) > 1 or len(pk) != 1:
             return None
         serial = pk[0].autoincrement in (True, "auto") and isinstance(pk[0].type, sa.Integer)
-        if not returning[0].compare(pk[0]) or not serial:
+        if returning and not (returning[0].compare(pk[0]) and serial):
             return None
         source = sa.select(*[rows.c[k] for k in keys]).order_by(rows.c.batch_call)
-        new, kind = sa.insert(table).from_select(list(keys), source).returning(pk[0]), "insert"
+        new, kind = sa.insert(table).from_select(list(keys), source), "insert"
+        if returning:
+            new = new.returning(pk[0])
     elif isinstance(statement, sa.Select) and not statement._order_by_clauses:
 
         def outer(el: Any) -> Any:
@@ -277,19 +285,43 @@ def set_form(
                 ("value", processor(value) if callable(processor) and value is not None else value)
             )
     chosen = tuple(index[n] for n in target or ())
-    return _SetForm(whole.string, kind, tuple(sources), chosen)
+    returns = kind != "insert" or bool(getattr(statement, "_returning", ()))
+    return _SetForm(whole.string, kind, tuple(sources), chosen, returns=returns)
 
 
-def _set_form_or_none(
-    statement: Executable, keys: Sequence[str] | None, target: Sequence[str] | None
+def _once_a_batch(compiled: SQLCompiler) -> bool:
+    """Whether the statement's Python-side defaults may be computed once for a whole batch: constants, and
+    timestamps (a batch's rows are written at one moment, as PostgreSQL's ``now()`` is one per transaction).
+    Any other function (a generated key, say) must run per call."""
+    specs = [(c, c.default) for c in compiled.insert_prefetch] + [
+        (c, c.onupdate) for c in compiled.update_prefetch
+    ]
+    for column, spec in specs:
+        kind = column.type.impl_instance if isinstance(column.type, sa.types.TypeDecorator) else column.type
+        if not (getattr(spec, "is_scalar", False) or isinstance(kind, sa.DateTime)):
+            return False
+    return True
+
+
+_SET_FORMS: dict[tuple[int, tuple[str, ...] | None, tuple[str, ...]], tuple[Executable, _SetForm | None]] = {}
+
+
+def set_form_or_none(
+    statement: Executable, keys: Sequence[str] | None = None, target: Sequence[str] | None = None
 ) -> _SetForm | None:
-    """:func:`set_form`, or None (the statement goes call by call, as correct, only dearer) should building
-    it fail: a cheaper form is never worth a statement that cannot run."""
-    try:
-        return set_form(statement, keys, target)
-    except Exception:
-        log.warning("no set form for %r: its batches go call by call", statement, exc_info=True)
-        return None
+    """:func:`set_form`, built once per statement, set of columns and target; None (the statement goes call
+    by call, as correct, only dearer) where it has none or building it failed: a cheaper form is never worth
+    a statement that cannot run."""
+    key = (id(statement), None if keys is None else tuple(keys), tuple(target or ()))
+    found = _SET_FORMS.get(key)
+    if found is None or found[0] is not statement:
+        try:
+            made = set_form(statement, keys, target)
+        except Exception:
+            log.warning("no set form for %r: its batches go call by call", statement, exc_info=True)
+            made = None
+        found = _SET_FORMS[key] = (statement, made)
+    return found[1]
 
 
 def _element(type_: Any) -> Any:
@@ -453,10 +485,14 @@ class Transaction:
     async def many(
         self, statement: Executable, calls: Sequence[Params], keys: Sequence[str] | None = None
     ) -> list[list[Row]]:
-        """Run ``statement`` for each of ``calls``; each call's rows."""
+        """Run ``statement`` for each of ``calls``; each call's rows. Several calls go as the statement's
+        set form where it has one (an account's ten intents: one INSERT of ten rows)."""
         c = compiled(statement, keys)
         args = [_arguments(c, p) for p in calls]
+        whole = set_form_or_none(statement, keys) if len(args) > 1 else None
         try:
+            if whole is not None:
+                return whole.per_call(await self._conn.fetch(whole.sql, *whole.arguments(args)), len(args))
             if not c.returns:
                 await self._conn.executemany(c.sql, args)
                 return [[] for _ in args]
@@ -489,7 +525,7 @@ class Batched:
     ) -> None:
         self._pool = pool
         self._c = compiled(statement, keys)
-        self._set = _set_form_or_none(statement, keys, target)
+        self._set = set_form_or_none(statement, keys, target)
         self._loops: dict[asyncio.AbstractEventLoop, _Gathering] = {}
         self._lock = threading.Lock()
         self.batches = 0  # round trips made, and calls sent in them (measurements, tests)

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -58,6 +59,8 @@ def _intents(db: Database, n: int) -> list[int]:
          "price": 1000, "trade_type": "MARKET"}
         for i in range(n)
     ]  # fmt: skip
+    if not rows:
+        return []
     with db.transaction() as conn:
         return list(conn.scalars(sa.insert(OrderIntentRow).returning(OrderIntentRow.id), rows))
 
@@ -255,3 +258,75 @@ def test_statements_without_a_safe_set_form_keep_going_call_by_call() -> None:
     assert set_form(_NAMED.order_by(AccessLog.id)) is None  # an order the join would not keep
     assert set_form(sa.insert(AccessLog).returning(AccessLog.reason), _LOG_KEYS) is None  # not its key
     assert set_form(sa.select(AccessLog.id).where(AccessLog.action == "order:buy")) is None  # no parameter
+
+
+class _Recording:
+    """An asyncpg connection that keeps the statements sent through it (and how: one, or one per call)."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self.sent: list[tuple[str, str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._conn, name)
+        if name not in ("fetch", "fetchmany", "executemany", "execute"):
+            return found
+
+        def recorded(sql: str, *args: Any) -> Any:
+            self.sent.append((name, sql))
+            return found(sql, *args)
+
+        return recorded
+
+
+async def test_a_transactions_rows_go_as_one_insert_each_with_their_own_keys_and_defaults(
+    db: Database,
+) -> None:
+    """An account's plan (Transaction.many): ten intents are one INSERT, each call gets the key of its own
+    row, and the model's defaults are filled in (a constant; a timestamp, one for the statement); rows of
+    an INSERT without RETURNING go in the same way."""
+    _intents(db, 0)  # the user and the account
+    rows = [
+        {"key": f"p{i}", "trading_day": datetime(2026, 11, 27).date(), "user_id": "u",
+         "account_no": "0000000001", "code": f"{i:06d}", "side": "BUY", "purpose": "BUY", "quantity": i + 1,
+         "price": 1000, "trade_type": "MARKET"}
+        for i in range(10)
+    ]  # fmt: skip
+    logged = [_entry(i) for i in range(5)]
+    transaction = db.transaction_async()
+    assert transaction is not None
+    async with transaction as tx:
+        recording = _Recording(tx._conn)
+        tx._conn = recording
+        found = await tx.many(
+            sa.insert(OrderIntentRow).returning(OrderIntentRow.id), rows, keys=list(rows[0])
+        )
+        none = await tx.many(sa.insert(AccessLog), logged, keys=list(logged[0]))
+    assert [(how, sql.count("unnest(")) for how, sql in recording.sent] == [("fetch", 1), ("fetch", 1)]
+    assert none == [[]] * 5
+    with db.engine.connect() as conn:
+        stored = {r.id: r for r in conn.execute(sa.select(OrderIntentRow))}
+        assert conn.scalar(sa.select(sa.func.count()).select_from(AccessLog)) == 5
+    assert [stored[r[0][0]].key for r in found] == [f"p{i}" for i in range(10)]
+    assert [stored[r[0][0]].quantity for r in found] == list(range(1, 11))
+    assert {s.status for s in stored.values()} == {IntentStatus.NEW}
+    assert len({s.created_at for s in stored.values()}) == 1 and None not in {
+        s.created_at for s in stored.values()
+    }
+
+
+def test_a_default_each_call_must_compute_keeps_the_statement_call_by_call() -> None:
+    """A Python-side default that is neither a constant nor a timestamp (a generated key) would be computed
+    once for a whole batch in the set form: such a statement has none."""
+    import uuid
+
+    from autotrade.store.batch import set_form
+
+    table = sa.Table(
+        "tagged", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.String),
+        sa.Column("tag", sa.String, default=lambda: uuid.uuid4().hex),
+        sa.Column("at", sa.DateTime(timezone=True), default=lambda: datetime.now(UTC)),
+        sa.Column("n", sa.Integer, default=0),
+    )  # fmt: skip
+    assert set_form(sa.insert(table).returning(table.c.id), ["name", "tag"]) is not None  # tag given
+    assert set_form(sa.insert(table).returning(table.c.id), ["name"]) is None

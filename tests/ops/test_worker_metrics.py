@@ -62,7 +62,8 @@ def test_a_workers_metrics_reach_the_apis_scrape(
             OrderIntentRow.side == Side.BUY, OrderIntentRow.order_no.is_not(None)))  # fmt: skip
         saved = s.execute(
             sa.select(
-                sa.func.sum(BrokerLatency.calls), sa.func.max(BrokerLatency.max_ms),
+                sa.func.sum(BrokerLatency.calls),
+                sa.func.max(BrokerLatency.max_ms),
                 sa.func.sum(BrokerLatency.total_ms),
             )
         ).one()
@@ -105,3 +106,50 @@ def test_a_workers_metrics_reach_the_apis_scrape(
     # add up to time spent (each rounded to whole milliseconds, they added up to 0).
     assert saved[2] > 0
     assert evening.value is not None and 0 <= evening.value < 2.0 and evening.met is True
+
+
+_LIVE = """
+import sys, time
+from pathlib import Path
+from autotrade.ops.worker_metrics import enable, observe_broker
+enable(Path(sys.argv[1]))
+for _ in range(3):
+    observe_broker("kt10000", "0", 0.01)
+print("counted", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_live_processs_counts_reach_the_folder_within_seconds_and_stay_when_it_is_killed(
+    tmp_path: Path,
+) -> None:
+    """Counts add up in the process's memory and reach its files every WRITE_SECONDS: a scrape sees a
+    process that is still running, and what was written stays when the process is killed (no exit hook)."""
+    import time
+
+    from autotrade.ops.worker_metrics import WRITE_SECONDS, folder_collector
+
+    folder = tmp_path / "metrics"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _LIVE, str(folder)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "counted"
+
+        def answered() -> float:
+            for family in folder_collector(folder).collect():
+                for sample in family.samples:
+                    if sample.name == "autotrade_broker_responses_total":
+                        return sample.value
+            return 0.0
+
+        deadline = time.monotonic() + WRITE_SECONDS + 10
+        while answered() < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert answered() == 3 and proc.poll() is None
+        proc.kill()
+        proc.wait(10)
+        assert answered() == 3
+    finally:
+        proc.kill()
+        proc.wait(10)

@@ -204,9 +204,15 @@ class Runtime:
             rows = s.execute(q.order_by(UserApiKey.user_id, UserApiKey.account_no)).all()
         return [AccountRef(r.user_id, r.account_no) for r in rows]
 
-    def notify(self, notification: object) -> None:
-        """Send a notification; never raises (the dispatcher records failures)."""
-        if self.notifier is not None:
+    def notify(self, notification: object, *, wait: bool = False) -> None:
+        """Send a notification; never raises (the dispatcher records failures). With ``wait`` (notices sent
+        in bulk, from a thread that may wait) a full queue is waited on rather than the notice dropped."""
+        if self.notifier is None:
+            return
+        waiting = getattr(self.notifier, "dispatch_waiting", None) if wait else None
+        if waiting is not None:
+            waiting(notification)
+        else:
             self.notifier.dispatch(notification)  # type: ignore[attr-defined]
 
 

@@ -38,6 +38,6 @@ async def morning_fill_and_arm(
     exits = arm_exits(users)
     armed = exits["armed"]
     await table_artifact("exits-armed", exits["table"], "no open positions", f"three-tier exits armed {day}")
-    told = 0 if dry_run else notify_exits_armed(users, day)
+    told = 0 if dry_run else await asyncio.to_thread(notify_exits_armed, users, day)  # it may wait
     await deliver_notices()
     return {"trading_day": day.isoformat(), "accounts": len(accounts), "armed": armed, "users_notified": told}

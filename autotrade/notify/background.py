@@ -14,6 +14,7 @@ run by themselves when the interpreter (or a worker process of the evening pool)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -77,14 +78,33 @@ class BackgroundDispatcher:
 
     def dispatch(self, notification: Notification) -> None:
         """Queue the notice for the worker and return at once. Never raises, never waits."""
+        self._queue_up(notification, wait=False)
+
+    def dispatch_waiting(self, notification: Notification) -> None:
+        """Queue the notice, waiting for room (each notice at most ``flush_timeout_seconds``) rather than
+        dropping it: for notices sent in bulk (an evening tells thousands of users of their orders, many more
+        than the queue holds), from a thread that may wait. On an event loop's thread it waits for nothing,
+        as :meth:`dispatch` (the loop may be sending sells). Never raises."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._queue_up(notification, wait=True)
+        else:
+            self._queue_up(notification, wait=False)
+
+    def _queue_up(self, notification: Notification, *, wait: bool) -> None:
         try:
             if self._closed:
                 self._drop(notification, "dispatcher closed: not queued", at_once=True)
                 return
             self._ensure_worker()
-            self._queue.put_nowait(notification)
+            if wait:
+                self._queue.put(notification, timeout=self.flush_timeout_seconds)
+            else:
+                self._queue.put_nowait(notification)
         except queue.Full:
-            self._drop(notification, f"queue full ({self.queue_size} waiting): dropped")
+            waited = f" for {self.flush_timeout_seconds:g} s" if wait else ""
+            self._drop(notification, f"queue full ({self.queue_size} waiting{waited}): dropped")
         except Exception as exc:  # the last guard: trading must not fail because notifying did
             log.error("notification %s not queued: %s", notification.kind, type(exc).__name__)
 

@@ -124,6 +124,49 @@ def test_a_full_queue_drops_records_counts_and_tells_the_operator(at: datetime) 
     d.close()
 
 
+@dataclass
+class SlowNotifier:
+    """A channel that takes a moment per notice (a rate-limited API): the queue fills faster than it drains."""
+
+    channel: str = "slack"
+    sent: list[str | None] = field(default_factory=list)
+
+    def send(self, notification: Notification, to: str | None = None) -> None:
+        time.sleep(0.01)
+        self.sent.append(to)
+
+
+def test_notices_sent_in_bulk_wait_for_room_and_none_is_dropped(at: datetime) -> None:
+    """Thirty notices into a queue of two: dispatch drops most of them, dispatch_waiting (from a thread
+    that may wait, as an evening's notices are sent) waits for room and every one is delivered. On an event
+    loop's thread it does not wait (the loop may be sending sells)."""
+    import asyncio
+
+    recorder = InMemoryFailureRecorder()
+    users = [("u1", "u2", "u3")[i % 3] for i in range(30)]
+    hurried = background(SlowNotifier(), queue_size=2, recorder=recorder)  # type: ignore[arg-type]
+    for user in users:
+        hurried.dispatch(_buy(user, at))
+    assert hurried.dropped > 20
+    hurried.close()
+
+    slow = SlowNotifier()
+    patient = background(slow, queue_size=2, recorder=recorder)  # type: ignore[arg-type]
+    for user in users:
+        patient.dispatch_waiting(_buy(user, at))
+    assert patient.flush(5)
+    assert patient.dropped == 0 and slow.sent == [u.upper() for u in users]
+
+    async def on_the_loop() -> float:
+        t0 = time.monotonic()
+        for user in users:
+            patient.dispatch_waiting(_buy(user, at))
+        return time.monotonic() - t0
+
+    assert asyncio.run(on_the_loop()) < 0.1 and patient.dropped > 0
+    patient.close()
+
+
 def test_close_records_what_is_left_and_cuts_a_retry_wait_short(at: datetime) -> None:
     """A channel failing with a 30 s backoff between attempts: close(0.3) does not sit it out; the notice
     being retried and the ones still queued are recorded as undelivered; later notices are dropped."""

@@ -26,7 +26,7 @@ from flows.common import (
     wait_until,
 )
 from flows.fanout import fan_out, place_here
-from tasks.notifications import notify_buys, notify_fills
+from tasks.notifications import notify_fills
 from tasks.trading import chunks, confirm_fills, list_accounts, validate_scan_task
 
 warm_up_in_background()  # a worker loads the scan validator when it imports this flow, long before 15:40
@@ -72,14 +72,12 @@ async def evening_signal_and_buy(
         if fanned_out:  # child runs of the place-buys deployment, one per share, any worker (flows/fanout.py)
             outcomes, shares = await fan_out(batch_id, accounts, day, limits)
             await table_artifact("buy-shares", shares, "no shares", f"buy shares {day}")
-        else:
-            outcomes = await place_here(batch_id, accounts, day, dry_run, limits)
+        else:  # each process tells its own share's users, as a child run does
+            outcomes = await place_here(batch_id, accounts, day, dry_run, limits, notify=not dry_run)
         placed = placed_orders(outcomes)
         what = f"buy orders {day}{' (dry run)' if dry_run else ''}"
         await table_artifact("orders-placed", placed, "no orders", what)
         failed = failed_accounts(outcomes)
-        if not dry_run and not fanned_out:  # a child tells its own share's users
-            notify_buys(outcomes, day)
     summary: dict[str, Any] = {
         "trading_day": day.isoformat(),
         "accounts": len(accounts),
@@ -94,7 +92,7 @@ async def evening_signal_and_buy(
             *(confirm_fills(c, day) for c in chunks(accounts, rt.settings.batch_size))
         )
         fills = [r for b in done for r in b]
-        notify_fills(fills, day)
+        await asyncio.to_thread(notify_fills, fills, day)  # off the loop: it may wait for the queue
         summary["positions_armed"] = sum(len((r.get("sync") or {}).get("armed", [])) for r in fills)
         fill_failures = failed_accounts(fills)
         summary["fills_with_errors"] = len(fill_failures)

@@ -52,7 +52,7 @@ from autotrade.store.leases import Lease, LeaseState, process_holder
 from autotrade.store.models import WatcherLease
 from autotrade.store.types import utcnow
 from flows.common import in_worker_processes
-from tasks.trading import buy_batches, chunks, place_buy_orders
+from tasks.trading import buy_share, chunks, place_buy_orders
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,10 @@ AUTO_ACCOUNTS_PER_PROCESS = 2_000
 
 
 def planned_processes(settings: Settings, accounts: int, cores: int | None = None) -> int:
-    """How many processes the evening's ``accounts`` are shared among (1: this one alone): never more than
-    their batches; with ``worker_processes`` "auto", one per core (``cores``, else those this process may
-    use) for every AUTO_ACCOUNTS_PER_PROCESS accounts, and this one alone on SQLite."""
+    """How many processes the evening's ``accounts`` are shared among, this one and worker processes (1:
+    this one alone): never more than their batches; with ``worker_processes`` "auto", one per core
+    (``cores``, else those this process may use) for every AUTO_ACCOUNTS_PER_PROCESS accounts, and this one
+    alone on SQLite."""
     batches = -(-accounts // settings.batch_size)
     if settings.worker_processes != "auto":
         return max(1, min(settings.worker_processes, batches))
@@ -80,33 +81,55 @@ def planned_processes(settings: Settings, accounts: int, cores: int | None = Non
     return max(1, min(usable, batches, accounts // AUTO_ACCOUNTS_PER_PROCESS))
 
 
+def shares_of(accounts: Sequence[tuple[str, str]], size: int) -> list[list[tuple[str, str]]]:
+    """``accounts`` (user, account number) in shares of ``size`` or a little more: a user's accounts are
+    never split between two shares, since each share tells its own users of their orders. Each user's
+    accounts come together, in the order the users first appear."""
+    by_user: dict[str, list[tuple[str, str]]] = {}
+    for user, account in accounts:
+        by_user.setdefault(user, []).append((user, account))
+    shares: list[list[tuple[str, str]]] = [[]]
+    for mine in by_user.values():
+        if len(shares[-1]) >= size:
+            shares.append([])
+        shares[-1] += mine
+    return [s for s in shares if s]
+
+
 async def place_here(
     batch_id: int,
     accounts: Sequence[tuple[str, str]],
     day: date,
     dry_run: bool = False,
     caps: dict[str, int] | None = None,
+    notify: bool = False,
 ) -> list[dict[str, Any]]:
     """The buys of ``accounts`` placed from this process: in batches pipelined in its event loop, or shared
-    among ``worker_processes`` processes of this machine. One outcome per account, in their order."""
+    among the processes :func:`planned_processes` plans, this one taking the first share while worker
+    processes of this machine take the others. With ``notify`` each share's users are told of their orders
+    by the process that placed them, once its share is done. One outcome per account, in their order."""
     rt = get_runtime()
     accounts = [(u, a) for u, a in accounts]
     processes = planned_processes(rt.settings, len(accounts))
-    if processes > 1:
-        # Each worker process takes an equal share of the accounts, as many batches' worth at once.
-        share = -(-len(accounts) // processes)
-        batches = await in_worker_processes(
-            place_buy_orders,
-            [
-                {"batch_id": batch_id, "accounts": part, "day": day, "dry_run": dry_run, "caps": caps}
-                for part in chunks(accounts, share)
-            ],
-        )
-    else:
-        # Each batch a chain of tasks (retrieve_broker_tokens, check_risk, place_orders), the batches
-        # pipelined in this flow's event loop (the broker clients belong to it).
-        batches = [await buy_batches(batch_id, accounts, day, dry_run, caps)]
-    return [o for b in batches for o in b]
+    # Each share's batches a chain of tasks (retrieve_broker_tokens, check_risk, place_orders), pipelined
+    # in its process's event loop (the broker clients belong to it).
+    if processes <= 1:
+        return await buy_share(batch_id, accounts, day, dry_run, caps, notify)
+    here, *there = shares_of(accounts, -(-len(accounts) // processes))
+    common = {"batch_id": batch_id, "day": day, "dry_run": dry_run, "caps": caps, "notify": notify}
+    elsewhere = [{**common, "accounts": part} for part in there]
+    # This process works on its share while the worker processes start (2-5 s) and work on theirs. Both
+    # sides are waited for before anything is reported, whatever one of them raised.
+    mine, theirs = await asyncio.gather(
+        buy_share(batch_id, here, day, dry_run, caps, notify),
+        in_worker_processes(place_buy_orders, elsewhere),
+        return_exceptions=True,
+    )
+    if isinstance(mine, BaseException):
+        raise mine
+    if isinstance(theirs, BaseException):
+        raise theirs
+    return [*mine, *(o for b in theirs for o in b)]
 
 
 # --- the child's side ------------------------------------------------------------------------------------
@@ -213,7 +236,7 @@ async def fan_out(
     rt = get_runtime()
     s = rt.settings
     parent = str(flow_run.id)
-    parts = chunks([(u, a) for u, a in accounts], s.evening_fanout_share_size)
+    parts = shares_of([(u, a) for u, a in accounts], s.evening_fanout_share_size)
     shares = [Share(i, part, f"buys:{parent}:{i}") for i, part in enumerate(parts)]
     ttl = timedelta(seconds=s.evening_fanout_lease_seconds)
     async with get_client() as client:

@@ -12,7 +12,6 @@ from prefect import flow
 
 from flows.common import deliver_notices, failed_accounts, failure_message, placed_orders, table_artifact
 from flows.fanout import SHARE_OUTCOME, holding_share, place_here, share_rows
-from tasks.notifications import notify_buys
 
 
 @flow(name="place_buys")
@@ -30,7 +29,7 @@ async def place_buys(
     while it works (the evening run re-runs a share whose lease expires). Running it again places nothing
     twice. Ends Failed when accounts still failed after the retries (their rows say why)."""
     async with holding_share(share):
-        outcomes = await place_here(batch_id, accounts, trading_day, False, limits)
+        outcomes = await place_here(batch_id, accounts, trading_day, False, limits, notify=True)
         from prefect.artifacts import acreate_table_artifact
 
         rows = share_rows(outcomes)
@@ -38,7 +37,6 @@ async def place_buys(
                                      description=f"buys {trading_day}: {len(rows)} accounts")  # fmt: skip
     placed = placed_orders(outcomes)
     await table_artifact("orders-placed", placed, "no orders", f"buy orders {trading_day}")
-    notify_buys(outcomes, trading_day)
     failed = failed_accounts(outcomes)
     summary: dict[str, Any] = {
         "trading_day": trading_day.isoformat(),

@@ -62,10 +62,13 @@ def only_new(kind: str, day: date, items: dict[str, list[tuple[str, L]]]) -> dic
 def _send_new(
     kind: str, day: date, items: dict[str, list[tuple[str, L]]], build: Callable[[str, list[L]], object]
 ) -> int:
+    """Each user's new items as one notice. Recorded as told before they go: waited into the dispatcher's
+    queue, never dropped for want of room (an evening tells more users than the queue holds). Call it from
+    a thread that may wait (``asyncio.to_thread``); on an event loop's thread a full queue drops."""
     rt = get_runtime()
     new = only_new(kind, day, items)
     for user, lines in new.items():
-        rt.notify(build(user, lines))
+        rt.notify(build(user, lines), wait=True)
     return len(new)
 
 
@@ -104,6 +107,18 @@ def notify_buys(outcomes: Sequence[dict[str, Any]], day: date) -> int:
     for intent, user, code, name, qty, price, _, _ in _buy_rows(day, _users(outcomes)):
         lines[user].append((f"order:{intent}", OrderLine(code, name, qty, price)))
     return _send_new("BUY_ORDERS_PLACED", day, lines, lambda u, ls: buy_orders_placed(u, ls, rt.clock()))
+
+
+async def tell_buys(outcomes: Sequence[dict[str, Any]], day: date) -> int:
+    """:func:`notify_buys` from the event loop (in a worker thread: it reads and writes the database), its
+    notices then delivered, so that a process ending with its share has told its users."""
+    import asyncio
+
+    told = await asyncio.to_thread(notify_buys, outcomes, day)
+    flush = getattr(get_runtime().notifier, "flush", None)
+    if flush is not None:
+        await asyncio.to_thread(flush)
+    return told
 
 
 def notify_fills(outcomes: Sequence[dict[str, Any]], day: date) -> int:

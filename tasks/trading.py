@@ -35,6 +35,7 @@ from autotrade.trading.buys import AccountRef, BuyOutcome, PreparedBuys
 from autotrade.trading.ports import AccountBroker, AccountView, NotProcessed
 from autotrade.trading.scan import RawScan, parse_scan_payload, validate_scan, wait_for_scan
 from tasks.common import RETRY, TRANSIENT, RetryBatch
+from tasks.notifications import tell_buys
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -444,6 +445,22 @@ async def buy_batches(
     return [o for b in done for o in b]
 
 
+async def buy_share(
+    batch_id: int,
+    accounts: list[tuple[str, str]],
+    day: date,
+    dry_run: bool = False,
+    caps: dict[str, int] | None = None,
+    notify: bool = False,
+) -> list[dict[str, Any]]:
+    """:func:`buy_batches`, then (with ``notify``) the share's users told of their orders: by the process
+    that placed them, as soon as its share is done."""
+    outcomes = await buy_batches(batch_id, accounts, day, dry_run, caps)
+    if notify and not dry_run:
+        await tell_buys(outcomes, day)
+    return outcomes
+
+
 @task(name="buy_share", persist_result=False, cache_policy=NO_CACHE)
 async def place_buy_orders(
     batch_id: int,
@@ -451,13 +468,14 @@ async def place_buy_orders(
     day: date,
     dry_run: bool = False,
     caps: dict[str, int] | None = None,
+    notify: bool = False,
 ) -> list[dict[str, Any]]:
     """A worker process's share of the evening buys: its batches through the chain, each step a task of
-    its own under this one (which does not retry: its steps do). Exactly once per intent, so a re-run
-    places nothing twice."""
+    its own under this one (which does not retry: its steps do), then its users told (``notify``). Exactly
+    once per intent, so a re-run places nothing twice."""
     rt = get_runtime()
     try:
-        return await buy_batches(batch_id, accounts, day, dry_run, caps)
+        return await buy_share(batch_id, accounts, day, dry_run, caps, notify)
     finally:
         if rt.worker_process:  # this task's event loop ends with it, and the broker client with the loop
             await rt.brokers.aclose()

@@ -1,8 +1,9 @@
 """The evening buys shared among worker processes (``worker_processes``), as a production evening runs them
 for many users: PostgreSQL, the simulator in its own process over HTTP, the vault gateway, Prefect's test
-harness. Every intended order reaches the broker once, the flow's own process sends none, a re-run of the
-same day sends nothing more, and no app key or secret reaches the run's logs. A runtime whose clock cannot
-reach another process is refused up front."""
+harness. Every intended order reaches the broker once, the flow's own process sends the first share and a
+worker process the other, each process tells its own share's users of their orders, a re-run of the same
+day sends nothing more, and no app key or secret reaches the run's logs. A runtime whose clock cannot reach
+another process is refused up front."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from autotrade.runtime import Runtime, ShiftedClock, set_runtime
 from autotrade.sim.server import Admin, simulator_process
 from autotrade.store.db import Database
 from autotrade.store.migrate import upgrade
-from autotrade.store.models import OrderIntentRow
+from autotrade.store.models import OrderIntentRow, UserNotice
 from autotrade.vault.registration import register_user_api
 from flows.evening_signal_and_buy import evening_signal_and_buy
 from tests.conftest import fresh_schema
@@ -94,6 +95,16 @@ async def test_worker_processes_place_each_buy_once(
     if processes == "auto":  # the default, as a two-core machine runs an evening of 2 accounts per process
         monkeypatch.setattr("flows.fanout.AUTO_ACCOUNTS_PER_PROCESS", 2)
         monkeypatch.setattr("flows.fanout.usable_cores", lambda: 2)
+    import flows.fanout
+
+    here: list[tuple[str, str]] = []  # the accounts of the share the flow's own process placed
+    buy_share = flows.fanout.buy_share
+
+    async def recorded(batch_id: int, accounts: list[tuple[str, str]], *args: Any) -> list[dict[str, Any]]:
+        here.extend(accounts)
+        return await buy_share(batch_id, accounts, *args)
+
+    monkeypatch.setattr("flows.fanout.buy_share", recorded)  # this process's only: a worker imports its own
     at = datetime.combine(DAY1, time(15, 40), tzinfo=KST)
     with simulator_process(start=at, stocks=12, log_path=tmp_path / "simulator.log") as base:
         upgrade(schema_url)
@@ -117,23 +128,32 @@ async def test_worker_processes_place_each_buy_once(
             )
             result = await state.result()
             assert state.is_completed(), state.message
-            assert access._gateways == {}, "the flow's own process sent orders"
+            # Five accounts on two processes: shares of three (this process) and two (a worker process).
+            assert here == [(f"worker{i}", accounts[i]) for i in range(3)]
+            assert access._gateways, "the flow's own process sent no orders"
             with db.unit_of_work() as s:
                 sent = s.execute(
-                    sa.select(OrderIntentRow.account_no, OrderIntentRow.order_no).where(
-                        OrderIntentRow.trading_day == DAY1, OrderIntentRow.side == Side.BUY
+                    sa.select(OrderIntentRow.id, OrderIntentRow.user_id, OrderIntentRow.account_no,
+                              OrderIntentRow.order_no)
+                    .where(OrderIntentRow.trading_day == DAY1, OrderIntentRow.side == Side.BUY)
+                ).all()  # fmt: skip
+                told = s.execute(
+                    sa.select(UserNotice.user_id, UserNotice.item).where(
+                        UserNotice.kind == "BUY_ORDERS_PLACED"
                     )
                 ).all()
             at_broker = _broker_orders(base, accounts)
             assert result["orders"] == len(sent) == len(at_broker) >= USERS
-            assert sorted((a, n) for a, n in sent) == at_broker
+            assert sorted((a, n) for _, _, a, n in sent) == at_broker
             assert {a for a, _ in at_broker} == set(accounts) and result["accounts_with_errors"] == 0
+            # every user told of each of their orders, once, by whichever process placed them
+            assert sorted(told) == sorted((u, f"order:{i}") for i, u, _, _ in sent)
 
-            # Five accounts on two processes: shares of three and two, one task run each, and under each
-            # its batches' steps (batches of two: two chains in the first share, one in the second).
+            # The worker's share one task run, and under each share its batches' steps (batches of two:
+            # two chains in the first share, one in the second).
             runs = await settled_task_runs(state.state_details.flow_run_id)
             place = [r for r in runs if r.name.startswith("buy_share")]
-            assert len(place) == 2 and all(r.state and r.state.is_completed() for r in place)
+            assert len(place) == 1 and all(r.state and r.state.is_completed() for r in place)
             for step in ("retrieve_broker_tokens", "check_risk", "place_orders"):
                 steps = [r for r in runs if r.name.startswith(step)]
                 assert len(steps) == 3 and all(r.state and r.state.is_completed() for r in steps), step

@@ -1,5 +1,6 @@
 """How many processes the evening's buys are shared among (flows/fanout.py::planned_processes): the setting
-changes it, "auto" starts worker processes only for evenings big enough to pay for their start-up."""
+changes it, "auto" starts worker processes only for evenings big enough to pay for their start-up; and how
+the accounts are cut into shares (shares_of): a user's accounts stay in one."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from autotrade.config import Settings
-from flows.fanout import AUTO_ACCOUNTS_PER_PROCESS, planned_processes
+from flows.fanout import AUTO_ACCOUNTS_PER_PROCESS, planned_processes, shares_of
 
 PG = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 
@@ -45,3 +46,14 @@ def test_the_setting_from_the_environment(tmp_path: Path, monkeypatch: pytest.Mo
         monkeypatch.setenv("AUTOTRADE_WORKER_PROCESSES", bad)
         with pytest.raises(ValidationError):
             Settings(database_url=PG, data_dir=tmp_path)
+
+
+def test_a_users_accounts_are_never_split_between_shares() -> None:
+    """Each share tells its own users of their orders: a user in two shares would be told by both at once,
+    and the second's record of it refused (with the rest of its share's notices)."""
+    plain = [(f"u{i}", f"{i:010d}") for i in range(7)]
+    assert shares_of(plain, 3) == [plain[:3], plain[3:6], plain[6:]]
+    two = [("a", "1"), ("b", "2"), ("c", "3"), ("c", "4"), ("d", "5"), ("b", "6")]  # c at the edge, b twice
+    assert shares_of(two, 2) == [[("a", "1"), ("b", "2"), ("b", "6")], [("c", "3"), ("c", "4")], [("d", "5")]]
+    assert [a for share in shares_of(two, 1) for a in share] == [two[i] for i in (0, 1, 5, 2, 3, 4)]
+    assert shares_of([], 3) == []

@@ -4,15 +4,15 @@ over real HTTP), PostgreSQL, the vault gateway; and, in the same run, the raw cl
     python bench/evening.py --users 1000 [--signals 10] [--raw-accounts 500] [--processes 2] [--raw-first]
     python bench/evening.py --users 100 --fanout deployment --workers 2
 
-Every user registers a simulated Kiwoom account through the vault (setup, not timed). The timed part is
-one run of ``evening_signal_and_buy`` at 15:40 on a 10-row scan (after-hours-at-close buys; the 16:00 fill
-collection is not part of it), its accounts shared among ``--processes`` worker processes (by default as
-the product shares them: ``AUTOTRADE_WORKER_PROCESSES=auto``; ``processes_used`` says how many), or with
-``--fanout deployment`` sent as child runs of the place-buys deployment, one share per worker, to
+Every user registers a simulated Kiwoom account through the vault (setup, not timed). The timed part is one
+run of ``evening_signal_and_buy`` at 15:40 on a 10-row scan (after-hours-at-close buys; the 16:00 fill
+collection is not part of it; the users are told of their orders, by every process that placed them, on the
+console channel, written to nothing meanwhile), its accounts shared among ``--processes`` worker processes (by
+default as the product shares them: ``AUTOTRADE_WORKER_PROCESSES=auto``; ``processes_used`` says how many), or
+with ``--fanout deployment`` sent as child runs of the place-buys deployment, one share per worker, to
 ``--workers`` ``prefect worker start`` processes of a process work pool (one run at a time each). Then the raw
-loop: the bare ``KiwoomSession`` placing the same number of orders per account for ``--raw-accounts``
-accounts with the same concurrency and per-key rate limits, nothing else (no database, no gateway, no
-Prefect).
+loop: the bare ``KiwoomSession`` placing the same number of orders per account for ``--raw-accounts`` accounts
+with the same concurrency and per-key rate limits, nothing else (no database, no gateway, no Prefect).
 
 Each side has a simulator of its own, fresh (same seed, same stocks, the same accounts and keys): the raw
 loop never meets an order book the flow has grown, nor the other way round. ``--raw-first`` runs the raw
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -41,7 +42,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from datetime import date, datetime
 from pathlib import Path
@@ -289,6 +290,22 @@ def start_workers(api_url: str, n: int, settings: Any, clock: Any, work: Path) -
     return workers
 
 
+@contextlib.contextmanager
+def stdout_to_null() -> Iterator[None]:
+    """This process's standard output (file descriptor 1, which the processes it starts meanwhile inherit)
+    goes nowhere while the block runs."""
+    sys.stdout.flush()
+    saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
+
+
 def wait_for_run_processes(workers: list[Any], seconds: float = 30) -> None:
     """Until the workers' run processes have exited (and been counted in their workers' CPU)."""
     deadline = time.monotonic() + seconds
@@ -333,7 +350,7 @@ def main() -> None:
 
     from autotrade.access import GatewayAccess
     from autotrade.config import Settings
-    from autotrade.runtime import Runtime, ShiftedClock, set_runtime
+    from autotrade.runtime import Runtime, ShiftedClock, build_notifier, set_runtime
     from autotrade.store.db import Database
     from autotrade.store.migrate import upgrade
     from autotrade.store.models import OrderIntentRow
@@ -364,7 +381,9 @@ def main() -> None:
         # The simulator's clock stands at 15:40; ours moves on from there with the wall clock.
         clock = ShiftedClock.starting_at(at)
         access = GatewayAccess(settings, db, clock=clock)
-        set_runtime(Runtime(settings, db, clock, access))
+        # As a worker's runtime is: the users are told of their orders (the console channel, written to
+        # nothing while the flow runs: stdout carries this bench's result).
+        set_runtime(Runtime(settings, db, clock, access, notifier=build_notifier(settings, db)))
         keys = asyncio.run(register(access, admin, args.users, cash=100_000_000, limit=20_000_000))
         payload = scan_payload(admin, day, args.signals)
         raw_keys = keys[: args.raw_accounts or len(keys)]
@@ -414,14 +433,15 @@ def main() -> None:
             services_started: dict[str, float] = {}
             services_used: dict[str, float] = {}
             span: list[datetime] = []  # the flow's start and end, on the market's clock
-            if os.environ.get("AUTOTRADE_BENCH_PROFILE"):
-                import cProfile
+            with stdout_to_null():  # the users' notices, on the console channel (worker processes too)
+                if os.environ.get("AUTOTRADE_BENCH_PROFILE"):
+                    import cProfile
 
-                prof = cProfile.Profile()
-                result, seconds = prof.runcall(asyncio.run, run_flow())
-                prof.dump_stats(os.environ["AUTOTRADE_BENCH_PROFILE"])
-            else:
-                result, seconds = asyncio.run(run_flow())
+                    prof = cProfile.Profile()
+                    result, seconds = prof.runcall(asyncio.run, run_flow())
+                    prof.dump_stats(os.environ["AUTOTRADE_BENCH_PROFILE"])
+                else:
+                    result, seconds = asyncio.run(run_flow())
             wait_for_run_processes(workers)
             flow_cpu = own_cpu() - cpu_started[0] + children_cpu(not_ours) - cpu_started[1]
             for w in workers:

@@ -67,6 +67,8 @@ def _send_new(
     a thread that may wait (``asyncio.to_thread``); on an event loop's thread a full queue drops."""
     rt = get_runtime()
     new = only_new(kind, day, items)
+    if len(new) > 1:
+        rt.preload_routes(new)
     for user, lines in new.items():
         rt.notify(build(user, lines), wait=True)
     return len(new)

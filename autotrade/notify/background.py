@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from autotrade.notify.dispatcher import DeliveryFailure, FailureRecorder, NotificationDispatcher, _utcnow
@@ -75,6 +75,10 @@ class BackgroundDispatcher:
         inner._stopped = self._stopping.is_set  # and no further attempt starts after close
 
     # --- the caller's side: never blocks ---
+
+    def preload_routes(self, user_ids: Iterable[str]) -> None:
+        """Before notices to many users (see :meth:`NotificationDispatcher.preload_routes`)."""
+        self.inner.preload_routes(user_ids)
 
     def dispatch(self, notification: Notification) -> None:
         """Queue the notice for the worker and return at once. Never raises, never waits."""

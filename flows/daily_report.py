@@ -4,6 +4,7 @@ specification's operating indicators (a missed one alerts the operator)."""
 # No `from __future__ import annotations`: a served run (flow.serve, deployments/serve.py) gets the flow's
 # function by value (cloudpickle), and Prefect validates its parameters with their types, not their names.
 
+import asyncio
 from datetime import date
 from typing import Any
 
@@ -46,7 +47,7 @@ async def daily_report(
         for chunk in chunks(accounts, get_runtime().settings.batch_size):
             prices.update(await snapshot_equity(chunk, day))
         bars = await record_daily_bars(day)  # the monthly review's prices (daily_bars)
-    result = build_reports(day, prices, users)
+    result = await asyncio.to_thread(build_reports, day, prices, users)  # its notices may wait for the queue
     checked = check_operating_indicators(day)
     await deliver_notices()
     return {"trading_day": day.isoformat(), "accounts": len(accounts), **result, **checked,

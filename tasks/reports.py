@@ -102,8 +102,9 @@ def build_reports(day: date, prices: dict[str, int], users: list[str] | None = N
     reviews = reviews_dir(rt.settings.data_dir)  # the monthly review flow's files
     reports = build_daily_reports(rt.db, day, out_dir, prices, users, reviews=reviews)
     publish_artifacts(reports)
-    for user_report in reports.users:
+    rt.preload_routes(r.user_id for r in reports.users)
+    for user_report in reports.users:  # waited into the notifier's queue when run from a thread
         rt.notify(report_ready(Audience.user(user_report.user_id), user_report.summary,
-                               str(user_report.html_path), rt.clock()))  # fmt: skip
+                               str(user_report.html_path), rt.clock()), wait=True)  # fmt: skip
     rt.notify(report_ready(OPERATOR, reports.operator.summary, str(reports.operator.html_path), rt.clock()))
     return {"users": len(reports.users), "out_dir": str(out_dir)}

@@ -115,7 +115,8 @@ async def place_here(
     """The buys of ``accounts`` placed from this process: in batches pipelined in its event loop, or shared
     among the processes :func:`planned_processes` plans, this one taking the first share while worker
     processes of this machine take the others. With ``notify`` each share's users are told of their orders
-    by the process that placed them, once its share is done. One outcome per account, in their order."""
+    by the process that placed them, once its share is done. One outcome per account, share by share (a
+    user's accounts together)."""
     rt = get_runtime()
     accounts = [(u, a) for u, a in accounts]
     processes = planned_processes(rt.settings, len(accounts))
@@ -242,8 +243,8 @@ async def fan_out(
     batch_id: int, accounts: Sequence[tuple[str, str]], day: date, caps: dict[str, int] | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The buys of ``accounts`` as child runs of the place-buys deployment, one per share, waited for and
-    re-run when one crashed (the module's protocol). Returns one outcome per account, in their order, and
-    one row per share (its runs, how it ended)."""
+    re-run when one crashed (the module's protocol). Returns one outcome per account, share by share (a
+    user's accounts together), and one row per share (its runs, how it ended)."""
     from prefect.client.orchestration import get_client
     from prefect.runtime import flow_run
 

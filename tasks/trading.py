@@ -454,10 +454,15 @@ async def buy_share(
     notify: bool = False,
 ) -> list[dict[str, Any]]:
     """:func:`buy_batches`, then (with ``notify``) the share's users told of their orders: by the process
-    that placed them, as soon as its share is done."""
+    that placed them, as soon as its share is done. Telling them failing (the database away) fails no
+    order: it is logged, and a re-run of the day tells those not told."""
     outcomes = await buy_batches(batch_id, accounts, day, dry_run, caps)
     if notify and not dry_run:
-        await tell_buys(outcomes, day)
+        try:
+            await tell_buys(outcomes, day)
+        except Exception as exc:
+            log.error("the users of %d accounts were not told of their orders (%s); a re-run of the day "
+                      "tells them", len(accounts), type(exc).__name__)  # fmt: skip
     return outcomes
 
 

@@ -126,7 +126,8 @@ def test_a_full_queue_drops_records_counts_and_tells_the_operator(at: datetime) 
 
 @dataclass
 class SlowNotifier:
-    """A channel that takes a moment per notice (a rate-limited API): the queue fills faster than it drains."""
+    """A channel that takes a moment per notice (a rate-limited API): the queue fills faster than it
+    drains."""
 
     channel: str = "slack"
     sent: list[str | None] = field(default_factory=list)

@@ -12,6 +12,7 @@ from typing import Any
 from autotrade.domain.calendar import is_trading_day
 from autotrade.domain.krx import KST
 from autotrade.runtime import get_runtime, start_worker_process
+from tasks.notifications import deliver_notices, flush_notices  # noqa: F401 - deliver_notices: the flows import it here
 
 log = logging.getLogger(__name__)
 
@@ -47,23 +48,11 @@ def notify_operator(flow: Any, flow_run: Any, state: Any) -> None:
     try:
         rt = get_runtime()
         rt.notify(error_occurred(flow.name, getattr(flow_run, "name", "?"), message, datetime.now(KST)))
-        _flush_notices(rt.notifier)  # the run is over: its notices (this one too) go out before it ends
+        flush_notices(rt.notifier)  # the run is over: its notices (this one too) go out before it ends
     except Exception as exc:  # the hook must never raise
         log.error(
             "could not notify the operator about %s: %s", getattr(flow, "name", "?"), type(exc).__name__
         )
-
-
-def _flush_notices(notifier: object) -> bool:
-    flush = getattr(notifier, "flush", None)
-    return True if flush is None else bool(flush())
-
-
-async def deliver_notices() -> bool:
-    """At the end of a flow: wait until the notices it queued are delivered (or recorded as failed), at most
-    ``notify_flush_timeout_seconds``, in a thread so the event loop stays free. False when time ran out (the
-    worker goes on delivering while the process lives; at exit what is left is recorded as undelivered)."""
-    return await asyncio.to_thread(_flush_notices, get_runtime().notifier)
 
 
 async def wait_until(moment: datetime) -> None:

@@ -7,6 +7,7 @@ Plain functions rather than tasks: the dispatcher never raises, and a notice mus
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import date
@@ -111,15 +112,25 @@ def notify_buys(outcomes: Sequence[dict[str, Any]], day: date) -> int:
     return _send_new("BUY_ORDERS_PLACED", day, lines, lambda u, ls: buy_orders_placed(u, ls, rt.clock()))
 
 
+def flush_notices(notifier: object) -> bool:
+    """Wait until ``notifier``'s queued notices are delivered (or recorded as failed), at most its flush
+    timeout; False when time ran out."""
+    flush = getattr(notifier, "flush", None)
+    return True if flush is None else bool(flush())
+
+
+async def deliver_notices() -> bool:
+    """At the end of a flow: wait until the notices it queued are delivered (or recorded as failed), at most
+    ``notify_flush_timeout_seconds``, in a thread so the event loop stays free. False when time ran out (the
+    worker goes on delivering while the process lives; at exit what is left is recorded as undelivered)."""
+    return await asyncio.to_thread(flush_notices, get_runtime().notifier)
+
+
 async def tell_buys(outcomes: Sequence[dict[str, Any]], day: date) -> int:
     """:func:`notify_buys` from the event loop (in a worker thread: it reads and writes the database), its
     notices then delivered, so that a process ending with its share has told its users."""
-    import asyncio
-
     told = await asyncio.to_thread(notify_buys, outcomes, day)
-    flush = getattr(get_runtime().notifier, "flush", None)
-    if flush is not None:
-        await asyncio.to_thread(flush)
+    await deliver_notices()
     return told
 
 

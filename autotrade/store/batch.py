@@ -297,8 +297,7 @@ def _once_a_batch(compiled: SQLCompiler) -> bool:
         (c, c.onupdate) for c in compiled.update_prefetch
     ]
     for column, spec in specs:
-        kind = column.type.impl_instance if isinstance(column.type, sa.types.TypeDecorator) else column.type
-        if not (getattr(spec, "is_scalar", False) or isinstance(kind, sa.DateTime)):
+        if not (getattr(spec, "is_scalar", False) or isinstance(_underlying(column.type), sa.DateTime)):
             return False
     return True
 
@@ -327,8 +326,12 @@ def set_form_or_none(
 def _element(type_: Any) -> Any:
     """An array's element type for a parameter of ``type_``: a string without its length, since an explicit
     cast to VARCHAR(n) cuts a longer value short where the column (and the call-by-call form) refuses it."""
-    base = type_.impl_instance if isinstance(type_, sa.types.TypeDecorator) else type_
-    return sa.String() if isinstance(base, sa.String) else type_
+    return sa.String() if isinstance(_underlying(type_), sa.String) else type_
+
+
+def _underlying(type_: Any) -> Any:
+    """The type a TypeDecorator stands on (``type_`` itself otherwise)."""
+    return type_.impl_instance if isinstance(type_, sa.types.TypeDecorator) else type_
 
 
 def _processed(fn: Callable[[], Any], processor: Any) -> Callable[[], Any]:

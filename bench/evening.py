@@ -448,7 +448,7 @@ def main() -> None:
                 w.terminate()
                 w.wait(timeout=30)
         for statement in db.batch_statements():
-            log(f"{statement!r}: {statement.calls} calls in {statement.batches} round trips")
+            log(f"{statement!r}: {statement.calls} calls in {statement.batches} batches")
         with db.unit_of_work() as s:
             sent = s.scalar(sa.select(sa.func.count()).where(OrderIntentRow.order_no.is_not(None))) or 0
             # claims are stamped on the market's clock, as the flow's start and end are here

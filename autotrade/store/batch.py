@@ -26,6 +26,10 @@ nothing. A batch whose connection was lost fails every call with ``OperationalEr
 again here: its commit may have happened, and the callers' own rules decide (the order protocol reconciles
 an intent whose claim or settle is unknown).
 
+Writes that must stand or fall together (an account's plan: its signals and its intents) gather the same
+way, as units (:class:`Grouped`): the units gathered meanwhile are written in one transaction, each of its
+statements once for all of them, and a group PostgreSQL refused is written again unit by unit.
+
 Statements come from SQLAlchemy constructs (the same ones the other databases run), compiled once for
 asyncpg with their types' bind processing and Python-side defaults (``onupdate``) applied per call. Rows are
 returned as the driver gives them (enums as their string values): callers convert what they read. On
@@ -40,9 +44,9 @@ import contextlib
 import functools
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.sql.base import Executable
@@ -56,6 +60,9 @@ log = logging.getLogger(__name__)
 Params = Mapping[str, Any]
 Row = Sequence[Any]
 _Batch = list[tuple[list[Any], "asyncio.Future[list[Row]]"]]
+Item = TypeVar("Item")  # a gathered call: a statement's arguments, or a unit of writes
+Unit = TypeVar("Unit")
+Result = TypeVar("Result")
 MAX_BATCH = 500  # calls in one round trip
 IN_FLIGHT = 2  # batches of one statement out at once (the others' calls gather meanwhile)
 POOL_SIZE = 8  # connections of a process's batches
@@ -506,18 +513,113 @@ class Transaction:
 
 
 @dataclass
-class _Gathering:
-    """One event loop's calls of a statement: those waiting for a batch, and the batches out."""
+class _Gathering(Generic[Item, Result]):
+    """One event loop's calls of a gatherer: those waiting for a batch, and the batches out."""
 
-    pending: _Batch = field(default_factory=list)
+    pending: list[tuple[Item, asyncio.Future[Result]]] = field(default_factory=list)
     in_flight: int = 0
     kick_scheduled: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
-class Batched:
-    """One statement whose concurrent calls go to PostgreSQL in batches (see the module's text). The calls
-    of each event loop gather on their own (a batch's futures belong to its loop)."""
+class _Gatherer(Generic[Item, Result]):
+    """Calls made concurrently on an event loop, gathered while earlier batches are out and handed to
+    :meth:`_execute` together: at most IN_FLIGHT batches out at once, of up to MAX_BATCH calls. A batch
+    PostgreSQL refused (it rolled back) runs again call by call. The calls of each event loop gather on
+    their own (a batch's futures belong to its loop)."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what  # in errors: the statement, or what the group writes
+        self._loops: dict[asyncio.AbstractEventLoop, _Gathering[Item, Result]] = {}
+        self._lock = threading.Lock()
+        self.batches = 0  # round trips (or transactions) made, and calls sent in them (measurements, tests)
+        self.calls = 0
+
+    def _gathering(self, loop: asyncio.AbstractEventLoop) -> _Gathering[Item, Result]:
+        found = self._loops.get(loop)
+        if found is None:
+            with self._lock:
+                for old in [lp for lp in self._loops if lp.is_closed()]:
+                    del self._loops[old]
+                found = self._loops[loop] = _Gathering()
+        return found
+
+    async def _submit(self, item: Item) -> Result:
+        loop = asyncio.get_running_loop()
+        g = self._gathering(loop)
+        done: asyncio.Future[Result] = loop.create_future()
+        g.pending.append((item, done))
+        if not g.kick_scheduled:
+            g.kick_scheduled = True
+            loop.call_soon(self._kick, g)  # the calls made in this turn of the loop join the batch
+        return await done
+
+    def _kick(self, g: _Gathering[Item, Result]) -> None:
+        g.kick_scheduled = False
+        while g.pending and g.in_flight < IN_FLIGHT:
+            batch, g.pending = self._take(g.pending)
+            if not batch:
+                continue
+            g.in_flight += 1
+            task = asyncio.get_running_loop().create_task(self._flush(batch))
+            g.tasks.add(task)
+            # The books are kept by the task's end, not by its body: a task cancelled before it first ran
+            # (everything a dying step started is cancelled) runs no line of it, and its slot would be lost
+            # for good, every later call on this loop left waiting.
+            task.add_done_callback(functools.partial(self._flushed, g, batch))
+
+    def _take(
+        self, pending: list[tuple[Item, asyncio.Future[Result]]]
+    ) -> tuple[list[tuple[Item, asyncio.Future[Result]]], list[tuple[Item, asyncio.Future[Result]]]]:
+        """The next batch (up to MAX_BATCH calls not cancelled) and the calls left waiting."""
+        return [(a, f) for a, f in pending[:MAX_BATCH] if not f.cancelled()], pending[MAX_BATCH:]
+
+    def _flushed(
+        self,
+        g: _Gathering[Item, Result],
+        batch: list[tuple[Item, asyncio.Future[Result]]],
+        task: asyncio.Task[None],
+    ) -> None:
+        g.tasks.discard(task)
+        g.in_flight -= 1
+        if task.cancelled() or task.exception() is not None:
+            # Whoever still waits learns that the outcome is unknown (the batch may have committed), as with
+            # a lost connection; never a cancellation that is not theirs.
+            why = ConnectionAbortedError("the batch was stopped before its outcome was known")
+            unknown = sa.exc.OperationalError(self._what, None, why)
+            for _, done in batch:
+                _settle(done, exc=unknown)
+        self._kick(g)
+
+    async def _flush(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        try:
+            results = await self._execute([a for a, _ in batch])
+        except Exception as exc:
+            if len(batch) == 1 or not _rolled_back(exc):
+                # A lost connection may have lost the commit's answer, not the commit: the calls fail (as a
+                # single statement's would), never run a second time.
+                for _, done in batch:
+                    _settle(done, exc=_as_sqlalchemy_error(exc, self._what))
+                return
+            why = type(exc).__name__
+            log.info("a batch of %d failed (%s): its calls run one by one", len(batch), why)
+            for args, done in batch:  # the batch rolled back: each call runs alone, once
+                try:
+                    (one,) = await self._execute([args])
+                except Exception as alone:
+                    _settle(done, exc=_as_sqlalchemy_error(alone, self._what))
+                else:
+                    _settle(done, one)
+            return
+        for (_, done), result in zip(batch, results, strict=True):
+            _settle(done, result)
+
+    async def _execute(self, items: list[Item]) -> list[Result]:
+        raise NotImplementedError
+
+
+class Batched(_Gatherer[list[Any], list[Row]]):
+    """One statement whose concurrent calls go to PostgreSQL in batches (see the module's text)."""
 
     def __init__(
         self,
@@ -529,57 +631,24 @@ class Batched:
         self._pool = pool
         self._c = compiled(statement, keys)
         self._set = set_form_or_none(statement, keys, target)
-        self._loops: dict[asyncio.AbstractEventLoop, _Gathering] = {}
-        self._lock = threading.Lock()
-        self.batches = 0  # round trips made, and calls sent in them (measurements, tests)
-        self.calls = 0
+        super().__init__(self._c.sql)
         self.set_batches = 0  # batches sent as one statement (the set form)
 
     def __repr__(self) -> str:
         return f"Batched({self._c.sql[:40]!r}...)"
 
-    def _gathering(self, loop: asyncio.AbstractEventLoop) -> _Gathering:
-        found = self._loops.get(loop)
-        if found is None:
-            with self._lock:
-                for old in [lp for lp in self._loops if lp.is_closed()]:
-                    del self._loops[old]
-                found = self._loops[loop] = _Gathering()
-        return found
-
     async def rows(self, params: Params) -> list[Row]:
-        loop = asyncio.get_running_loop()
-        g = self._gathering(loop)
-        done: asyncio.Future[list[Row]] = loop.create_future()
-        g.pending.append((_arguments(self._c, params), done))
-        if not g.kick_scheduled:
-            g.kick_scheduled = True
-            loop.call_soon(self._kick, g)  # the calls made in this turn of the loop join the batch
-        return await done
+        return await self._submit(_arguments(self._c, params))
 
     async def run(self, params: Params) -> None:
         await self.rows(params)
-
-    def _kick(self, g: _Gathering) -> None:
-        g.kick_scheduled = False
-        while g.pending and g.in_flight < IN_FLIGHT:
-            batch, g.pending = self._take(g.pending)
-            if not batch:
-                continue
-            g.in_flight += 1
-            task = asyncio.get_running_loop().create_task(self._flush(batch))
-            g.tasks.add(task)
-            # The books are kept by the task's end, not by its body: a task cancelled before it first ran
-            # (everything a dying step started is cancelled) runs no line of it, and its slot would be lost
-            # for good, every later call of the statement on this loop left waiting.
-            task.add_done_callback(functools.partial(self._flushed, g, batch))
 
     def _take(self, pending: _Batch) -> tuple[_Batch, _Batch]:
         """The next batch (up to MAX_BATCH calls not cancelled, at most one per target row) and the calls
         left waiting, in the order they came."""
         target = self._set.target if self._set is not None else ()
         if not target:
-            return [(a, f) for a, f in pending[:MAX_BATCH] if not f.cancelled()], pending[MAX_BATCH:]
+            return super()._take(pending)
         batch: _Batch = []
         later: _Batch = []
         seen: set[tuple[Any, ...]] = set()
@@ -595,41 +664,6 @@ class Batched:
                 seen.add(row)
                 batch.append((args, done))
         return batch, later
-
-    def _flushed(self, g: _Gathering, batch: _Batch, task: asyncio.Task[None]) -> None:
-        g.tasks.discard(task)
-        g.in_flight -= 1
-        if task.cancelled() or task.exception() is not None:
-            # Whoever still waits learns that the outcome is unknown (the batch may have committed), as with
-            # a lost connection; never a cancellation that is not theirs.
-            why = ConnectionAbortedError("the batch was stopped before its outcome was known")
-            unknown = sa.exc.OperationalError(self._c.sql, None, why)
-            for _, done in batch:
-                _settle(done, exc=unknown)
-        self._kick(g)
-
-    async def _flush(self, batch: _Batch) -> None:
-        try:
-            results = await self._execute([a for a, _ in batch])
-        except Exception as exc:
-            if len(batch) == 1 or not _rolled_back(exc):
-                # A lost connection may have lost the commit's answer, not the commit: the calls fail (as a
-                # single statement's would), never run a second time.
-                for _, done in batch:
-                    _settle(done, exc=_as_sqlalchemy_error(exc, self._c.sql))
-                return
-            why = type(exc).__name__
-            log.info("a batch of %d failed (%s): its calls run one by one", len(batch), why)
-            for args, done in batch:  # the batch rolled back: each call runs alone, once
-                try:
-                    (one,) = await self._execute([args])
-                except Exception as alone:
-                    _settle(done, exc=_as_sqlalchemy_error(alone, self._c.sql))
-                else:
-                    _settle(done, rows=one)
-            return
-        for (_, done), rows in zip(batch, results, strict=True):
-            _settle(done, rows=rows)
 
     async def _execute(self, calls: list[list[Any]]) -> list[list[Row]]:
         self.batches += 1
@@ -651,19 +685,62 @@ class Batched:
         return _rows_by_call(found, len(calls))
 
 
+class Grouped(_Gatherer[Unit, Result]):
+    """Units of writes that must each stand or fall whole (an account's plan: its signals and its intents),
+    made by concurrent callers: the units gathered while earlier groups are out are written by ``write``
+    in one transaction, each of its statements once for the whole group (:meth:`Transaction.many`), so a
+    group of fifty accounts costs the round trips and the commit one account did. ``write`` returns one
+    result per unit, in order. A group PostgreSQL refused (it rolled back: one unit's unique key is held by
+    another run, say) is written again unit by unit, each in a transaction of its own, so that error is its
+    unit's alone; a group whose connection was lost fails all its units (its commit may have happened)."""
+
+    def __init__(
+        self,
+        pool: BatchPool,
+        write: Callable[[Transaction, list[Unit]], Awaitable[list[Result]]],
+        what: str,
+    ) -> None:
+        super().__init__(what)
+        self._pool = pool
+        self._write = write
+
+    def __repr__(self) -> str:
+        return f"Grouped({self._what!r})"
+
+    async def submit(self, unit: Unit) -> Result:
+        """Write ``unit`` with those of the other callers gathered meanwhile; its result once committed."""
+        return await self._submit(unit)
+
+    async def _execute(self, units: list[Unit]) -> list[Result]:
+        self.batches += 1
+        self.calls += len(units)
+        async with self._pool.connection() as conn:
+            try:
+                async with conn.transaction():
+                    results = await self._write(Transaction(conn), units)
+            except BaseException as exc:  # cancelled too: the commit may be under way there
+                if not _rolled_back(exc):
+                    conn.terminate()
+                raise
+        if len(results) != len(units):
+            raise RuntimeError(f"{self._what}: {len(results)} results for {len(units)} units")
+        return results
+
+
 def _rolled_back(exc: BaseException) -> bool:
-    """Whether PostgreSQL refused the batch (its transaction rolled back, nothing of it stays)."""
+    """Whether PostgreSQL refused the batch (its transaction rolled back, nothing of it stays); ``exc`` may be
+    the driver's error or the SQLAlchemy error :class:`Transaction` made of it."""
     import asyncpg
 
+    if isinstance(exc, sa.exc.DBAPIError) and isinstance(exc.orig, BaseException):
+        exc = exc.orig
     return isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, asyncpg.PostgresConnectionError)
 
 
-def _settle(
-    done: asyncio.Future[list[Row]], *, rows: list[Row] | None = None, exc: BaseException | None = None
-) -> None:
+def _settle(done: asyncio.Future[Result], result: Any = None, *, exc: BaseException | None = None) -> None:
     if done.done():
         return
     if exc is not None:
         done.set_exception(exc)
     else:
-        done.set_result(rows or [])
+        done.set_result(result)

@@ -6,7 +6,7 @@ import asyncio
 import contextvars
 import functools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, contextmanager
 from datetime import date, datetime
@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.base import Executable
 
-from autotrade.store.batch import Batched, BatchPool, Unbatched
+from autotrade.store.batch import Batched, BatchPool, Grouped, Unbatched
 from autotrade.store.batch import Statement as BatchStatement
 from autotrade.store.batch import Transaction as BatchTransaction
 
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 T = TypeVar("T")
+U = TypeVar("U")
+R = TypeVar("R")
 
 
 def create_db_engine(url: str, **kw: object) -> Engine:
@@ -103,6 +105,7 @@ class Database:
         self._executor: ThreadPoolExecutor | None = None
         self._batch_pool: BatchPool | None = None
         self._batched: dict[tuple[int, tuple[str, ...] | None, tuple[str, ...] | None], BatchStatement] = {}
+        self._grouped: dict[Callable[..., Any], Grouped[Any, Any]] = {}
         if batching and self.engine.dialect.name == "postgresql":
             self._batch_pool = BatchPool(url)
 
@@ -132,9 +135,25 @@ class Database:
             self._batched[key] = found
         return found
 
-    def batch_statements(self) -> list[Batched]:
-        """The statements that went in group commits in this process (their round trips and calls)."""
-        return [b for b in self._batched.values() if isinstance(b, Batched)]
+    def grouped(
+        self, write: Callable[[BatchTransaction, list[U]], Awaitable[list[R]]], what: str
+    ) -> Grouped[U, R] | None:
+        """Units of writes that each stand or fall whole, written by ``write`` (a module-level function: one
+        group per function and database) for the units of concurrent callers at once, in one transaction
+        (:class:`~autotrade.store.batch.Grouped`); None without the batch path (SQLite): the caller then
+        writes each unit in a transaction of its own (:meth:`transaction`, in a worker thread). ``what``
+        names them in errors and measurements."""
+        if self._batch_pool is None:
+            return None
+        found = self._grouped.get(write)
+        if found is None:
+            found = self._grouped[write] = Grouped(self._batch_pool, write, what)
+        return found
+
+    def batch_statements(self) -> list[Batched | Grouped[Any, Any]]:
+        """The statements and groups of writes that went in group commits in this process (their round
+        trips or transactions, and calls)."""
+        return [*(b for b in self._batched.values() if isinstance(b, Batched)), *self._grouped.values()]
 
     def transaction_async(self) -> AbstractAsyncContextManager[BatchTransaction] | None:
         """One asyncpg connection in one transaction, from the event loop (PostgreSQL with batching); None

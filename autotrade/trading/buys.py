@@ -78,9 +78,10 @@ async def write_plans(tx: Transaction, plans: list[PlanRows]) -> list[list[int]]
     if skipped:
         await tx.many(_INSERT_SKIP, skipped, keys=list(skipped[0]))
     per_plan: list[list[int]] = []
+    start = 0
     for p in plans:
-        per_plan.append(ids[: len(p[1])])
-        ids = ids[len(p[1]) :]
+        per_plan.append(ids[start : start + len(p[1])])
+        start += len(p[1])
     return per_plan
 
 

@@ -38,6 +38,7 @@ import contextlib
 import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -444,9 +445,14 @@ def main() -> None:
                     result, seconds = asyncio.run(run_flow())
             wait_for_run_processes(workers)
             flow_cpu = own_cpu() - cpu_started[0] + children_cpu(not_ours) - cpu_started[1]
-            for w in workers:
+            for w in workers:  # their CPU is counted above; a worker slow to stop is killed
                 w.terminate()
-                w.wait(timeout=30)
+                try:
+                    w.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    log(f"a Prefect worker (pid {w.pid}) did not stop within 30 s of SIGTERM; killed")
+                    w.kill()
+                    w.wait(timeout=30)
         for statement in db.batch_statements():
             log(f"{statement!r}: {statement.calls} calls in {statement.batches} batches")
         with db.unit_of_work() as s:

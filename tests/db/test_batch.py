@@ -4,7 +4,6 @@ round trips, every call gets exactly its own rows, a call's error is its own, an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,8 @@ from autotrade.domain.orders import IntentStatus
 from autotrade.runtime import build_runtime
 from autotrade.store.batch import APPLICATION_NAME, Batched, Unbatched
 from autotrade.store.db import Database
-from autotrade.store.migrate import upgrade
 from autotrade.store.models import AccessLog, Account, OrderIntentRow, User
 from autotrade.trading.orders import _CLAIM
-from tests.conftest import fresh_schema
 
 pytestmark = pytest.mark.postgres
 
@@ -28,24 +25,6 @@ _LOG = sa.insert(AccessLog).returning(AccessLog.id)  # its serial key alone: it 
 _LOG_KEYS = ("at", "action", "allowed", "reason", "order_ref")
 # access_log.reason is VARCHAR(255): a longer one fails its call alone
 _NAMED = sa.select(AccessLog.id).where(AccessLog.order_ref == sa.bindparam("p_ref"))
-
-
-@pytest.fixture
-def pg(pg_url: str) -> Iterator[str]:
-    with fresh_schema(pg_url) as url:
-        upgrade(url)
-        yield url
-
-
-@pytest.fixture
-async def db(pg: str) -> AsyncIterator[Database]:
-    """A database with group commits on the fresh schema; its batch connections and engine closed after."""
-    d = Database(pg)
-    try:
-        yield d
-    finally:
-        await d.aclose()
-        d.dispose()
 
 
 def _intents(db: Database, n: int) -> list[int]:

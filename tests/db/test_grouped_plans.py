@@ -5,7 +5,6 @@ account gets exactly its own rows and ids, and a plan another run already holds 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -18,11 +17,9 @@ from autotrade.domain.orders import IntentStatus
 from autotrade.domain.risk import BuyPlan, PlannedBuy, SkippedSignal
 from autotrade.store.batch import Grouped
 from autotrade.store.db import Database
-from autotrade.store.migrate import upgrade
 from autotrade.store.models import Account, OrderIntentRow, TradingSignal, User
 from autotrade.trading.buys import AccountRef, BuyService, write_plans
 from autotrade.trading.orders import OrderService
-from tests.conftest import fresh_schema
 
 pytestmark = pytest.mark.postgres
 
@@ -32,23 +29,6 @@ CODES = ("005930", "000660", "035420")
 
 def _clock() -> datetime:
     return datetime(2026, 11, 27, 6, 40, tzinfo=UTC)
-
-
-@pytest.fixture
-def pg(pg_url: str) -> Iterator[str]:
-    with fresh_schema(pg_url) as url:
-        upgrade(url)
-        yield url
-
-
-@pytest.fixture
-async def db(pg: str) -> AsyncIterator[Database]:
-    d = Database(pg)
-    try:
-        yield d
-    finally:
-        await d.aclose()
-        d.dispose()
 
 
 def _service(db: Database, tmp_path: Path) -> BuyService:

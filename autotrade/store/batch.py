@@ -528,7 +528,8 @@ class _Gatherer(Generic[Item, Result]):
     PostgreSQL refused (it rolled back) runs again call by call. The calls of each event loop gather on
     their own (a batch's futures belong to its loop)."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, pool: BatchPool, what: str) -> None:
+        self._pool = pool
         self._what = what  # in errors: the statement, or what the group writes
         self._loops: dict[asyncio.AbstractEventLoop, _Gathering[Item, Result]] = {}
         self._lock = threading.Lock()
@@ -617,6 +618,21 @@ class _Gatherer(Generic[Item, Result]):
     async def _execute(self, items: list[Item]) -> list[Result]:
         raise NotImplementedError
 
+    @contextlib.asynccontextmanager
+    async def _connection(self, items: int) -> AsyncIterator[Any]:
+        """A pooled connection for one batch of ``items`` (counted). Should the batch fail but for a refusal
+        (lost, or cancelled: the query or the commit may still be running there), the connection is in an
+        unknown state and terminated: the pool opens a new one in its place."""
+        self.batches += 1
+        self.calls += items
+        async with self._pool.connection() as conn:
+            try:
+                yield conn
+            except BaseException as exc:
+                if not _rolled_back(exc):
+                    conn.terminate()
+                raise
+
 
 class Batched(_Gatherer[list[Any], list[Row]]):
     """One statement whose concurrent calls go to PostgreSQL in batches (see the module's text)."""
@@ -628,10 +644,9 @@ class Batched(_Gatherer[list[Any], list[Row]]):
         keys: Sequence[str] | None = None,
         target: Sequence[str] | None = None,
     ) -> None:
-        self._pool = pool
         self._c = compiled(statement, keys)
         self._set = set_form_or_none(statement, keys, target)
-        super().__init__(self._c.sql)
+        super().__init__(pool, self._c.sql)
         self.set_batches = 0  # batches sent as one statement (the set form)
 
     def __repr__(self) -> str:
@@ -666,22 +681,15 @@ class Batched(_Gatherer[list[Any], list[Row]]):
         return batch, later
 
     async def _execute(self, calls: list[list[Any]]) -> list[list[Row]]:
-        self.batches += 1
-        self.calls += len(calls)
-        async with self._pool.connection() as conn:
-            try:
-                if self._set is not None and len(calls) > 1:
-                    self.set_batches += 1
-                    found = await conn.fetch(self._set.sql, *self._set.arguments(calls))
-                    return self._set.per_call(found, len(calls))
-                if not self._c.returns:
-                    await conn.executemany(self._c.sql, calls)
-                    return [[] for _ in calls]
-                found = await conn.fetchmany(self._c.sql, [[*a, i] for i, a in enumerate(calls)])
-            except BaseException as exc:  # cancelled too: the query may still be running there
-                if not _rolled_back(exc):
-                    conn.terminate()  # in an unknown state: the pool opens a new one in its place
-                raise
+        async with self._connection(len(calls)) as conn:
+            if self._set is not None and len(calls) > 1:
+                self.set_batches += 1
+                found = await conn.fetch(self._set.sql, *self._set.arguments(calls))
+                return self._set.per_call(found, len(calls))
+            if not self._c.returns:
+                await conn.executemany(self._c.sql, calls)
+                return [[] for _ in calls]
+            found = await conn.fetchmany(self._c.sql, [[*a, i] for i, a in enumerate(calls)])
         return _rows_by_call(found, len(calls))
 
 
@@ -700,8 +708,7 @@ class Grouped(_Gatherer[Unit, Result]):
         write: Callable[[Transaction, list[Unit]], Awaitable[list[Result]]],
         what: str,
     ) -> None:
-        super().__init__(what)
-        self._pool = pool
+        super().__init__(pool, what)
         self._write = write
 
     def __repr__(self) -> str:
@@ -712,16 +719,8 @@ class Grouped(_Gatherer[Unit, Result]):
         return await self._submit(unit)
 
     async def _execute(self, units: list[Unit]) -> list[Result]:
-        self.batches += 1
-        self.calls += len(units)
-        async with self._pool.connection() as conn:
-            try:
-                async with conn.transaction():
-                    results = await self._write(Transaction(conn), units)
-            except BaseException as exc:  # cancelled too: the commit may be under way there
-                if not _rolled_back(exc):
-                    conn.terminate()
-                raise
+        async with self._connection(len(units)) as conn, conn.transaction():
+            results = await self._write(Transaction(conn), units)
         if len(results) != len(units):
             raise RuntimeError(f"{self._what}: {len(results)} results for {len(units)} units")
         return results
